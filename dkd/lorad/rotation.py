@@ -1,0 +1,73 @@
+"""The math of LoRaD (paper section 3.2), as pure functions of tensors.
+
+Orientation (``shared/reference.md`` section 1): a weight in PyTorch layout ``(out, in)``
+(a Conv2d weight flattened to ``(out, in * kh * kw)``) is rotated row by row, in pairs of
+*input* coordinates ``(W[o, 2j], W[o, 2j+1])`` by the angle ``theta[o, j]``::
+
+    W'[o, 2j]     = cos(theta) W[o, 2j] - sin(theta) W[o, 2j+1]
+    W'[o, 2j + 1] = sin(theta) W[o, 2j] + cos(theta) W[o, 2j+1]
+
+with ``theta = (A B)^T``, ``A`` of shape ``(in/2, r)`` and ``B`` of shape ``(r, out)``.
+Every output row keeps its norm; only its direction changes.
+
+Everything here is elementwise (Eq. 6 and 8): no dense rotation matrix is ever built.
+Angles and the rotation are computed in float32 (float64 if the inputs are float64), whatever
+the dtype of the weight, so that bf16/fp16 training rotates exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rotation_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 if any input is float64, float32 otherwise (never a half type)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def angles(lorad_A: torch.Tensor, lorad_B: torch.Tensor) -> torch.Tensor:
+    """``theta = (A B)^T``: shape ``(out, in/2)``, in the rotation dtype."""
+    dtype = rotation_dtype(lorad_A, lorad_B)
+    return lorad_B.to(dtype).T @ lorad_A.to(dtype).T
+
+
+def rotate_pairs(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of input coordinates of each row of ``weight`` by ``theta``.
+
+    ``weight`` has shape ``(out, ...)`` whose trailing dims flatten to an even ``in``;
+    ``theta`` has shape ``(out, in/2)``. Returns a tensor shaped like ``weight`` in the dtype
+    of ``theta`` (the rotation is computed in that dtype).
+    """
+    out = weight.shape[0]
+    pairs = weight.to(theta.dtype).reshape(out, -1, 2)
+    first, second = pairs.unbind(-1)
+    cos, sin = theta.cos(), theta.sin()
+    rotated = torch.stack((cos * first - sin * second, sin * first + cos * second), dim=-1)
+    return rotated.reshape(weight.shape)
+
+
+def rotated_weight(weight: torch.Tensor, lorad_A: torch.Tensor, lorad_B: torch.Tensor) -> torch.Tensor:
+    """``R_{AB} W`` (Eq. 10) in the rotation dtype."""
+    return rotate_pairs(weight, angles(lorad_A, lorad_B))
+
+
+def angle_grad(rotated: torch.Tensor, grad_rotated: torch.Tensor) -> torch.Tensor:
+    """Closed-form gradient of a loss w.r.t. ``theta`` given ``W' = R_theta W`` and ``dL/dW'``.
+
+    ``d W'[2j] / d theta = -W'[2j+1]`` and ``d W'[2j+1] / d theta = W'[2j]``, hence
+    ``dL/dtheta = g[2j+1] W'[2j] - g[2j] W'[2j+1]``: cos and sin are not needed.
+    """
+    out = rotated.shape[0]
+    w = rotated.reshape(out, -1, 2)
+    g = grad_rotated.to(rotated.dtype).reshape(out, -1, 2)
+    return g[..., 1] * w[..., 0] - g[..., 0] * w[..., 1]
+
+
+def factor_grads(
+    grad_theta: torch.Tensor, lorad_A: torch.Tensor, lorad_B: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``A`` and ``B`` from ``dL/dtheta`` where ``theta = (A B)^T``."""
+    grad_t = grad_theta.T  # dL/d(A B), shape (in/2, out)
+    grad_A = grad_t @ lorad_B.to(grad_t.dtype).T
+    grad_B = lorad_A.to(grad_t.dtype).T @ grad_t
+    return grad_A.to(lorad_A.dtype), grad_B.to(lorad_B.dtype)
