@@ -6,7 +6,7 @@ plain autograd each adapted layer keeps the rotated weight, cos and sin (several
 weight-sized buffers per layer) alive until backward. ``RotatedOp`` keeps only what it must
 (the input, the frozen weight, bias, ``A`` and ``B``: all tensors that exist anyway) and
 recomputes the rotated weight in backward; the gradients of ``A`` and ``B`` are closed form
-(``rotation.angle_grad`` and ``rotation.factor_grads``).
+(``rotation.angle_grad_`` and ``rotation.factor_grads``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .rotation import angle_grad, angles, factor_grads, rotate_pairs
+from .rotation import angle_grad_, angles, factor_grads, rotate_pairs
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,12 @@ class RotatedOp(torch.autograd.Function):
             grad_x, grad_w_rot, grad_b = _op_backward(
                 grad_out.to(dtype), x.to(dtype), w_rot.to(dtype), bias, ctx.conv, needs_x, needs_b
             )
-            grad_theta = angle_grad(w_rot, grad_w_rot)
-            del w_rot
-            grad_A, grad_B = factor_grads(grad_theta, lorad_A, lorad_B)
             # d(R W)/dW = R^T: rotate the gradient back (only if the base weight is trained).
             grad_weight = rotate_pairs(grad_w_rot, -theta).to(weight.dtype) if needs_w else None
+            del theta
+            grad_theta = angle_grad_(w_rot, grad_w_rot)
+            del grad_w_rot
+            grad_A, grad_B = factor_grads(grad_theta, lorad_A, lorad_B)
         return (
             _cast(grad_x, x.dtype),
             grad_weight,

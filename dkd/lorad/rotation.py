@@ -36,14 +36,22 @@ def rotate_pairs(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
     ``weight`` has shape ``(out, ...)`` whose trailing dims flatten to an even ``in``;
     ``theta`` has shape ``(out, in/2)``. Returns a tensor shaped like ``weight`` in the dtype
-    of ``theta`` (the rotation is computed in that dtype).
+    of ``theta`` (the rotation is computed in that dtype). Differentiable when autograd
+    needs it; otherwise fused into one output buffer (no temporaries beyond cos and sin).
     """
     out = weight.shape[0]
-    pairs = weight.to(theta.dtype).reshape(out, -1, 2)
+    pairs = weight.reshape(out, -1, 2)
     first, second = pairs.unbind(-1)
     cos, sin = theta.cos(), theta.sin()
-    rotated = torch.stack((cos * first - sin * second, sin * first + cos * second), dim=-1)
-    return rotated.reshape(weight.shape)
+    if torch.is_grad_enabled() and (weight.requires_grad or theta.requires_grad):
+        first, second = first.to(theta.dtype), second.to(theta.dtype)
+        rotated = torch.stack((cos * first - sin * second, sin * first + cos * second), dim=-1)
+        return rotated.reshape(weight.shape)
+    rotated = torch.empty(weight.shape, dtype=theta.dtype, device=weight.device)
+    new_first, new_second = rotated.view(out, -1, 2).unbind(-1)
+    torch.mul(cos, first, out=new_first).addcmul_(sin, second, value=-1)
+    torch.mul(sin, first, out=new_second).addcmul_(cos, second)
+    return rotated
 
 
 def rotated_weight(weight: torch.Tensor, lorad_A: torch.Tensor, lorad_B: torch.Tensor) -> torch.Tensor:
@@ -51,16 +59,18 @@ def rotated_weight(weight: torch.Tensor, lorad_A: torch.Tensor, lorad_B: torch.T
     return rotate_pairs(weight, angles(lorad_A, lorad_B))
 
 
-def angle_grad(rotated: torch.Tensor, grad_rotated: torch.Tensor) -> torch.Tensor:
-    """Closed-form gradient of a loss w.r.t. ``theta`` given ``W' = R_theta W`` and ``dL/dW'``.
+def angle_grad_(rotated: torch.Tensor, grad_rotated: torch.Tensor) -> torch.Tensor:
+    """Closed-form ``dL/dtheta`` given ``W' = R_theta W`` and ``dL/dW'``; overwrites ``rotated``.
 
     ``d W'[2j] / d theta = -W'[2j+1]`` and ``d W'[2j+1] / d theta = W'[2j]``, hence
-    ``dL/dtheta = g[2j+1] W'[2j] - g[2j] W'[2j+1]``: cos and sin are not needed.
+    ``dL/dtheta = g[2j+1] W'[2j] - g[2j] W'[2j+1]``: cos and sin are not needed. The result is
+    written into the ``W'[2j]`` slots of ``rotated`` (returned as a strided ``(out, in/2)``
+    view) so that backward holds no extra weight-sized buffer.
     """
     out = rotated.shape[0]
-    w = rotated.reshape(out, -1, 2)
-    g = grad_rotated.to(rotated.dtype).reshape(out, -1, 2)
-    return g[..., 1] * w[..., 0] - g[..., 0] * w[..., 1]
+    w_first, w_second = rotated.view(out, -1, 2).unbind(-1)
+    g_first, g_second = grad_rotated.reshape(out, -1, 2).unbind(-1)
+    return w_first.mul_(g_second).addcmul_(g_first, w_second, value=-1)
 
 
 def factor_grads(

@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine with Python 3.11:
+#   make demo   the main job (workflow on CPU: parameter table; then the LoRaD benchmark)
+#   make test   the test suite (lint and dry-run of the workflow included)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,workflow]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores 2 all
+	cat results/params.md
+	$(BIN)/python benchmarks/lorad_layer.py
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/lorad_layer.py
+
+clean:
+	rm -rf $(VENV) .snakemake results
