@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .rotation import angle_grad_, angles, factor_grads, rotate_pairs
+from .rotation import angle_grad_, angles, factor_grads, rotate_pairs, rotated_weight, row_blocks
 
 
 @dataclass(frozen=True)
@@ -61,32 +61,48 @@ def rotated_forward_plain(
 ) -> torch.Tensor:
     """The reference implementation: the formula under plain autograd."""
     with torch.autocast(x.device.type, enabled=False):
-        w_rot = rotate_pairs(weight, angles(lorad_A, lorad_B)).to(compute_dtype)
+        w_rot = rotated_weight(weight, lorad_A, lorad_B).to(compute_dtype)
         return apply_op(x.to(compute_dtype), w_rot, _cast(bias, compute_dtype), conv)
 
 
-def _op_backward(grad_out, x, w, bias, conv, needs_x, needs_b):
-    """Gradients of the op w.r.t. its input, weight (always) and bias."""
+def _input_and_bias_grads(grad_out, x, w, bias, conv, needs_x, needs_b):
+    needs_b = needs_b and bias is not None
     if conv is None:
         grad_x = grad_out @ w if needs_x else None
-        g2 = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_w = g2.T @ x.reshape(-1, x.shape[-1])
-        grad_b = g2.sum(0) if needs_b else None
-        return grad_x, grad_w, grad_b
-    bias_sizes = [w.shape[0]] if bias is not None else None
-    return torch.ops.aten.convolution_backward(
-        grad_out, x, w, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation),
-        False, [0, 0], conv.groups, [needs_x, True, needs_b and bias is not None],
+        grad_b = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if needs_b else None
+        return grad_x, grad_b
+    grad_x, _, grad_b = torch.ops.aten.convolution_backward(
+        grad_out, x, w, [w.shape[0]] if needs_b else None, list(conv.stride), list(conv.padding),
+        list(conv.dilation), False, [0, 0], conv.groups, [needs_x, False, needs_b],
     )
+    return grad_x, grad_b
+
+
+def _weight_grad(grad_out, x, w_block, rows, conv):
+    """``dL/dW'`` for the output rows ``rows`` (``w_block`` gives the block's shape and dtype)."""
+    if conv is None:
+        return grad_out.reshape(-1, grad_out.shape[-1])[:, rows].T @ x.reshape(-1, x.shape[-1])
+    grad_block = grad_out[:, rows].contiguous()
+    groups = conv.groups if rows == slice(None) else 1
+    return torch.ops.aten.convolution_backward(
+        grad_block, x, w_block, None, list(conv.stride), list(conv.padding), list(conv.dilation),
+        False, [0, 0], groups, [False, True, False],
+    )[1]
 
 
 class RotatedOp(torch.autograd.Function):
-    """``op(x, R_{AB} W, b)`` that saves only ``x, W, b, A, B`` for backward."""
+    """``op(x, R_{AB} W, b)`` that saves only ``x, W, b, A, B`` for backward.
+
+    Backward rebuilds ``R_{AB} W`` once (for the input gradient), then works through blocks
+    of output rows: the block's weight gradient, the angle gradient written in place over the
+    block of the rotated weight, and the block's share of ``dL/dA`` and ``dL/dB``. Beyond the
+    rotated weight it holds one block-sized buffer at a time.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, lorad_A, lorad_B, conv, compute_dtype):
         with torch.autocast(x.device.type, enabled=False):
-            w_rot = rotate_pairs(weight, angles(lorad_A, lorad_B)).to(compute_dtype)
+            w_rot = rotated_weight(weight, lorad_A, lorad_B).to(compute_dtype)
             out = apply_op(x.to(compute_dtype), w_rot, _cast(bias, compute_dtype), conv)
         ctx.save_for_backward(x, weight, bias, lorad_A, lorad_B)
         ctx.conv, ctx.compute_dtype = conv, compute_dtype
@@ -95,26 +111,31 @@ class RotatedOp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, bias, lorad_A, lorad_B = ctx.saved_tensors
-        dtype = ctx.compute_dtype
+        conv, dtype = ctx.conv, ctx.compute_dtype
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
         with torch.autocast(grad_out.device.type, enabled=False):
-            theta = angles(lorad_A, lorad_B)
-            w_rot = rotate_pairs(weight, theta)
-            grad_x, grad_w_rot, grad_b = _op_backward(
-                grad_out.to(dtype), x.to(dtype), w_rot.to(dtype), bias, ctx.conv, needs_x, needs_b
-            )
-            # d(R W)/dW = R^T: rotate the gradient back (only if the base weight is trained).
-            grad_weight = rotate_pairs(grad_w_rot, -theta).to(weight.dtype) if needs_w else None
-            del theta
-            grad_theta = angle_grad_(w_rot, grad_w_rot)
-            del grad_w_rot
-            grad_A, grad_B = factor_grads(grad_theta, lorad_A, lorad_B)
+            w_rot = rotated_weight(weight, lorad_A, lorad_B)
+            grad_out, x_c = grad_out.to(dtype), x.to(dtype)
+            grad_x, grad_b = _input_and_bias_grads(grad_out, x_c, w_rot.to(dtype), bias, conv, needs_x, needs_b)
+            grad_A = torch.zeros(lorad_A.shape, dtype=w_rot.dtype, device=w_rot.device)
+            grad_B = torch.empty(lorad_B.shape, dtype=w_rot.dtype, device=w_rot.device)
+            grad_weight = torch.empty_like(weight) if needs_w else None
+            grouped = conv is not None and conv.groups > 1
+            blocks = [slice(None)] if grouped else row_blocks(weight.shape[0], weight[0].numel())
+            for rows in blocks:
+                grad_w_rot = _weight_grad(grad_out, x_c, w_rot[rows].to(dtype), rows, conv)
+                if needs_w:  # d(R W)/dW = R^T: rotate the gradient back
+                    grad_weight[rows] = rotate_pairs(grad_w_rot, -angles(lorad_A, lorad_B[:, rows]))
+                grad_theta = angle_grad_(w_rot[rows], grad_w_rot)
+                del grad_w_rot
+                block_A, grad_B[:, rows] = factor_grads(grad_theta, lorad_A, lorad_B[:, rows])
+                grad_A += block_A
         return (
             _cast(grad_x, x.dtype),
             grad_weight,
             _cast(grad_b, bias.dtype) if grad_b is not None else None,
-            grad_A,
-            grad_B,
+            grad_A.to(lorad_A.dtype),
+            grad_B.to(lorad_B.dtype),
             None,
             None,
         )

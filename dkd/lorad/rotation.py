@@ -31,32 +31,54 @@ def angles(lorad_A: torch.Tensor, lorad_B: torch.Tensor) -> torch.Tensor:
     return lorad_B.to(dtype).T @ lorad_A.to(dtype).T
 
 
-def rotate_pairs(weight: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def rotate_pairs(weight: torch.Tensor, theta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate each pair of input coordinates of each row of ``weight`` by ``theta``.
 
     ``weight`` has shape ``(out, ...)`` whose trailing dims flatten to an even ``in``;
     ``theta`` has shape ``(out, in/2)``. Returns a tensor shaped like ``weight`` in the dtype
     of ``theta`` (the rotation is computed in that dtype). Differentiable when autograd
-    needs it; otherwise fused into one output buffer (no temporaries beyond cos and sin).
+    needs it; otherwise fused into one output buffer (``out`` if given), with no temporaries
+    beyond cos and sin.
     """
-    out = weight.shape[0]
-    pairs = weight.reshape(out, -1, 2)
-    first, second = pairs.unbind(-1)
+    rows = weight.shape[0]
+    first, second = weight.reshape(rows, -1, 2).unbind(-1)
     cos, sin = theta.cos(), theta.sin()
     if torch.is_grad_enabled() and (weight.requires_grad or theta.requires_grad):
         first, second = first.to(theta.dtype), second.to(theta.dtype)
         rotated = torch.stack((cos * first - sin * second, sin * first + cos * second), dim=-1)
         return rotated.reshape(weight.shape)
-    rotated = torch.empty(weight.shape, dtype=theta.dtype, device=weight.device)
-    new_first, new_second = rotated.view(out, -1, 2).unbind(-1)
+    if out is None:
+        out = torch.empty(weight.shape, dtype=theta.dtype, device=weight.device)
+    new_first, new_second = out.view(rows, -1, 2).unbind(-1)
     torch.mul(cos, first, out=new_first).addcmul_(sin, second, value=-1)
     torch.mul(sin, first, out=new_second).addcmul_(cos, second)
-    return rotated
+    return out
+
+
+def row_blocks(rows: int, row_size: int, max_blocks: int = 8, block_elems: int = 2**20) -> list[slice]:
+    """Split ``rows`` into up to ``max_blocks`` slices of about ``block_elems`` elements.
+
+    Working block by block keeps the angle, cos/sin and weight-gradient buffers at a fraction
+    of the weight's size; small layers stay in one block (one large matmul is faster).
+    """
+    blocks = max(1, min(max_blocks, rows, -(-rows * row_size // block_elems)))
+    size = -(-rows // blocks)
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
 def rotated_weight(weight: torch.Tensor, lorad_A: torch.Tensor, lorad_B: torch.Tensor) -> torch.Tensor:
-    """``R_{AB} W`` (Eq. 10) in the rotation dtype."""
-    return rotate_pairs(weight, angles(lorad_A, lorad_B))
+    """``R_{AB} W`` (Eq. 10) in the rotation dtype.
+
+    Under autograd: the differentiable formula. Otherwise built block of rows by block of rows
+    into one buffer, so that the full angle matrix never exists.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (weight, lorad_A, lorad_B)):
+        return rotate_pairs(weight, angles(lorad_A, lorad_B))
+    dtype = rotation_dtype(lorad_A, lorad_B)
+    out = torch.empty(weight.shape, dtype=dtype, device=weight.device)
+    for rows in row_blocks(weight.shape[0], weight[0].numel()):
+        rotate_pairs(weight[rows], angles(lorad_A, lorad_B[:, rows]), out=out[rows])
+    return out
 
 
 def angle_grad_(rotated: torch.Tensor, grad_rotated: torch.Tensor) -> torch.Tensor:
@@ -76,8 +98,11 @@ def angle_grad_(rotated: torch.Tensor, grad_rotated: torch.Tensor) -> torch.Tens
 def factor_grads(
     grad_theta: torch.Tensor, lorad_A: torch.Tensor, lorad_B: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of ``A`` and ``B`` from ``dL/dtheta`` where ``theta = (A B)^T``."""
-    grad_t = grad_theta.T  # dL/d(A B), shape (in/2, out)
-    grad_A = grad_t @ lorad_B.to(grad_t.dtype).T
-    grad_B = lorad_A.to(grad_t.dtype).T @ grad_t
-    return grad_A.to(lorad_A.dtype), grad_B.to(lorad_B.dtype)
+    """Gradients of ``A`` and ``B`` from ``dL/dtheta`` where ``theta = (A B)^T``.
+
+    For a block of rows (``grad_theta[rows]`` with ``B[:, rows]``) this returns that block's
+    contribution to ``dL/dA`` and the columns ``rows`` of ``dL/dB``; both in ``grad_theta``'s
+    dtype.
+    """
+    grad_t = grad_theta.T.contiguous()  # dL/d(A B), shape (in/2, out)
+    return grad_t @ lorad_B.to(grad_t.dtype).T, lorad_A.to(grad_t.dtype).T @ grad_t

@@ -10,6 +10,21 @@ from dkd.lorad.function import ConvArgs, RotatedOp, rotated_forward
 from dkd.lorad.rotation import angles, rotate_pairs
 
 CONV = ConvArgs(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)
+CONV1 = ConvArgs(stride=(1, 2), padding=(0, 1), dilation=(2, 1), groups=1)
+
+
+@pytest.fixture(params=["one-block", "row-blocks"])
+def blocks(request, monkeypatch):
+    """Run the memory-efficient op in one block, or in blocks of 2 output rows."""
+    if request.param == "row-blocks":
+        from dkd.lorad import function, rotation
+
+        def tiny_blocks(rows, row_size, **_):
+            return [slice(i, min(i + 2, rows)) for i in range(0, rows, 2)]
+
+        monkeypatch.setattr(function, "row_blocks", tiny_blocks)
+        monkeypatch.setattr(rotation, "row_blocks", tiny_blocks)
+    return request.param
 
 
 def dense_rotation(theta_row: torch.Tensor) -> torch.Tensor:
@@ -49,7 +64,7 @@ def _op_inputs(conv, requires_weight_grad=True):
         weight = torch.randn(5, 6, generator=g, dtype=torch.float64)
     else:
         x = torch.randn(2, 4, 7, 6, generator=g, dtype=torch.float64)
-        weight = torch.randn(6, 2, 3, 3, generator=g, dtype=torch.float64)
+        weight = torch.randn(6 if conv.groups > 1 else 7, 4 // conv.groups, 3, 3, generator=g, dtype=torch.float64)
     bias = torch.randn(weight.shape[0], generator=g, dtype=torch.float64)
     a, b = _factors(weight[0].numel(), weight.shape[0], r=3)
     tensors = [x, weight, bias, a, b]
@@ -59,8 +74,8 @@ def _op_inputs(conv, requires_weight_grad=True):
     return tensors
 
 
-@pytest.mark.parametrize("conv", [None, CONV], ids=["linear", "conv"])
-def test_custom_backward_passes_gradcheck(conv):
+@pytest.mark.parametrize("conv", [None, CONV, CONV1], ids=["linear", "conv-groups", "conv"])
+def test_custom_backward_passes_gradcheck(conv, blocks):
     x, weight, bias, a, b = _op_inputs(conv)
     assert torch.autograd.gradcheck(
         lambda *t: RotatedOp.apply(*t, conv, torch.float64), (x, weight, bias, a, b), eps=1e-6, atol=1e-7
@@ -83,8 +98,8 @@ def _plain_formula(x, weight, bias, a, b, conv):
     return _apply(x, rotated, bias, conv)
 
 
-@pytest.mark.parametrize("conv", [None, CONV], ids=["linear", "conv"])
-def test_custom_backward_matches_autograd_of_plain_formula(conv):
+@pytest.mark.parametrize("conv", [None, CONV, CONV1], ids=["linear", "conv-groups", "conv"])
+def test_custom_backward_matches_autograd_of_plain_formula(conv, blocks):
     tensors = _op_inputs(conv)
     grad_out = torch.randn_like(_plain_formula(*tensors, conv))
     ours = torch.autograd.grad(RotatedOp.apply(*tensors, conv, torch.float64), tensors, grad_out)
