@@ -78,11 +78,12 @@ def _input_and_bias_grads(grad_out, x, w, bias, conv, needs_x, needs_b):
     return grad_x, grad_b
 
 
-def _weight_grad(grad_out, x, w_block, rows, conv):
-    """``dL/dW'`` for the output rows ``rows`` (``w_block`` gives the block's shape and dtype)."""
+def _weight_grad(grad_out, x, w_rot, rows, conv):
+    """``dL/dW'`` for the output rows ``rows`` of the rotated weight ``w_rot``."""
     if conv is None:
         return grad_out.reshape(-1, grad_out.shape[-1])[:, rows].T @ x.reshape(-1, x.shape[-1])
     grad_block = grad_out[:, rows].contiguous()
+    w_block = w_rot[rows].to(x.dtype)
     groups = conv.groups if rows == slice(None) else 1
     return torch.ops.aten.convolution_backward(
         grad_block, x, w_block, None, list(conv.stride), list(conv.padding), list(conv.dilation),
@@ -123,7 +124,7 @@ class RotatedOp(torch.autograd.Function):
             grouped = conv is not None and conv.groups > 1
             blocks = [slice(None)] if grouped else row_blocks(weight.shape[0], weight[0].numel())
             for rows in blocks:
-                grad_w_rot = _weight_grad(grad_out, x_c, w_rot[rows].to(dtype), rows, conv)
+                grad_w_rot = _weight_grad(grad_out, x_c, w_rot, rows, conv)
                 if needs_w:  # d(R W)/dW = R^T: rotate the gradient back
                     grad_weight[rows] = rotate_pairs(grad_w_rot, -angles(lorad_A, lorad_B[:, rows]))
                 grad_theta = angle_grad_(w_rot[rows], grad_w_rot)

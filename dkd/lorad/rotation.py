@@ -36,26 +36,27 @@ def rotate_pairs(weight: torch.Tensor, theta: torch.Tensor, out: torch.Tensor | 
 
     ``weight`` has shape ``(out, ...)`` whose trailing dims flatten to an even ``in``;
     ``theta`` has shape ``(out, in/2)``. Returns a tensor shaped like ``weight`` in the dtype
-    of ``theta`` (the rotation is computed in that dtype). Differentiable when autograd
-    needs it; otherwise fused into one output buffer (``out`` if given), with no temporaries
-    beyond cos and sin.
+    of ``theta`` (the rotation is computed in that dtype).
+
+    Under autograd: the elementwise formula of Eq. 6/8. Otherwise fused: each pair is a
+    complex number ``w = W[2j] + i W[2j+1]`` and the rotation is ``w * exp(i theta)`` (three
+    kernels: copy into ``out``, ``polar``, complex multiply), the way RoPE is usually applied.
     """
     rows = weight.shape[0]
-    first, second = weight.reshape(rows, -1, 2).unbind(-1)
-    cos, sin = theta.cos(), theta.sin()
     if torch.is_grad_enabled() and (weight.requires_grad or theta.requires_grad):
-        first, second = first.to(theta.dtype), second.to(theta.dtype)
+        first, second = weight.reshape(rows, -1, 2).to(theta.dtype).unbind(-1)
+        cos, sin = theta.cos(), theta.sin()
         rotated = torch.stack((cos * first - sin * second, sin * first + cos * second), dim=-1)
         return rotated.reshape(weight.shape)
     if out is None:
         out = torch.empty(weight.shape, dtype=theta.dtype, device=weight.device)
-    new_first, new_second = out.view(rows, -1, 2).unbind(-1)
-    torch.mul(cos, first, out=new_first).addcmul_(sin, second, value=-1)
-    torch.mul(sin, first, out=new_second).addcmul_(cos, second)
+    out.copy_(weight)
+    rotor = torch.polar(torch.ones((), dtype=theta.dtype, device=theta.device).expand_as(theta), theta)
+    torch.view_as_complex(out.view(rows, -1, 2)).mul_(rotor)
     return out
 
 
-def row_blocks(rows: int, row_size: int, max_blocks: int = 8, block_elems: int = 2**20) -> list[slice]:
+def row_blocks(rows: int, row_size: int, max_blocks: int = 8, block_elems: int = 2**22) -> list[slice]:
     """Split ``rows`` into up to ``max_blocks`` slices of about ``block_elems`` elements.
 
     Working block by block keeps the angle, cos/sin and weight-gradient buffers at a fraction
@@ -85,14 +86,16 @@ def angle_grad_(rotated: torch.Tensor, grad_rotated: torch.Tensor) -> torch.Tens
     """Closed-form ``dL/dtheta`` given ``W' = R_theta W`` and ``dL/dW'``; overwrites ``rotated``.
 
     ``d W'[2j] / d theta = -W'[2j+1]`` and ``d W'[2j+1] / d theta = W'[2j]``, hence
-    ``dL/dtheta = g[2j+1] W'[2j] - g[2j] W'[2j+1]``: cos and sin are not needed. The result is
-    written into the ``W'[2j]`` slots of ``rotated`` (returned as a strided ``(out, in/2)``
-    view) so that backward holds no extra weight-sized buffer.
+    ``dL/dtheta = g[2j+1] W'[2j] - g[2j] W'[2j+1] = Im(g * conj(w'))`` with pairs read as
+    complex numbers: cos and sin are not needed. Computed in place over ``rotated``, whose
+    imaginary slots are returned as a strided ``(out, in/2)`` view, so that backward holds no
+    extra weight-sized buffer.
     """
-    out = rotated.shape[0]
-    w_first, w_second = rotated.view(out, -1, 2).unbind(-1)
-    g_first, g_second = grad_rotated.reshape(out, -1, 2).unbind(-1)
-    return w_first.mul_(g_second).addcmul_(g_first, w_second, value=-1)
+    rows = rotated.shape[0]
+    w = torch.view_as_complex(rotated.view(rows, -1, 2))
+    g = torch.view_as_complex(grad_rotated.to(rotated.dtype).reshape(rows, -1, 2).contiguous())
+    w.conj_physical_().mul_(g)
+    return torch.view_as_real(w)[..., 1]
 
 
 def factor_grads(

@@ -91,5 +91,5 @@ def test_memory_efficient_backward_peak_on_cuda():
     kept_eff, peak_eff = _peak_bytes(True, tensors, grad)
     kept_plain, peak_plain = _peak_bytes(False, tensors, grad)
     assert kept_eff < 0.01 * weight_bytes
-    assert kept_plain >= 2 * weight_bytes
+    assert kept_plain >= weight_bytes
     assert peak_eff <= peak_plain - weight_bytes, (peak_eff / weight_bytes, peak_plain / weight_bytes)
