@@ -12,5 +12,6 @@ export PYTHONPATH=/tmp/pylib:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, peft; print('torch', torch.__version__, 'peft', peft.__version__)" | tee -a "$out/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider tests/lorad/test_cuda.py 2>&1 | tee "$out/test_cuda.txt" || true
-python3 benchmarks/lorad_layer.py --device cuda --dtype bfloat16 --batch 16 --repeats 20 | tee "$out/lorad_layer_bf16.md"
-python3 benchmarks/lorad_layer.py --device cuda --dtype float32 --batch 16 --repeats 10 | tee "$out/lorad_layer_fp32.md"
+python3 benchmarks/lorad_layer.py --device cuda --dtype bfloat16 --batch 16 --repeats 50 | tee "$out/lorad_layer_bf16.md"
+python3 benchmarks/lorad_layer.py --device cuda --dtype bfloat16 --batch 16 --repeats 50 --block-elems 1000000000 | tee "$out/lorad_layer_bf16_one_block.md"
+python3 benchmarks/lorad_layer.py --device cuda --dtype float32 --batch 16 --repeats 20 | tee "$out/lorad_layer_fp32.md"

@@ -106,6 +106,8 @@ def run_isolated(args, method, in_f, out_f, tokens) -> dict:
     """CPU: one process per measurement, so that the peak RSS belongs to that measurement."""
     cmd = [sys.executable, __file__, "--worker", method, str(in_f), str(out_f), str(tokens),
            "--rank", str(args.rank), "--dtype", args.dtype, "--repeats", str(args.repeats)]
+    if args.block_elems:
+        cmd += ["--block-elems", str(args.block_elems)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -118,16 +120,23 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", type=int, default=2048, help="tokens per step (ignored with --batch)")
     parser.add_argument("--batch", type=int, default=None, help="use SD1.5's 64x64 token counts x batch")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block-elems", type=int, default=None,
+                        help="elements per row block of the memory-efficient backward (default: the library's)")
     parser.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
+    from dkd.lorad import rotation
+
+    if args.block_elems:
+        rotation.BLOCK_ELEMS = args.block_elems
     if args.worker:
         method, in_f, out_f, tokens = args.worker[0], *map(int, args.worker[1:])
         print(json.dumps(measure(method, in_f, out_f, tokens, args.rank, "cpu", dtype, args.repeats)))
         return
     device = "cuda" if args.device == "cuda" else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"LoRaD layer benchmark: {name}, {args.dtype}, rank {args.rank}, torch {torch.__version__}\n")
+    print(f"LoRaD layer benchmark: {name}, {args.dtype}, rank {args.rank}, torch {torch.__version__}, "
+          f"row blocks of {rotation.BLOCK_ELEMS} elements\n")
     print("| layer | tokens | method | fwd+bwd ms | x LoRA time | peak MiB | x LoRA peak | extra/W |")
     print("|---|---|---|---|---|---|---|---|")
     for label, in_f, out_f, level_tokens in SHAPES:

@@ -56,12 +56,16 @@ def rotate_pairs(weight: torch.Tensor, theta: torch.Tensor, out: torch.Tensor | 
     return out
 
 
-def row_blocks(rows: int, row_size: int, max_blocks: int = 8, block_elems: int = 2**22) -> list[slice]:
+BLOCK_ELEMS = 2**22  # elements per block of rows in the memory-efficient backward
+
+
+def row_blocks(rows: int, row_size: int, max_blocks: int = 8, block_elems: int | None = None) -> list[slice]:
     """Split ``rows`` into up to ``max_blocks`` slices of about ``block_elems`` elements.
 
     Working block by block keeps the angle, cos/sin and weight-gradient buffers at a fraction
     of the weight's size; small layers stay in one block (one large matmul is faster).
     """
+    block_elems = block_elems or BLOCK_ELEMS
     blocks = max(1, min(max_blocks, rows, -(-rows * row_size // block_elems)))
     size = -(-rows // blocks)
     return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]

@@ -53,7 +53,7 @@ def test_efficient_equals_plain_on_cuda(conv, amp, big):
             out = rotated_forward(*tensors, conv=conv, memory_efficient=efficient)
         grads = torch.autograd.grad(out.float().square().mean(), [tensors[0], tensors[3], tensors[4]])
         results.append((out, *grads))
-    tol = dict(rtol=2e-2, atol=1e-3) if amp is not None else dict(rtol=1e-4, atol=1e-5)
+    tol = dict(rtol=2e-2, atol=1e-2) if amp is not None else dict(rtol=1e-4, atol=1e-5)
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, **tol)
     # Rotation in float32 under autocast: the output equals the matmul of the fp32-rotated weight.
