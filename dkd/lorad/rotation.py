@@ -56,7 +56,7 @@ def rotate_pairs(weight: torch.Tensor, theta: torch.Tensor, out: torch.Tensor | 
     return out
 
 
-BLOCK_ELEMS = 2**22  # elements per block of rows in the memory-efficient backward
+BLOCK_ELEMS = 2**24  # elements per block of rows in the memory-efficient backward (SD layers: one block)
 
 
 def row_blocks(rows: int, row_size: int, max_blocks: int = 8, block_elems: int | None = None) -> list[slice]:

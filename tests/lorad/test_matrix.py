@@ -111,3 +111,22 @@ def test_save_load_round_trip(case, init, dtype, efficient, tmp_path):
     assert isinstance(loaded.peft_config["default"], LoRaDConfig)
     with torch.no_grad():
         torch.testing.assert_close(output(loaded, inputs), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_bf16_autocast_efficient_matches_plain(case):
+    model, _, inputs = _setup(case, "xavier_xavier", torch.float32, True)
+    results = []
+    for efficient in (True, False):
+        for layer in _layers(model):
+            layer.memory_efficient = efficient
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = output(model, inputs)
+        out.float().square().mean().backward()
+        results.append((out, {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (out_eff, grads_eff), (out_plain, grads_plain) = results
+    torch.testing.assert_close(out_eff, out_plain, rtol=2e-2, atol=2e-2)
+    for name, grad in grads_eff.items():
+        assert grad.dtype == torch.float32
+        torch.testing.assert_close(grad, grads_plain[name], rtol=5e-2, atol=1e-3 * grads_plain[name].abs().max())
