@@ -46,6 +46,8 @@ _CONVS = {
     "pixart256": ["pos_embed.proj"],
 }
 _LORA_EXTRA = ["proj_in", "proj_out"]
+# The tiny backbones have SD1.5's and PixArt-alpha's module layout.
+_PROFILE = {"tiny-sd": "sd15", "tiny-pixart": "pixart256"}
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,14 @@ class AdapterSpec:
         """PEFT target names (exact or dotted suffix) of this spec; empty for ``ft``."""
         if self.method == "ft":
             return []
-        targets = list(_STUDENT[self.backbone])
+        profile = _PROFILE.get(self.backbone, self.backbone)
+        targets = list(_STUDENT[profile])
         if self.role == "fake":
             targets = [t for t in targets if t not in _TIME]
         if self.method in ("lora", "dora"):
             targets += [t for t in _LORA_EXTRA if t not in targets]
         if self.layers == "linear+conv":
-            targets += [t for t in _CONVS[self.backbone] if t not in targets]
+            targets += [t for t in _CONVS[profile] if t not in targets]
         return targets
 
     def peft_config(self) -> Optional[PeftConfig]:

@@ -16,14 +16,35 @@ import torch
 from torch import nn
 
 
+FAMILIES = ("sd", "pixart")
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One teacher family: where it lives on the hub and how its denoiser is built."""
+    """One teacher: where it lives, its family (SD U-Net or PixArt DiT) and its text length.
+
+    ``hub_id`` is None for the tiny backbones, which exist only as local folders written by
+    ``dkd.backbones.tiny.save_tiny_backbone``; they load through the same code path.
+    """
 
     name: str
-    hub_id: str
-    denoiser_subfolder: str
-    denoiser_class: str  # a diffusers model class name
+    family: str  # "sd": U-Net + CLIP text encoder; "pixart": DiT + T5 text encoder
+    hub_id: str | None
+    text_max_length: int  # tokens of the text encoder (CLIP 77, PixArt's T5 120)
+    resolution: int  # image size in pixels
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}; got {self.family!r}.")
+
+    @property
+    def denoiser_subfolder(self) -> str:
+        return "unet" if self.family == "sd" else "transformer"
+
+    @property
+    def denoiser_class(self) -> str:
+        """The diffusers model class of the denoiser."""
+        return "UNet2DConditionModel" if self.family == "sd" else "PixArtTransformer2DModel"
 
     def denoiser_config_path(self) -> Path:
         return config_dir() / "backbones" / self.name / self.denoiser_subfolder / "config.json"
@@ -32,9 +53,11 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "unet", "UNet2DConditionModel"),
-        BackboneSpec("sd21", "stabilityai/stable-diffusion-2-1-base", "unet", "UNet2DConditionModel"),
-        BackboneSpec("pixart256", "PixArt-alpha/PixArt-XL-2-256x256", "transformer", "PixArtTransformer2DModel"),
+        BackboneSpec("sd15", "sd", "stable-diffusion-v1-5/stable-diffusion-v1-5", 77, 512),
+        BackboneSpec("sd21", "sd", "stabilityai/stable-diffusion-2-1-base", 77, 512),
+        BackboneSpec("pixart256", "pixart", "PixArt-alpha/PixArt-XL-2-256x256", 120, 256),
+        BackboneSpec("tiny-sd", "sd", None, 77, 16),
+        BackboneSpec("tiny-pixart", "pixart", None, 120, 16),
     )
 }
 
