@@ -1,0 +1,158 @@
+"""The DKD distillation losses (paper Eq. 11 and 12) as pure functions of tensors.
+
+DMD2's layout: each loss returns ``(loss, logs)``, ``loss`` a scalar tensor to backpropagate
+and ``logs`` a dict of python floats. No model is called here: the trainer runs the real
+(teacher, with CFG) and fake models at ``x_t``, converts their raw outputs with
+:func:`dkd.train.schedule.pred_x0`, and passes the x0 predictions in.
+
+Eq. 11 only fixes the direction of the generator's gradient,
+``w(t) (eps_real - eps_fake) dx/dlambda``, not ``w(t)`` (``shared/reference.md`` section 2);
+:data:`WEIGHTINGS` names the two forms of the anchors:
+
+``"dmd"`` (default; DMD2 ``compute_distribution_matching_loss``)
+    ``grad = (p_real - p_fake) / mean_{C,H,W} |p_real|`` per sample, with
+    ``p_real = x - x0_real`` and ``p_fake = x - x0_fake``; so ``grad = (x0_fake - x0_real) / n_b``
+    where ``n_b = mean |x - x0_real|`` over sample b. In eps terms
+    ``x0_fake - x0_real = (sigma_t / alpha_t) (eps_real - eps_fake)``, i.e.
+    ``w(t) = sigma_t / (alpha_t n_b)``.
+``"sds"`` (SwiftBrush ``train_swiftbrush.py``; threestudio's VSD guidance uses the same ``w(t) = 1 - abar_t``)
+    ``grad = sigma_t^2 (eps_real - eps_fake) = alpha_t sigma_t (x0_fake - x0_real)``,
+    with ``sigma_t^2 = 1 - abar_t`` and ``alpha_t = sqrt(abar_t)``. As in SwiftBrush (and SDS /
+    VSD in general) the factor ``dx_t/dx = alpha_t`` of the chain rule is not applied: ``w(t)``
+    multiplies the eps difference directly.
+
+Both use the "detached target" trick: ``loss = 0.5 * mean((x - sg(x - grad))^2)``, so that
+``d loss / d x = grad / x.numel()`` exactly, and one gradient-descent step moves ``x`` toward
+the real model's x0 prediction and away from the fake model's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .schedule import alpha_sigma
+
+WEIGHTINGS = ("dmd", "sds")
+
+
+def cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance ``uncond + scale (cond - uncond)`` (diffusers' convention, as in DMD2).
+
+    The paper guides the real model with scale 1.5 and the fake model not at all.
+    """
+    return uncond + scale * (cond - uncond)
+
+
+def _loss_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 at least (DMD2 and SwiftBrush take the MSE in float32), float64 for float64 input."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _detached_target_loss(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``0.5 * mean((x - sg(x - grad))^2)``, whose gradient w.r.t. ``x`` is ``grad / x.numel()``."""
+    dtype = _loss_dtype(x)
+    target = (x.detach().double() - grad).to(dtype)
+    return 0.5 * F.mse_loss(x.to(dtype), target, reduction="mean")
+
+
+def _finite(grad: torch.Tensor) -> torch.Tensor:
+    """``nan_to_num`` with NaN and +-inf mapped to 0 (a sample with a 0/0 or x/0 gets no gradient)."""
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def dmd_gradient(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DMD2's normalised score difference, in float64: ``(grad, normaliser)``.
+
+    ``grad = (p_real - p_fake) / mean_{C,H,W} |p_real|`` per sample, ``p_real = x - x0_real``,
+    ``p_fake = x - x0_fake``; ``normaliser`` has shape ``(B, 1, ..., 1)``. Where the normaliser
+    is 0 (the real model reproduces ``x`` exactly) the sample's gradient is 0; DMD2's bare
+    ``nan_to_num`` would map ``x/0`` to the largest float instead and make the loss infinite.
+    """
+    x, x0_real, x0_fake = x.detach().double(), x0_real.detach().double(), x0_fake.detach().double()
+    p_real, p_fake = x - x0_real, x - x0_fake
+    normaliser = p_real.abs().mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+    return _finite((p_real - p_fake) / normaliser), normaliser
+
+
+def sds_gradient(
+    x0_real: torch.Tensor, x0_fake: torch.Tensor, t: torch.Tensor | int, alphas_cumprod: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SwiftBrush's ``sigma_t^2 (eps_real - eps_fake)``, in float64: ``(grad, sigma_t^2)``.
+
+    Computed from the x0 predictions at the same ``x_t``: ``eps = (x_t - alpha_t x0) / sigma_t``
+    gives ``eps_real - eps_fake = (alpha_t / sigma_t) (x0_fake - x0_real)``, hence
+    ``grad = alpha_t sigma_t (x0_fake - x0_real)`` (no ``x_t`` needed, and the same call works
+    for eps and v models once their outputs are converted with ``pred_x0``).
+    """
+    x0_real, x0_fake = x0_real.detach().double(), x0_fake.detach().double()
+    alpha, sigma = alpha_sigma(t, alphas_cumprod, x0_real)
+    return _finite(alpha * sigma * (x0_fake - x0_real)), sigma**2
+
+
+def vsd_generator_loss(
+    x: torch.Tensor,
+    x0_real: torch.Tensor,
+    x0_fake: torch.Tensor,
+    t: torch.Tensor | int,
+    alphas_cumprod: torch.Tensor,
+    *,
+    weighting: str = "dmd",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The generator loss of Eq. 11 (Algorithm 1, line 8) with the weighting ``w(t)`` named.
+
+    ``x`` is the generator's output x0 (with its autograd graph); ``x0_real`` (teacher, CFG
+    applied) and ``x0_fake`` are the two models' x0 predictions at ``x_t = add_noise(x, eps, t)``
+    (detached inside). ``t`` holds the timesteps used for ``x_t`` (used by ``"sds"`` only).
+
+    The loss is ``0.5 * mean((x - sg(x - grad))^2)`` and its gradient w.r.t. ``x`` is, with
+    ``N = x.numel()`` (the mean reduction):
+
+    * ``"dmd"``: ``d loss / d x = (x0_fake - x0_real) / (N * mean_{C,H,W} |x - x0_real|)``
+      = ``(p_real - p_fake) / normaliser / N``;
+    * ``"sds"``: ``d loss / d x = (1 - abar_t) (eps_real - eps_fake) / N``
+      = ``sqrt(abar_t) sqrt(1 - abar_t) (x0_fake - x0_real) / N``.
+
+    Returns ``(loss, logs)``; logs: ``loss_vsd``, ``grad_norm`` (of ``grad``, as DMD2 logs it),
+    ``grad_abs_mean``, and ``normaliser_mean`` / ``normaliser_min`` ("dmd") or ``w_mean``
+    ("sds", the mean ``sigma_t^2``).
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    if not x.shape == x0_real.shape == x0_fake.shape:
+        raise ValueError(
+            f"x, x0_real and x0_fake must have one shape, got {tuple(x.shape)}, "
+            f"{tuple(x0_real.shape)}, {tuple(x0_fake.shape)}"
+        )
+    if weighting == "dmd":
+        grad, normaliser = dmd_gradient(x, x0_real, x0_fake)
+        extra = {"normaliser_mean": normaliser.mean().item(), "normaliser_min": normaliser.min().item()}
+    else:
+        grad, w = sds_gradient(x0_real, x0_fake, t, alphas_cumprod)
+        extra = {"w_mean": w.mean().item()}
+    loss = _detached_target_loss(x, grad)
+    logs = {
+        "loss_vsd": loss.detach().item(),
+        "grad_norm": grad.norm().item(),
+        "grad_abs_mean": grad.abs().mean().item(),
+        **extra,
+    }
+    return loss, logs
+
+
+def fake_denoising_loss(
+    model_output: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The fake model's denoising loss (Eq. 12; Algorithm 1, line 11): ``mean((output - target)^2)``.
+
+    ``target`` is ``eps`` (or ``v`` for v models) from :func:`dkd.train.schedule.denoising_target`
+    on the detached generator sample; the MSE is taken in float32 at least, as DMD2 does.
+    Returns ``(loss, {"loss_fake": float})``.
+    """
+    if model_output.shape != target.shape:
+        raise ValueError(
+            f"model_output and target must have one shape, got {tuple(model_output.shape)}, {tuple(target.shape)}"
+        )
+    dtype = _loss_dtype(model_output)
+    loss = F.mse_loss(model_output.to(dtype), target.detach().to(dtype), reduction="mean")
+    return loss, {"loss_fake": loss.detach().item()}
