@@ -17,12 +17,81 @@ def _params(args: argparse.Namespace) -> int:
     return 1 if mismatches else 0
 
 
+def _clear_errors(run):
+    """Bad input (a missing model, mismatched layers) ends in one ``error:`` line and exit code 2."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def _analyze_weights(args: argparse.Namespace) -> int:
+    from .analysis import compare_models, load_state_dict, summarize, summary_json, write_analysis
+
+    frame = compare_models(
+        load_state_dict(args.a, args.subfolder),
+        load_state_dict(args.b, args.subfolder),
+        include_conv=args.include_conv,
+        with_svd=not args.no_svd,
+    )
+    summary = summarize(frame)
+    if args.out:
+        for path in write_analysis(frame, summary, args.out).values():
+            print(f"wrote {path}", file=sys.stderr)
+    print(summary_json(summary), end="")
+    return 0
+
+
+def _swap_weights(args: argparse.Namespace) -> int:
+    from .analysis import load_state_dict, model_files, save_model_folder, swap_models
+
+    direction_source = args.b if args.norms_from == "a" else args.a
+    config = model_files(direction_source, args.subfolder)[1]
+    if config is None:
+        raise FileNotFoundError(f"{direction_source!r} has no config.json to copy (the direction model's)")
+    state = swap_models(
+        load_state_dict(args.a, args.subfolder),
+        load_state_dict(args.b, args.subfolder),
+        norms_from=args.norms_from,
+        include_conv=args.include_conv,
+    )
+    print(f"wrote {save_model_folder(state, config, args.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dkd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     params = commands.add_parser("params", help="trainable-parameter table against the paper's counts")
     params.add_argument("--expected", default=None, help="CSV of the paper's counts (default: config/paper/parameter_counts.csv)")
     params.set_defaults(run=_params)
+
+    analyze = commands.add_parser(
+        "analyze-weights", help="norm/direction change of B against A per layer (Fig. 2a, Eq. 14-17, Table 2 NM/DM)"
+    )
+    analyze.add_argument("a", help="reference (multi-step) model: diffusers folder, .safetensors file or hub id")
+    analyze.add_argument("b", help="new (one-step) model, same forms as A")
+    analyze.add_argument("--subfolder", default=None, help="subfolder of both sources (default: root, unet, transformer)")
+    analyze.add_argument("--include-conv", action="store_true", help="also analyse Conv2d weights (flattened per output)")
+    analyze.add_argument("--no-svd", action="store_true", help="skip the SVD of the direction residual (Fig. 2b)")
+    analyze.add_argument("--out", default=None, help="folder for weights.csv, summary.json, weights.png (default: print only)")
+    analyze.set_defaults(run=_clear_errors(_analyze_weights))
+
+    swap = commands.add_parser(
+        "swap-weights", help="a model with the norms of one and the directions of the other (Fig. 2c/d)"
+    )
+    swap.add_argument("a", help="first model: diffusers folder, .safetensors file (with config.json beside) or hub id")
+    swap.add_argument("b", help="second model, same forms as A")
+    swap.add_argument("--norms-from", choices=("a", "b"), required=True, help="model whose per-row norms are kept")
+    swap.add_argument("--out", required=True, help="output diffusers folder (config.json of the direction model)")
+    swap.add_argument("--subfolder", default=None, help="subfolder of both sources (default: root, unet, transformer)")
+    swap.add_argument("--include-conv", action="store_true", help="also swap Conv2d weights")
+    swap.set_defaults(run=_clear_errors(_swap_weights))
     args = parser.parse_args(argv)
     return args.run(args)
 
