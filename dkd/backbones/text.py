@@ -23,6 +23,15 @@ class PromptEmbeds:
         mask = None if self.attention_mask is None else self.attention_mask.to(device)
         return PromptEmbeds(self.hidden_states.to(device=device, dtype=dtype), mask)
 
+    @staticmethod
+    def cat(parts: list["PromptEmbeds"]) -> "PromptEmbeds":
+        """Concatenate batches (e.g. cond and uncond, for one CFG forward pass)."""
+        masks = [p.attention_mask for p in parts]
+        if any(m is None for m in masks) and not all(m is None for m in masks):
+            raise ValueError("cannot concatenate embeddings with and without attention masks.")
+        mask = None if masks[0] is None else torch.cat(masks)
+        return PromptEmbeds(torch.cat([p.hidden_states for p in parts]), mask)
+
     def repeat(self, batch: int) -> "PromptEmbeds":
         """One prompt's embedding repeated ``batch`` times (for the empty-prompt uncond)."""
         if len(self) != 1:

@@ -1,5 +1,6 @@
 """DKD distillation (paper section 3.3, Algorithm 1): noise-schedule helpers and losses."""
 
+from .step import VSDConfig, fake_loss, generate, generator_loss
 from .losses import WEIGHTINGS, cfg, dmd_gradient, fake_denoising_loss, sds_gradient, vsd_generator_loss
 from .schedule import (
     PREDICTION_TYPES,
@@ -16,6 +17,10 @@ from .schedule import (
 )
 
 __all__ = [
+    "VSDConfig",
+    "fake_loss",
+    "generate",
+    "generator_loss",
     "PREDICTION_TYPES",
     "WEIGHTINGS",
     "add_noise",
