@@ -1,0 +1,108 @@
+"""``DistillConfig``: everything that defines one distillation run, validated at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..adapters import AdapterSpec
+from ..backbones import backbone_spec
+from .step import VSDConfig
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with gradient clipping and a linear warm-up to a constant learning rate (DMD2)."""
+
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    grad_clip: float = 10.0
+    warmup_steps: int = 0
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr!r}.")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1); got {self.betas!r}.")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if self.weight_decay < 0 or not self.grad_clip > 0 or self.warmup_steps < 0:
+            raise ValueError("weight_decay and warmup_steps must be >= 0 and grad_clip > 0.")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One DKD (or baseline) run: paper 4.1 and F.1 defaults.
+
+    ``batch_size`` is the global batch (128 in the paper); each optimiser step accumulates
+    ``batch_size / (per_device_batch * processes)`` micro-batches. The run ends after
+    ``max_steps`` optimiser steps if given, else after ``epochs`` passes over the prompts.
+    The fake model is updated every step and the generator every ``generator_every`` steps
+    (1 = Algorithm 1's alternation; DMD2's ``dfake_gen_update_ratio``).
+    """
+
+    backbone: str
+    student: AdapterSpec
+    fake: AdapterSpec
+    vsd: VSDConfig = field(default_factory=VSDConfig)
+    optim_student: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
+    optim_fake: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-2))
+    batch_size: int = 128
+    per_device_batch: int = 16
+    epochs: int = 2
+    max_steps: Optional[int] = None
+    generator_every: int = 1
+    seed: int = 0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    def __post_init__(self):
+        backbone_spec(self.backbone)
+        for role, spec in (("student", self.student), ("fake", self.fake)):
+            if not isinstance(spec, AdapterSpec):
+                raise TypeError(f"{role} must be an AdapterSpec; got {type(spec).__name__}.")
+            if spec.backbone != self.backbone or spec.role != role:
+                raise ValueError(f"{role} spec must have backbone={self.backbone!r} and role={role!r}; got {spec}.")
+        for name in ("batch_size", "per_device_batch", "epochs", "generator_every", "checkpoint_every",
+                     "keep_checkpoints", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
+            raise ValueError(f"max_steps must be a positive integer or None; got {self.max_steps!r}.")
+        if self.batch_size % self.per_device_batch:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of per_device_batch "
+                             f"{self.per_device_batch}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}.")
+
+    def accumulation_steps(self, processes: int) -> int:
+        """Micro-batches per optimiser step and process, for ``processes`` data-parallel processes."""
+        per_step = self.per_device_batch * processes
+        if self.batch_size % per_step:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of per_device_batch x processes "
+                             f"= {per_step}.")
+        return self.batch_size // per_step
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DistillConfig":
+        """Inverse of ``to_dict`` (e.g. from a workflow's YAML or a checkpoint's JSON)."""
+        data = dict(data)
+        nested = {"student": AdapterSpec, "fake": AdapterSpec, "vsd": VSDConfig,
+                  "optim_student": OptimConfig, "optim_fake": OptimConfig}
+        for key, kind in nested.items():
+            if key in data and isinstance(data[key], dict):
+                data[key] = kind(**data[key])
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown distillation settings: {sorted(unknown)}.")
+        return cls(**data)

@@ -1,0 +1,52 @@
+"""The training log: one CSV row per logged step, flushed as it is written.
+
+On resume the rows past the resumed step (written by the killed attempt after its last
+checkpoint) are dropped, so that the log of a resumed run equals an uninterrupted run's.
+TensorBoard scalars are written too when ``tensorboard`` is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+class CsvLogger:
+    def __init__(self, path: str | Path, resume_after: int = 0):
+        self.path = Path(path)
+        self.columns: list[str] | None = None
+        if self.path.is_file():
+            with self.path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                self.columns = reader.fieldnames
+                rows = [row for row in reader if int(row["step"]) <= resume_after]
+            self._rewrite(rows)
+        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard")
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        row = {"step": step, **values}
+        if self.columns is None:
+            self.columns = ["step", *sorted(values)]
+            self._rewrite([])
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)
+        if self._tensorboard is not None:
+            for key, value in values.items():
+                self._tensorboard.add_scalar(key, value, step)
+            self._tensorboard.flush()
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))

@@ -1,0 +1,280 @@
+"""The distillation loop: Algorithm 1 with accumulation, DDP (accelerate), checkpoints and resume.
+
+A run writes into ``output_dir``: ``checkpoints/step-*/`` (see ``checkpoint.py``), ``log.csv``
+(one row per ``log_every`` steps) and ``config.json``. Started again with the same
+``output_dir`` it resumes from the latest checkpoint; on CPU the result is bit-identical to an
+uninterrupted run. SIGTERM and SIGUSR1 (SLURM preemption and time limits) make it save a
+checkpoint after the current step and raise ``TrainingInterrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..adapters import apply_adapter
+from ..backbones import PromptEmbeds, Teacher
+from ..data.prompts import epoch_permutation
+from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
+                         set_rng_state, trainable_state)
+from .config import DistillConfig, OptimConfig
+from .logger import CsvLogger
+from .step import fake_loss, generate, generator_loss
+
+ROLES = ("student", "fake")
+
+
+class TrainingInterrupted(RuntimeError):
+    """A signal asked the run to stop; a checkpoint of the last finished step was written."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class DistillResult:
+    output_dir: Path
+    steps: int
+    checkpoint: Path
+    student: nn.Module
+    fake: nn.Module
+
+
+def build_role(teacher: Teacher, spec) -> nn.Module:
+    """A trainable copy of the teacher's denoiser as ``spec`` says, with fp32 trainable weights."""
+    model = apply_adapter(copy.deepcopy(teacher.denoiser), spec)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    return model.train()
+
+
+def _optimizer(model: nn.Module, optim: OptimConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    warmup = optim.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    return opt, sched
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGUSR1; the loop checks it after each step."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: the caller handles signals
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Distiller:
+    """State of one run: the three models, two optimisers, the generator and the prompt order."""
+
+    def __init__(self, config: DistillConfig, teacher: Teacher, prompts: Sequence[str], output_dir, accelerator=None):
+        from accelerate import Accelerator
+
+        self.config, self.teacher, self.prompts = config, teacher, prompts
+        self.output_dir = Path(output_dir)
+        self.acc = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        self.steps_per_epoch = len(prompts) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(prompts)} prompts are fewer than one batch of {config.batch_size}.")
+        self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
+        self.accum = config.accumulation_steps(self.acc.num_processes)
+        teacher.denoiser.to(self.acc.device)
+        if teacher.text_encoder is not None:
+            teacher.text_encoder.to(self.acc.device)
+        torch.manual_seed(config.seed)  # adapter initialisation (B Xavier) depends on the run's seed only
+        models = {role: build_role(teacher, getattr(config, role)) for role in ROLES}
+        if config.gradient_checkpointing:
+            for model in models.values():
+                model.enable_gradient_checkpointing()
+        optims = {role: _optimizer(models[role], getattr(config, f"optim_{role}")) for role in ROLES}
+        prepared = self.acc.prepare(*models.values(), *(o for o, _ in optims.values()))
+        self.models = dict(zip(ROLES, prepared[:2]))
+        self.optims = dict(zip(ROLES, prepared[2:]))
+        self.scheds = {role: optims[role][1] for role in ROLES}
+        self.generator = torch.Generator(device=self.acc.device).manual_seed(config.seed * 1_000_003 + self.acc.process_index)
+        self.uncond = teacher.encode([""]).to(self.acc.device)
+        self.step = 0
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def save(self) -> Path:
+        from accelerate.utils import gather_object
+
+        rng = gather_object([rng_state(self.generator)])
+        path = None
+        if self.acc.is_main_process:
+            path = save_checkpoint(
+                self.checkpoint_root, self.step,
+                weights={role: trainable_state(self.acc.unwrap_model(m)) for role, m in self.models.items()},
+                training_state={"optimizers": {r: o.state_dict() for r, o in self.optims.items()},
+                                "schedulers": {r: s.state_dict() for r, s in self.scheds.items()}, "rng": rng},
+                state={"total_steps": self.total_steps, "processes": self.acc.num_processes},
+                keep=self.config.keep_checkpoints,
+            )
+        self.acc.wait_for_everyone()
+        return path or latest_checkpoint(self.checkpoint_root)
+
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.checkpoint_root)
+        if path is None:
+            return False
+        weights, training_state, state = load_checkpoint(path, list(ROLES))
+        if state["processes"] != self.acc.num_processes:
+            raise ValueError(f"{path} was written by {state['processes']} processes; resume with as many "
+                             f"(this run has {self.acc.num_processes}).")
+        for role in ROLES:
+            load_trainable_state(self.acc.unwrap_model(self.models[role]), weights[role])
+            self.optims[role].load_state_dict(training_state["optimizers"][role])
+            self.scheds[role].load_state_dict(training_state["schedulers"][role])
+        set_rng_state(self.generator, training_state["rng"][self.acc.process_index])
+        self.step = state["step"]
+        return True
+
+    # -- one step ----------------------------------------------------------------------------
+    def _micro_batches(self, step: int) -> list[list[str]]:
+        """This process's micro-batches of step ``step``: a fixed shuffled order per epoch."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = epoch_permutation(len(self.prompts), seed=self.config.seed, epoch=epoch)
+        batch = order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
+        per_process = self.config.batch_size // self.acc.num_processes
+        mine = batch[self.acc.process_index * per_process:(self.acc.process_index + 1) * per_process]
+        size = self.config.per_device_batch
+        return [[self.prompts[int(i)] for i in mine[k:k + size]] for k in range(0, len(mine), size)]
+
+    def _update(self, role: str, losses: list, logs: dict) -> None:
+        model, opt = self.models[role], self.optims[role]
+        for k, loss in enumerate(losses):
+            sync = contextlib.nullcontext() if k == len(losses) - 1 else self.acc.no_sync(model)
+            with sync:
+                self.acc.backward(loss() / len(losses))
+        params = [p for p in model.parameters() if p.requires_grad]
+        logs[f"grad_norm_{role}"] = float(self.acc.clip_grad_norm_(params, getattr(self.config, f"optim_{role}").grad_clip))
+        opt.step()
+        self.scheds[role].step()
+        opt.zero_grad(set_to_none=True)
+        logs[f"lr_{role}"] = self.scheds[role].get_last_lr()[0]
+
+    def train_step(self) -> dict[str, float]:
+        """Algorithm 1 over one global batch: generator update (every ``generator_every`` steps),
+        then the fake model's update on the generator's detached samples."""
+        teacher, vsd, device = self.teacher, self.config.vsd, self.acc.device
+        update_generator = self.step % self.config.generator_every == 0
+        logs: dict[str, float] = {}
+        samples: list[tuple[torch.Tensor, PromptEmbeds]] = []
+
+        def generator_micro(prompts):
+            def run():
+                embeds = teacher.encode(prompts).to(device)
+                noise = torch.randn(len(prompts), *teacher.latent_shape, generator=self.generator, device=device)
+                with self.acc.autocast():
+                    x0 = generate(teacher, self.models["student"], noise, embeds, vsd.t_init)
+                    samples.append((x0.detach(), embeds))
+                    if not update_generator:
+                        return None
+                    loss, step_logs = generator_loss(teacher, self.models["fake"], x0, embeds,
+                                                     self.uncond.repeat(len(prompts)), vsd, self.generator)
+                _check(loss, "generator", self.step, self.checkpoint_root)
+                _accumulate(logs, step_logs)
+                return loss
+            return run
+
+        micro = [generator_micro(p) for p in self._micro_batches(self.step)]
+        if update_generator:
+            self._update("student", micro, logs)
+        else:
+            with torch.no_grad():
+                for run in micro:
+                    run()
+
+        def fake_micro(x0, embeds):
+            def run():
+                with self.acc.autocast():
+                    loss, step_logs = fake_loss(teacher, self.models["fake"], x0, embeds, vsd, self.generator)
+                _check(loss, "fake", self.step, self.checkpoint_root)
+                _accumulate(logs, step_logs)
+                return loss
+            return run
+
+        self._update("fake", [fake_micro(x0, e) for x0, e in samples], logs)
+        return {k: (sum(v) / len(v) if isinstance(v, list) else v) for k, v in logs.items()}
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self, progress: bool = True) -> DistillResult:
+        from tqdm.auto import tqdm
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.acc.is_main_process:
+            (self.output_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        self.resume()
+        logger = CsvLogger(self.output_dir / "log.csv", resume_after=self.step) if self.acc.is_main_process else None
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
+                   desc="distill")
+        checkpoint = None
+        with _StopFlag() as stop:
+            while self.step < self.total_steps:
+                start = time.perf_counter()
+                logs = self.train_step()
+                self.step += 1
+                bar.update(1)
+                done = self.step == self.total_steps
+                if logger and (self.step % self.config.log_every == 0 or done):
+                    logs["samples_per_s"] = self.config.batch_size / (time.perf_counter() - start)
+                    if torch.cuda.is_available():
+                        logs["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                    logger.write(self.step, logs)
+                    bar.set_postfix(loss_fake=f"{logs.get('loss_fake', math.nan):.4f}")
+                if done or self.step % self.config.checkpoint_every == 0 or stop.signal is not None:
+                    checkpoint = self.save()
+                if stop.signal is not None and not done:
+                    raise TrainingInterrupted(f"signal {stop.signal} at step {self.step}; checkpoint {checkpoint}")
+        bar.close()
+        checkpoint = checkpoint or latest_checkpoint(self.checkpoint_root)
+        return DistillResult(self.output_dir, self.step, checkpoint,
+                             *(self.acc.unwrap_model(self.models[r]) for r in ROLES))
+
+
+def _check(loss: torch.Tensor, name: str, step: int, root: Path) -> None:
+    if not torch.isfinite(loss.detach()).all():
+        raise NonFiniteLossError(f"non-finite {name} loss at step {step + 1}; the last good checkpoint is "
+                                 f"{latest_checkpoint(root) or 'none (no checkpoint yet)'}.")
+
+
+def _accumulate(logs: dict, new: dict) -> None:
+    for key, value in new.items():
+        logs.setdefault(key, []).append(value)
+
+
+def distill(config: DistillConfig, teacher: Teacher, prompts: Sequence[str], output_dir, *, progress: bool = True,
+            accelerator=None) -> DistillResult:
+    """Run (or resume) one distillation; see ``Distiller``."""
+    return Distiller(config, teacher, prompts, output_dir, accelerator).run(progress=progress)

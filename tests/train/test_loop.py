@@ -1,0 +1,131 @@
+"""The distillation loop on a tiny teacher: a complete run, bit-exact resume, signals, NaN."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+
+import pytest
+import torch
+
+from dkd.adapters import AdapterSpec
+from dkd.backbones import load_teacher
+from dkd.backbones.tiny import save_tiny_backbone
+from dkd.train import loop as loop_module
+from dkd.train.checkpoint import list_checkpoints
+from dkd.train.config import DistillConfig
+from dkd.train.loop import Distiller, NonFiniteLossError, TrainingInterrupted, distill
+
+PROMPTS = [f"a handwritten digit {d} number {i}" for i in range(4) for d in range(4)]
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tmp_path_factory):
+    return str(save_tiny_backbone("sd", tmp_path_factory.mktemp("tiny-sd"), seed=2))
+
+
+def _config(**overrides):
+    values = dict(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
+                  fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=2,
+                  max_steps=4, checkpoint_every=2, keep_checkpoints=2, log_every=1, seed=7)
+    values.update(overrides)
+    return DistillConfig(**values)
+
+
+def _weights(result):
+    return {role: {n: p.detach().clone() for n, p in getattr(result, role).named_parameters() if p.requires_grad}
+            for role in ("student", "fake")}
+
+
+def _assert_same(a, b):
+    for role in a:
+        assert a[role].keys() == b[role].keys()
+        for name in a[role]:
+            assert torch.equal(a[role][name], b[role][name]), (role, name)
+
+
+def _log(folder, timing=True):
+    with open(folder / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows if timing else [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(teacher_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run-a")
+    return out, _weights(distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, out, progress=False))
+
+
+def test_complete_run_writes_log_checkpoints_and_trains(uninterrupted, teacher_folder):
+    out, weights = uninterrupted
+    rows = _log(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(float(r["loss_fake"]) > 0 and float(r["loss_vsd"]) >= 0 for r in rows)
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000002", "step-00000004"]
+    assert (out / "config.json").is_file()
+    fresh = Distiller(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, out / "unused")
+    initial = {n: p for n, p in fresh.models["student"].named_parameters() if p.requires_grad}
+    assert any(not torch.equal(initial[n], weights["student"][n]) for n in initial)
+
+
+def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+    out_a, weights_a = uninterrupted
+    original = Distiller.train_step
+
+    def dying(self):
+        if self.step == 3:  # after the checkpoint of step 2, before that of step 4
+            raise KeyboardInterrupt("killed")
+        return original(self)
+
+    monkeypatch.setattr(Distiller, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]
+    monkeypatch.setattr(Distiller, "train_step", original)
+    result = distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    assert result.steps == 4
+    _assert_same(_weights(result), weights_a)
+    assert _log(tmp_path, timing=False) == _log(out_a, timing=False)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+    _, weights_a = uninterrupted
+    original = Distiller.train_step
+
+    def signalled(self):
+        logs = original(self)
+        if self.step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return logs
+
+    monkeypatch.setattr(Distiller, "train_step", signalled)
+    with pytest.raises(TrainingInterrupted, match="signal .* at step 1"):
+        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001"]
+    monkeypatch.setattr(Distiller, "train_step", original)
+    _assert_same(_weights(distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path,
+                                  progress=False)), weights_a)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(teacher_folder, tmp_path, monkeypatch):
+    original = loop_module.fake_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, logs = original(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), logs) if calls["n"] > 4 else (loss, logs)  # 2 micro-batches per step
+
+    monkeypatch.setattr(loop_module, "fake_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="fake loss at step 3.*step-00000002"):
+        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]
+
+
+def test_generator_every_and_epochs(teacher_folder, tmp_path):
+    config = _config(max_steps=None, epochs=2, generator_every=2, checkpoint_every=100)
+    result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    assert result.steps == 2 * len(PROMPTS) // 4
+    rows = _log(tmp_path)
+    assert [r["loss_vsd"] != "" for r in rows] == [True, False] * 4
