@@ -11,10 +11,13 @@ from the vocabulary that open_clip ships, so nothing is downloaded.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .folder import save_pipeline_folder
 
 TINY_UNET_CONFIG = {
     "sample_size": 8,
@@ -140,23 +143,12 @@ def save_tiny_backbone(family: str, folder: str | Path, seed: int = 0) -> Path:
 
     if family not in ("sd", "pixart"):
         raise ValueError(f"family must be 'sd' or 'pixart'; got {family!r}.")
-    folder = Path(folder)
     torch.manual_seed(seed)
-    parts = {
-        "unet" if family == "sd" else "transformer": tiny_unet() if family == "sd" else tiny_pixart(),
-        "text_encoder": _tiny_text_encoder(family),
-        "vae": AutoencoderKL.from_config(TINY_VAE_CONFIG),
-        "scheduler": DDPMScheduler.from_config(SCHEDULER_CONFIG),
-    }
-    for name, part in parts.items():
-        part.save_pretrained(folder / name)
-    tokenizer = write_clip_tokenizer(folder / "tokenizer", max_length=77 if family == "sd" else 120)
-    library = {"unet": "diffusers", "transformer": "diffusers", "vae": "diffusers", "scheduler": "diffusers",
-               "text_encoder": "transformers"}
-    index = {name: [library[name], type(part).__name__] for name, part in parts.items()}
-    index["tokenizer"] = ["transformers", type(tokenizer).__name__]
-    index["_class_name"] = "StableDiffusionPipeline" if family == "sd" else "PixArtAlphaPipeline"
-    if family == "sd":
-        index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    return folder
+    tokenizer = write_clip_tokenizer(Path(folder) / ".tokenizer", max_length=77 if family == "sd" else 120)
+    saved = save_pipeline_folder(
+        folder, family, denoiser=tiny_unet() if family == "sd" else tiny_pixart(),
+        text_encoder=_tiny_text_encoder(family), tokenizer=tokenizer,
+        vae=AutoencoderKL.from_config(TINY_VAE_CONFIG), scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
+    )
+    shutil.rmtree(Path(folder) / ".tokenizer")
+    return saved

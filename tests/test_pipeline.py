@@ -1,0 +1,70 @@
+"""Exported students: the pipeline folder and the adapter reproduce the in-memory student."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import PeftModel
+
+from dkd.adapters import AdapterSpec
+from dkd.backbones import load_teacher
+from dkd.backbones.tiny import save_tiny_backbone
+from dkd.pipeline import OneStepPipeline, seeded_noise
+from dkd.train.config import DistillConfig
+from dkd.train.export import export_student
+from dkd.train.loop import distill
+from dkd.train.step import generate
+
+PROMPTS = [f"a handwritten digit {d}" for d in range(8)]
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tmp_path_factory):
+    return str(save_tiny_backbone("sd", tmp_path_factory.mktemp("tiny-sd"), seed=4))
+
+
+def _trained(teacher_folder, out, method):
+    teacher = load_teacher("tiny-sd", teacher_folder)
+    config = DistillConfig(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", method, rank=4),
+                           fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=4,
+                           max_steps=2, checkpoint_every=10, seed=1)
+    result = distill(config, teacher, PROMPTS, out / "run", progress=False)
+    return teacher, result.student.eval(), export_student(result.student, config.student, teacher, out / "export", 999)
+
+
+@pytest.mark.parametrize("method", ["lorad", "ft", "lora"])
+def test_exported_pipeline_reproduces_the_in_memory_student(teacher_folder, tmp_path, method):
+    teacher, student, exported = _trained(teacher_folder, tmp_path, method)
+    prompts, seeds = PROMPTS[:3], [11, 12, 13]
+    with torch.no_grad():
+        expected = generate(teacher, student, seeded_noise(seeds, teacher.latent_shape), teacher.encode(prompts))
+    pipe = OneStepPipeline.from_pretrained(exported / "pipeline")
+    got = pipe.latents(prompts, seeds)
+    if method == "lora":  # merged W + BA vs x W^T + (x A^T) B^T: equal up to float rounding
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    else:  # LoRaD merges exactly the rotated weight its forward uses; FT has nothing to merge
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    images = pipe(prompts, seeds, batch_size=2)
+    assert [im.size for im in images] == [(16, 16)] * 3
+    alone = pipe(prompts[2:], seeds[2:])[0]
+    assert alone.tobytes() == images[2].tobytes()  # an image does not depend on its batch
+    assert (exported / "adapter").is_dir() == (method != "ft")
+
+
+def test_adapter_folder_loads_with_peft(teacher_folder, tmp_path):
+    teacher, student, exported = _trained(teacher_folder, tmp_path, "lorad")
+    loaded = PeftModel.from_pretrained(copy.deepcopy(teacher.denoiser), exported / "adapter").eval()
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
+    embeds = teacher.encode(PROMPTS[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.predict(x, t, embeds, denoiser=loaded),
+                                   teacher.predict(x, t, embeds, denoiser=student), rtol=0, atol=0)
+
+
+def test_exported_folder_is_a_diffusers_pipeline(teacher_folder, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    _, _, exported = _trained(teacher_folder, tmp_path, "lorad")
+    assert StableDiffusionPipeline.from_pretrained(exported / "pipeline").unet.config.sample_size == 8
