@@ -11,9 +11,12 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/params.smk"
+include: "workflow/rules/backbones.smk"
+include: "workflow/rules/distill.smk"
 
 
 rule all:
     input:
         rules.params.output,
+        distill_targets(),
     default_target: True

@@ -57,7 +57,9 @@ def export_student(student: nn.Module, spec: AdapterSpec, teacher: Teacher, out:
     out = Path(out)
     if spec.method != "ft":
         save_adapter(student, spec, out / "adapter")
-    denoiser = merge_adapters(student).to(teacher.denoiser.dtype).eval()
+    denoiser = merge_adapters(student).eval()
+    if any(p.dtype != teacher.denoiser.dtype for p in denoiser.parameters()):
+        denoiser = denoiser.to(teacher.denoiser.dtype)  # the teacher's storage dtype (FT trains in fp32)
     pipeline = save_pipeline_folder(out / "pipeline", teacher.family, denoiser=denoiser,
                                     text_encoder=teacher.text_encoder, tokenizer=teacher.tokenizer, vae=teacher.vae,
                                     scheduler=teacher.scheduler)

@@ -51,3 +51,34 @@ def test_conda_env_pins_equal_pyproject():
     env = yaml.safe_load((ROOT / "envs" / "dkd.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert sorted(p for p in pip if "==" in p) == sorted(project)
+
+
+def test_tiny_config_runs_every_distillation_method_end_to_end(tmp_path):
+    """config/tiny.yaml: tiny teachers built by the workflow, each method distilled, exported."""
+    run = snakemake("all", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={tmp_path}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    config = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    from dkd.pipeline import OneStepPipeline
+
+    for backbone, runs in config["distill"]["runs"].items():
+        for name in runs:
+            folder = tmp_path / backbone / name
+            assert (folder / "pipeline" / "model_index.json").is_file()
+            assert (folder / "adapter").is_dir() == (not name.startswith("ft-"))
+            steps = [line.split(",")[0] for line in (folder / "train" / "log.csv").read_text().splitlines()[1:]]
+            assert steps == ["1", "2", "3"]
+            assert "exported" in (tmp_path / "logs" / backbone / name / "distill.log").read_text()
+    images = OneStepPipeline.from_pretrained(tmp_path / "tiny-sd" / "lorad-s4-f2-linear-zero" / "pipeline")(
+        ["a handwritten digit seven"], [0])
+    assert images[0].size == (16, 16)
+    again = snakemake("all", "-n", "--configfile", "config/tiny.yaml", "--config", f"results={tmp_path}")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_bad_run_name_fails_at_parse_time(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    config = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    config["distill"]["runs"] = {"tiny-sd": ["lorad-256-f32-linear-zero"]}
+    bad.write_text(yaml.safe_dump(config))
+    run = snakemake("-n", "--configfile", str(bad))
+    assert run.returncode != 0 and "lorad-256-f32-linear-zero" in run.stdout + run.stderr

@@ -1,0 +1,19 @@
+# Teachers: hub ids (loaded by the rules that need them) or tiny pipeline folders built here.
+
+
+rule tiny_backbone:
+    output:
+        index=results("backbones/{tiny}/model_index.json"),
+    log:
+        log_path("backbones/{tiny}.log"),
+    wildcard_constraints:
+        tiny="tiny-sd|tiny-pixart",
+    params:
+        seed=config.get("seed", 0),
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/tiny_backbone.py"
