@@ -74,7 +74,7 @@ def load_teacher(
     source, local = resolve_source(name, source)
     common = dict(source=source, local=local, name=name)
     denoiser = _load(getattr(diffusers, spec.denoiser_class), subfolder=spec.denoiser_subfolder, what="denoiser",
-                     torch_dtype=dtype, **common)
+                     dtype=dtype, **common)
     # The training noise schedule: DDPM betas of the shipped scheduler config (PixArt ships a
     # DPM-Solver config with the same betas).
     scheduler = _load(DDPMScheduler, subfolder="scheduler", what="scheduler", **common)
@@ -85,6 +85,6 @@ def load_teacher(
         encoder = _load(encoder_cls, subfolder="text_encoder", what="text encoder", dtype=dtype, **common)
         teacher.text_encoder = encoder.to(device).eval().requires_grad_(False)
     if vae:
-        autoencoder = _load(AutoencoderKL, subfolder="vae", what="VAE", torch_dtype=dtype, **common)
+        autoencoder = _load(AutoencoderKL, subfolder="vae", what="VAE", dtype=dtype, **common)
         teacher.vae = autoencoder.to(device).eval().requires_grad_(False)
     return teacher
