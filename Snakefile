@@ -13,10 +13,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/params.smk"
 include: "workflow/rules/backbones.smk"
 include: "workflow/rules/distill.smk"
+include: "workflow/rules/generate.smk"
 
 
 rule all:
     input:
         rules.params.output,
         distill_targets(),
+        image_targets(),
     default_target: True

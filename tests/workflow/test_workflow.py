@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -54,7 +55,8 @@ def test_conda_env_pins_equal_pyproject():
 
 
 def test_tiny_config_runs_every_distillation_method_end_to_end(tmp_path):
-    """config/tiny.yaml: tiny teachers built by the workflow, each method distilled, exported."""
+    """config/tiny.yaml: tiny teachers built by the workflow, each method distilled, exported, and
+    evaluation images generated in shards for every student and the multi-step teacher."""
     run = snakemake("all", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={tmp_path}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     config = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
@@ -68,6 +70,11 @@ def test_tiny_config_runs_every_distillation_method_end_to_end(tmp_path):
             steps = [line.split(",")[0] for line in (folder / "train" / "log.csv").read_text().splitlines()[1:]]
             assert steps == ["1", "2", "3"]
             assert "exported" in (tmp_path / "logs" / backbone / name / "distill.log").read_text()
+            for model in [name] + (["teacher"] if backbone in config["evaluation"]["teachers"] else []):
+                summary = json.loads((tmp_path / backbone / model / "tiny-eval" / "images.json").read_text())
+                assert summary["count"] == 6 and summary["shards"] == 2
+                assert sorted(p.name for p in (tmp_path / backbone / model / "tiny-eval" / "images").iterdir()) == \
+                    [f"{i:05d}.png" for i in range(6)]
     images = OneStepPipeline.from_pretrained(tmp_path / "tiny-sd" / "lorad-s4-f2-linear-zero" / "pipeline")(
         ["a handwritten digit seven"], [0])
     assert images[0].size == (16, 16)

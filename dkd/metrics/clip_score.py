@@ -1,0 +1,123 @@
+"""CLIP score of the COCO evaluation (``shared/reference.md`` section 3).
+
+open_clip ``ViT-g-14`` with the ``laion2b_s12b_b42k`` weights; each caption is prefixed with
+``"A photo depicts "``; the score of an image is the raw cosine between its L2-normalised
+image embedding and the L2-normalised embedding of its prefixed caption, and the reported
+CLIP score is the mean over images, on the 0.30 scale (not multiplied by 100, no clipping at 0).
+
+Images go through the model's own open_clip ``preprocess`` (resize + center crop to its input
+size), whatever their size. Pure apart from I/O: the model, transform and tokenizer are
+arguments, :func:`load_clip` builds the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..io import atomic_write_text
+from .images import list_images
+
+MODEL = "ViT-g-14"
+PRETRAINED = "laion2b_s12b_b42k"
+PREFIX = "A photo depicts "
+ImageLike = Union[Image.Image, str, os.PathLike]
+
+
+def load_clip(name: str = MODEL, pretrained: Optional[str] = PRETRAINED, *, device=None):
+    """``(model, preprocess, tokenizer)`` of open_clip ``name`` with weights ``pretrained``, in eval mode.
+
+    ``preprocess`` is open_clip's inference transform. Downloads the weights on first use.
+    """
+    import open_clip
+
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    return model.eval(), preprocess, open_clip.get_tokenizer(name)
+
+
+def _rgb(image: ImageLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    with Image.open(image) as img:
+        return img.convert("RGB")
+
+
+def image_text_cosines(
+    images: Sequence[ImageLike], captions: Sequence[str], *, model: torch.nn.Module, preprocess: Callable,
+    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None,
+) -> np.ndarray:
+    """Per-image cosine between ``model.encode_image`` of image ``i`` and ``model.encode_text``
+    of ``prefix + captions[i]``, both L2-normalised (float64 array, values in ``[-1, 1]``)."""
+    if len(images) != len(captions):
+        raise ValueError(f"clip score needs one caption per image; got {len(images)} images and {len(captions)} captions")
+    if len(images) == 0:
+        raise ValueError("clip score of an empty image set")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if device is None:
+        device = next(model.parameters()).device
+    model.eval()
+    cosines = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            pixels = torch.stack([preprocess(_rgb(image)) for image in batch]).to(device)
+            tokens = tokenizer([prefix + caption for caption in captions[start : start + batch_size]]).to(device)
+            image_emb = F.normalize(model.encode_image(pixels).float(), dim=-1)
+            text_emb = F.normalize(model.encode_text(tokens).float(), dim=-1)
+            cosines.append((image_emb * text_emb).sum(dim=-1).double().cpu())
+    return torch.cat(cosines).numpy()
+
+
+def clip_score(
+    images: Sequence[ImageLike], captions: Sequence[str], *, model: torch.nn.Module, preprocess: Callable,
+    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None, model_name: str = MODEL,
+    pretrained: Optional[str] = PRETRAINED, out_file: Optional[str | os.PathLike] = None,
+) -> dict:
+    """Mean raw cosine over the images (:func:`image_text_cosines`).
+
+    ``model_name`` / ``pretrained`` only label the result (pass the ones the model was built
+    with). Returns ``{"clip_score", "count", "model", "pretrained", "prefix"}``; with
+    ``out_file`` it is also written atomically as JSON.
+    """
+    cosines = image_text_cosines(images, captions, model=model, preprocess=preprocess, tokenizer=tokenizer,
+                                 prefix=prefix, batch_size=batch_size, device=device)  # fmt: skip
+    result = {"clip_score": float(cosines.mean()), "count": int(cosines.size), "model": model_name,
+              "pretrained": pretrained, "prefix": prefix}  # fmt: skip
+    if out_file is not None:
+        atomic_write_text(out_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def folder_pairs(folder: str | os.PathLike, captions: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Pair the images of ``folder`` with ``captions`` by index: ``<i>.<ext>`` (``dkd.generate``'s
+    ``<i:05d>.png``) takes caption ``i``. Every caption must have exactly one image."""
+    files = list_images(folder)
+    by_index: dict[int, Path] = {}
+    for path in files:
+        if not re.fullmatch(r"\d+", path.stem):
+            raise ValueError(f"{str(path)!r}: image names must be the caption index (e.g. 00012.png)")
+        index = int(path.stem)
+        if index >= len(captions) or index in by_index:
+            raise ValueError(f"{str(path)!r}: index {index} is out of range for {len(captions)} captions or repeated")
+        by_index[index] = path
+    if len(by_index) != len(captions):
+        missing = sorted(set(range(len(captions))) - set(by_index))
+        raise ValueError(f"{str(folder)!r} has {len(by_index)} images for {len(captions)} captions; missing e.g. {missing[:5]}")
+    return [by_index[i] for i in range(len(captions))], list(captions)
+
+
+def clip_score_folder(folder: str | os.PathLike, captions: Sequence[str], **kwargs) -> dict:
+    """:func:`clip_score` of the images of ``folder`` paired with ``captions`` by :func:`folder_pairs`."""
+    images, captions = folder_pairs(folder, captions)
+    return clip_score(images, captions, **kwargs)

@@ -1,0 +1,50 @@
+# Evaluation images: results/<backbone>/<model>/<evalset>/images/<i:05d>.png, where <model> is a
+# distillation run (its one-step student) or "teacher" (multi-step, with CFG). Each shard writes
+# its index range (skipping images on disk, one seed per index) and a JSON marker; the images
+# folder itself is not a declared output, so a killed shard resumes where it stopped.
+
+
+rule generate_shard:
+    input:
+        unpack(generate_inputs),
+    output:
+        marker=results("{backbone}/{model}/{evalset}/shards/{shard}.json"),
+    log:
+        log_path("{backbone}/{model}/{evalset}/generate-{shard}.log"),
+    wildcard_constraints:
+        model=f"teacher|{RUN_PATTERN}",
+        shard=r"\d+",
+    params:
+        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+        range=shard_range,
+        seed=lambda wc: config["evaluation"]["sets"][wc.evalset].get("seed", 0),
+        teacher=teacher_sampling,
+        batch_size=config.get("evaluation", {}).get("batch_size", 16),
+    resources:
+        mem_mb=32000,
+        runtime=600,
+        gpus=1,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/generate.py"
+
+
+rule images:
+    input:
+        shards=shard_markers,
+    output:
+        summary=results("{backbone}/{model}/{evalset}/images.json"),
+    log:
+        log_path("{backbone}/{model}/{evalset}/images.log"),
+    wildcard_constraints:
+        model=f"teacher|{RUN_PATTERN}",
+    params:
+        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/images.py"
