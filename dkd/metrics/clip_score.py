@@ -40,7 +40,8 @@ def load_clip(name: str = MODEL, pretrained: Optional[str] = PRETRAINED, *, devi
     """
     import open_clip
 
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     return model.eval(), preprocess, open_clip.get_tokenizer(name)
 
@@ -57,21 +58,26 @@ def image_text_cosines(
     tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None,
 ) -> np.ndarray:
     """Per-image cosine between ``model.encode_image`` of image ``i`` and ``model.encode_text``
-    of ``prefix + captions[i]``, both L2-normalised (float64 array, values in ``[-1, 1]``)."""
+    of ``prefix + captions[i]``, both L2-normalised (float64 array, values in ``[-1, 1]``).
+
+    Inputs go to ``device`` (default: the model's) in the model's dtype; ``model`` is put in eval mode.
+    """
     if len(images) != len(captions):
-        raise ValueError(f"clip score needs one caption per image; got {len(images)} images and {len(captions)} captions")
+        raise ValueError(
+            f"clip score needs one caption per image; got {len(images)} images and {len(captions)} captions"
+        )
     if len(images) == 0:
         raise ValueError("clip score of an empty image set")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if device is None:
-        device = next(model.parameters()).device
+    parameter = next(model.parameters())
+    device = parameter.device if device is None else device
     model.eval()
     cosines = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            pixels = torch.stack([preprocess(_rgb(image)) for image in batch]).to(device)
+            pixels = torch.stack([preprocess(_rgb(image)) for image in batch]).to(device, parameter.dtype)
             tokens = tokenizer([prefix + caption for caption in captions[start : start + batch_size]]).to(device)
             image_emb = F.normalize(model.encode_image(pixels).float(), dim=-1)
             text_emb = F.normalize(model.encode_text(tokens).float(), dim=-1)
@@ -113,7 +119,9 @@ def folder_pairs(folder: str | os.PathLike, captions: Sequence[str]) -> tuple[li
         by_index[index] = path
     if len(by_index) != len(captions):
         missing = sorted(set(range(len(captions))) - set(by_index))
-        raise ValueError(f"{str(folder)!r} has {len(by_index)} images for {len(captions)} captions; missing e.g. {missing[:5]}")
+        raise ValueError(
+            f"{str(folder)!r} has {len(by_index)} images for {len(captions)} captions; missing e.g. {missing[:5]}"
+        )
     return [by_index[i] for i in range(len(captions))], list(captions)
 
 

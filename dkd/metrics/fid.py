@@ -70,7 +70,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
     dim = mu1.shape[0]
     if mu1.shape != (dim,) or mu2.shape != (dim,) or sigma1.shape != (dim, dim) or sigma2.shape != (dim, dim):
         raise ValueError(
-            f"frechet_distance: shapes disagree: mu1 {mu1.shape}, sigma1 {sigma1.shape}, mu2 {mu2.shape}, sigma2 {sigma2.shape}"
+            f"frechet_distance: shapes disagree: mu1 {mu1.shape}, sigma1 {sigma1.shape}, "
+            f"mu2 {mu2.shape}, sigma2 {sigma2.shape}"
         )
     covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
@@ -91,7 +92,11 @@ def resolve_extractor_name(feature_extractor: Optional[Extractor], name: Optiona
         return name
     if feature_extractor is None:
         return DEFAULT_EXTRACTOR
-    return getattr(feature_extractor, "name", None) or getattr(feature_extractor, "__name__", None) or type(feature_extractor).__name__
+    return (
+        getattr(feature_extractor, "name", None)
+        or getattr(feature_extractor, "__name__", None)
+        or type(feature_extractor).__name__
+    )
 
 
 def build_extractor(feature_extractor: Optional[Extractor] = None, *, mode: str = "clean", device=None) -> Extractor:
@@ -132,7 +137,9 @@ def folder_features(
         device=device, mode=mode, description=f"features {Path(folder).name}", verbose=verbose,
     )
     if features.ndim != 2 or features.shape[0] != len(files):
-        raise ValueError(f"the feature extractor must return (B, D) features; got {features.shape} for {len(files)} images")
+        raise ValueError(
+            f"the feature extractor must return (B, D) features; got {features.shape} for {len(files)} images"
+        )
     return features
 
 
@@ -184,8 +191,8 @@ def reference_stats(
             files = list_images(folder, recursive=True)
             if len(files) != stats["count"] or files_digest(folder, files) != stats["files_digest"]:
                 raise ValueError(
-                    f"reference stats {str(cache_file)!r} are of {stats['count']} images, but {str(folder)!r} now holds "
-                    f"{len(files)} images (or other file names); delete the cache to recompute"
+                    f"reference stats {str(cache_file)!r} are of {stats['count']} images, but {str(folder)!r} "
+                    f"now holds {len(files)} images (or other file names); delete the cache to recompute"
                 )
         return stats
     if folder is None:
@@ -229,8 +236,11 @@ def compute_fid(
         ref = dict(ref_stats)
     elif ref_stats is not None:
         if ref_folder is None and not Path(ref_stats).exists():
-            raise FileNotFoundError(f"reference stats {str(ref_stats)!r} do not exist (give ref_folder to compute them)")
-        ref = reference_stats(ref_folder, ref_stats, feature_extractor=feature_extractor, extractor_name=extractor_name, model=model, **options)
+            raise FileNotFoundError(
+                f"reference stats {str(ref_stats)!r} do not exist (give ref_folder to compute them)"
+            )
+        ref = reference_stats(ref_folder, ref_stats, feature_extractor=feature_extractor,
+                              extractor_name=extractor_name, model=model, **options)  # fmt: skip
     else:
         features = folder_features(ref_folder, model=model, **options)
         ref = dict(zip(("mu", "sigma"), feature_stats(features)), count=features.shape[0])

@@ -82,11 +82,13 @@ def preprocess_folder(
     for path in files:
         target = _target(src, dst, path)
         if target in targets:
-            raise ValueError(f"preprocess_folder: {str(targets[target])!r} and {str(path)!r} both map to {str(target)!r}")
+            raise ValueError(
+                f"preprocess_folder: {str(targets[target])!r} and {str(path)!r} both map to {str(target)!r}"
+            )
         targets[target] = path
     written = 0
     for target, path in targets.items():
-        if False:
+        if target.exists():
             continue
         with Image.open(path) as img:
             out = center_crop_resize(img, size)

@@ -70,7 +70,8 @@ def precision_recall_folders(
     ``out_file`` the dict is also written atomically as JSON.
     """
     model = build_extractor(feature_extractor, mode=mode, device=device)
-    options = dict(model=model, mode=mode, batch_size=batch_size, num_workers=num_workers, device=device, verbose=verbose)
+    options = dict(model=model, mode=mode, batch_size=batch_size, num_workers=num_workers, device=device,
+                   verbose=verbose)  # fmt: skip
     real = folder_features(real_folder, **options)
     fake = folder_features(fake_folder, **options)
     result = precision_recall(real, fake, k=k) | {
