@@ -102,6 +102,18 @@ def _save_atomic(image: Image.Image, path: Path) -> None:
         raise
 
 
+def _match_fingerprint(folder: Path, start: int, end: int, suffix: str, fingerprint: str) -> None:
+    marker = folder / f".sampler-{start:05d}-{end:05d}"
+    if marker.is_file() and marker.read_text() == fingerprint:
+        return
+    for index in range(start, end):
+        image_path(folder, index, suffix).unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".sampler.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(fingerprint)
+    os.replace(tmp, marker)
+
+
 def generate_shard(
     sampler: Sampler,
     prompts: Sequence[str],
@@ -113,10 +125,14 @@ def generate_shard(
     batch_size: int = 16,
     suffix: str = ".png",
     progress: bool = True,
+    fingerprint: Optional[str] = None,
 ) -> dict:
     """Generate images ``start..end-1`` of ``prompts`` into ``folder`` (skipping existing ones).
 
-    Returns counts: ``{"written": n, "skipped": m, "start": start, "end": end}``.
+    ``fingerprint`` identifies the sampler (model weights, settings, seed): when the one recorded
+    for this index range differs, the range's images are deleted and generated again, so a
+    retrained model never keeps the old model's images. Returns counts:
+    ``{"written": n, "skipped": m, "start": start, "end": end}``.
     """
     from tqdm.auto import tqdm
 
@@ -125,6 +141,8 @@ def generate_shard(
         raise ValueError(f"need 0 <= start <= end <= {len(prompts)}; got start={start}, end={end}.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if fingerprint is not None:
+        _match_fingerprint(folder, start, end, suffix, fingerprint)
     todo = [i for i in range(start, end) if not image_path(folder, i, suffix).is_file()]
     bar = tqdm(total=len(todo), disable=not progress, desc=f"generate {folder.name}")
     for k in range(0, len(todo), batch_size):

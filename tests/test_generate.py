@@ -55,3 +55,14 @@ def test_multi_step_teacher_with_cfg_and_its_own_scheduler(folder, tmp_path):
     assert len(list((tmp_path / "t").glob("*.jpg"))) == 3
     with pytest.raises(ValueError, match="steps"):
         MultiStepSpec(source="x", steps=0)
+
+
+def test_a_new_fingerprint_regenerates_only_its_range(one_step, tmp_path):
+    out = tmp_path / "fp"
+    generate_shard(one_step, PROMPTS, out, start=0, end=3, seed=1, fingerprint="model-a", progress=False)
+    generate_shard(one_step, PROMPTS, out, start=3, end=7, seed=1, fingerprint="model-a", progress=False)
+    same = generate_shard(one_step, PROMPTS, out, start=0, end=3, seed=1, fingerprint="model-a", progress=False)
+    assert same["written"] == 0
+    stamp = os.stat(image_path(out, 5)).st_mtime_ns
+    changed = generate_shard(one_step, PROMPTS, out, start=0, end=3, seed=1, fingerprint="model-b", progress=False)
+    assert changed["written"] == 3 and os.stat(image_path(out, 5)).st_mtime_ns == stamp

@@ -103,5 +103,5 @@ def load_checkpoint(path: str | os.PathLike, names: list[str]) -> tuple[dict, di
     """``(weights per name, training_state, state)`` of the checkpoint at ``path``."""
     path = Path(path)
     weights = {name: load_file(str(path / f"{name}.safetensors")) for name in names}
-    training_state = torch.load(path / "training_state.pt", weights_only=True)
+    training_state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
     return weights, training_state, json.loads((path / "state.json").read_text())

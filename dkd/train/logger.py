@@ -36,6 +36,11 @@ class CsvLogger:
         if self.columns is None:
             self.columns = ["step", *sorted(values)]
             self._rewrite([])
+        elif set(values) - set(self.columns):  # e.g. the generator's logs on a step that updates it
+            with self.path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            self.columns = ["step", *sorted(set(self.columns[1:]) | set(values))]
+            self._rewrite(rows)
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)
         if self._tensorboard is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import signal
@@ -68,6 +69,21 @@ def _optimizer(model: nn.Module, optim: OptimConfig):
     return opt, sched
 
 
+def run_fingerprint(config: DistillConfig, teacher: Teacher) -> str:
+    """What a checkpoint belongs to: the settings, the backbone and the teacher's weights.
+
+    The weights enter through a float64 checksum (sum and sum of squares over all parameters).
+    """
+    params = list(teacher.denoiser.parameters())
+    with torch.no_grad():
+        total = sum(p.double().sum().item() for p in params)
+        squares = sum(p.double().square().sum().item() for p in params)
+    blob = json.dumps({"config": config.to_dict(), "backbone": teacher.spec.name,
+                       "denoiser": dict(teacher.denoiser.config), "weights": [f"{total:.9g}", f"{squares:.9g}"]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 class _StopFlag:
     """Set by SIGTERM/SIGUSR1; the loop checks it after each step."""
 
@@ -100,6 +116,9 @@ class Distiller:
         self.config, self.teacher, self.prompts = config, teacher, prompts
         self.output_dir = Path(output_dir)
         self.acc = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        if teacher.denoiser.dtype in (torch.bfloat16, torch.float16) and config.mixed_precision == "no":
+            raise ValueError(f"the teacher is in {teacher.denoiser.dtype}: set mixed_precision to 'bf16' or 'fp16' "
+                             "(or load the teacher in float32).")
         self.steps_per_epoch = len(prompts) // config.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(prompts)} prompts are fewer than one batch of {config.batch_size}.")
@@ -120,6 +139,7 @@ class Distiller:
         self.scheds = {role: optims[role][1] for role in ROLES}
         self.generator = torch.Generator(device=self.acc.device).manual_seed(config.seed * 1_000_003 + self.acc.process_index)
         self.uncond = teacher.encode([""]).to(self.acc.device)
+        self.fingerprint = run_fingerprint(config, teacher)
         self.step = 0
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -137,8 +157,10 @@ class Distiller:
                 self.checkpoint_root, self.step,
                 weights={role: trainable_state(self.acc.unwrap_model(m)) for role, m in self.models.items()},
                 training_state={"optimizers": {r: o.state_dict() for r, o in self.optims.items()},
-                                "schedulers": {r: s.state_dict() for r, s in self.scheds.items()}, "rng": rng},
-                state={"total_steps": self.total_steps, "processes": self.acc.num_processes},
+                                "schedulers": {r: s.state_dict() for r, s in self.scheds.items()}, "rng": rng,
+                                "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None},
+                state={"total_steps": self.total_steps, "processes": self.acc.num_processes,
+                       "fingerprint": self.fingerprint},
                 keep=self.config.keep_checkpoints,
             )
         self.acc.wait_for_everyone()
@@ -149,6 +171,10 @@ class Distiller:
         if path is None:
             return False
         weights, training_state, state = load_checkpoint(path, list(ROLES))
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"{path} belongs to a run with other settings or another teacher (fingerprint "
+                             f"{state.get('fingerprint')} != {self.fingerprint}); use a new output folder or remove "
+                             f"{self.checkpoint_root}.")
         if state["processes"] != self.acc.num_processes:
             raise ValueError(f"{path} was written by {state['processes']} processes; resume with as many "
                              f"(this run has {self.acc.num_processes}).")
@@ -157,6 +183,8 @@ class Distiller:
             self.optims[role].load_state_dict(training_state["optimizers"][role])
             self.scheds[role].load_state_dict(training_state["schedulers"][role])
         set_rng_state(self.generator, training_state["rng"][self.acc.process_index])
+        if self.acc.scaler is not None and training_state.get("scaler"):
+            self.acc.scaler.load_state_dict(training_state["scaler"])
         self.step = state["step"]
         return True
 
@@ -178,11 +206,23 @@ class Distiller:
             with sync:
                 self.acc.backward(loss() / len(losses))
         params = [p for p in model.parameters() if p.requires_grad]
-        logs[f"grad_norm_{role}"] = float(self.acc.clip_grad_norm_(params, getattr(self.config, f"optim_{role}").grad_clip))
+        norm = float(self.acc.clip_grad_norm_(params, getattr(self.config, f"optim_{role}").grad_clip))
+        if not math.isfinite(norm):  # the same on every process: gradients are all-reduced
+            what = "loss" if self._nonfinite_loss.get(role) else "gradient"
+            raise NonFiniteLossError(
+                f"non-finite {'generator' if role == 'student' else 'fake'} {what} at step {self.step + 1}; no "
+                f"update was applied; the last good checkpoint is {latest_checkpoint(self.checkpoint_root) or 'none'}.")
+        logs[f"grad_norm_{role}"] = norm
         opt.step()
         self.scheds[role].step()
         opt.zero_grad(set_to_none=True)
         logs[f"lr_{role}"] = self.scheds[role].get_last_lr()[0]
+
+    def _record_finite(self, role: str, loss: torch.Tensor) -> None:
+        """Note a non-finite loss; the run stops at the (all-reduced) gradient-norm check of the
+        update, so that every process stops at the same point."""
+        if not torch.isfinite(loss.detach()).all():
+            self._nonfinite_loss[role] = True
 
     def train_step(self) -> dict[str, float]:
         """Algorithm 1 over one global batch: generator update (every ``generator_every`` steps),
@@ -190,6 +230,7 @@ class Distiller:
         teacher, vsd, device = self.teacher, self.config.vsd, self.acc.device
         update_generator = self.step % self.config.generator_every == 0
         logs: dict[str, float] = {}
+        self._nonfinite_loss: dict[str, bool] = {}
         samples: list[tuple[torch.Tensor, PromptEmbeds]] = []
 
         def generator_micro(prompts):
@@ -203,7 +244,7 @@ class Distiller:
                         return None
                     loss, step_logs = generator_loss(teacher, self.models["fake"], x0, embeds,
                                                      self.uncond.repeat(len(prompts)), vsd, self.generator)
-                _check(loss, "generator", self.step, self.checkpoint_root)
+                self._record_finite("student", loss)
                 _accumulate(logs, step_logs)
                 return loss
             return run
@@ -220,7 +261,7 @@ class Distiller:
             def run():
                 with self.acc.autocast():
                     loss, step_logs = fake_loss(teacher, self.models["fake"], x0, embeds, vsd, self.generator)
-                _check(loss, "fake", self.step, self.checkpoint_root)
+                self._record_finite("fake", loss)
                 _accumulate(logs, step_logs)
                 return loss
             return run
@@ -228,45 +269,48 @@ class Distiller:
         self._update("fake", [fake_micro(x0, e) for x0, e in samples], logs)
         return {k: (sum(v) / len(v) if isinstance(v, list) else v) for k, v in logs.items()}
 
+    def _agreed(self, flag: bool) -> bool:
+        """True on every process if it is true on any (a signal may reach the ranks at different steps)."""
+        if self.acc.num_processes == 1:
+            return flag
+        return bool(self.acc.reduce(torch.tensor([float(flag)], device=self.acc.device), reduction="sum").item() > 0)
+
     # -- the run -----------------------------------------------------------------------------
     def run(self, progress: bool = True) -> DistillResult:
         from tqdm.auto import tqdm
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        if self.acc.is_main_process:
-            (self.output_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         self.resume()
+        if self.acc.is_main_process:
+            record = {**self.config.to_dict(), "fingerprint": self.fingerprint}
+            (self.output_dir / "config.json").write_text(json.dumps(record, indent=2))
         logger = CsvLogger(self.output_dir / "log.csv", resume_after=self.step) if self.acc.is_main_process else None
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
                    desc="distill")
-        checkpoint = None
+        checkpoint, latest = None, {}
         with _StopFlag() as stop:
             while self.step < self.total_steps:
                 start = time.perf_counter()
-                logs = self.train_step()
+                latest.update(self.train_step())  # a row holds each metric's latest value (the generator's
+                logs = dict(latest)               # come from its last update when generator_every > 1)
                 self.step += 1
                 bar.update(1)
                 done = self.step == self.total_steps
+                stopping = self._agreed(stop.signal is not None)
                 if logger and (self.step % self.config.log_every == 0 or done):
                     logs["samples_per_s"] = self.config.batch_size / (time.perf_counter() - start)
                     if torch.cuda.is_available():
                         logs["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     logger.write(self.step, logs)
                     bar.set_postfix(loss_fake=f"{logs.get('loss_fake', math.nan):.4f}")
-                if done or self.step % self.config.checkpoint_every == 0 or stop.signal is not None:
+                if done or self.step % self.config.checkpoint_every == 0 or stopping:
                     checkpoint = self.save()
-                if stop.signal is not None and not done:
+                if stopping and not done:
                     raise TrainingInterrupted(f"signal {stop.signal} at step {self.step}; checkpoint {checkpoint}")
         bar.close()
         checkpoint = checkpoint or latest_checkpoint(self.checkpoint_root)
         return DistillResult(self.output_dir, self.step, checkpoint,
                              *(self.acc.unwrap_model(self.models[r]) for r in ROLES))
-
-
-def _check(loss: torch.Tensor, name: str, step: int, root: Path) -> None:
-    if not torch.isfinite(loss.detach()).all():
-        raise NonFiniteLossError(f"non-finite {name} loss at step {step + 1}; the last good checkpoint is "
-                                 f"{latest_checkpoint(root) or 'none (no checkpoint yet)'}.")
 
 
 def _accumulate(logs: dict, new: dict) -> None:

@@ -127,5 +127,31 @@ def test_generator_every_and_epochs(teacher_folder, tmp_path):
     config = _config(max_steps=None, epochs=2, generator_every=2, checkpoint_every=100)
     result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert result.steps == 2 * len(PROMPTS) // 4
+    vsd = [r["loss_vsd"] for r in _log(tmp_path)]
+    # the generator is updated at steps 1, 3, 5, 7; rows in between carry its latest values
+    assert all(vsd[i] == vsd[i - 1] for i in (1, 3, 5, 7)) and all(vsd[i] != vsd[i - 1] for i in (2, 4, 6))
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(uninterrupted, teacher_folder, tmp_path):
+    out, _ = uninterrupted
+    import shutil
+
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(ValueError, match="other settings or another teacher"):
+        distill(_config(seed=8), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    other_teacher = load_teacher("tiny-sd", str(save_tiny_backbone("sd", tmp_path / "other", seed=3)))
+    with pytest.raises(ValueError, match="other settings or another teacher"):
+        distill(_config(), other_teacher, PROMPTS, tmp_path, progress=False)
+
+
+def test_log_gains_the_generator_columns_when_they_first_appear(teacher_folder, tmp_path):
+    config = _config(max_steps=4, generator_every=2, log_every=2, checkpoint_every=100)
+    distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     rows = _log(tmp_path)
-    assert [r["loss_vsd"] != "" for r in rows] == [True, False] * 4
+    assert [int(r["step"]) for r in rows] == [2, 4] and "loss_vsd" in rows[0] and "grad_norm_student" in rows[0]
+
+
+def test_half_precision_teacher_needs_mixed_precision(teacher_folder, tmp_path):
+    teacher = load_teacher("tiny-sd", teacher_folder, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        Distiller(_config(), teacher, PROMPTS, tmp_path)
