@@ -76,6 +76,9 @@ def save_checkpoint(
         save_file(tensors, str(tmp / f"{name}.safetensors"))
     torch.save(training_state, tmp / "training_state.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+    for written in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
+        with open(written, "rb") as handle:
+            os.fsync(handle.fileno())
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -52,7 +52,9 @@ def generate(teacher: Teacher, student: nn.Module, noise: torch.Tensor, embeds: 
     """G(z, c): the student called once on pure noise at ``t_init``; returns x0 (with its graph)."""
     t = torch.full((noise.shape[0],), t_init, device=noise.device, dtype=torch.long)
     out = teacher.predict(noise, t, embeds, denoiser=student)
-    return one_step_x0(noise, out, t_init, teacher.alphas_cumprod, teacher.prediction_type, dtype=out.dtype)
+    # x0 in float32 at least (as DMD2 keeps it) even when the U-Net runs under bf16/fp16 autocast
+    dtype = torch.promote_types(out.dtype, torch.float32)
+    return one_step_x0(noise, out, t_init, teacher.alphas_cumprod, teacher.prediction_type, dtype=dtype)
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
