@@ -11,7 +11,7 @@ from the vocabulary that open_clip ships, so nothing is downloaded.
 from __future__ import annotations
 
 import json
-import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -144,11 +144,10 @@ def save_tiny_backbone(family: str, folder: str | Path, seed: int = 0) -> Path:
     if family not in ("sd", "pixart"):
         raise ValueError(f"family must be 'sd' or 'pixart'; got {family!r}.")
     torch.manual_seed(seed)
-    tokenizer = write_clip_tokenizer(Path(folder) / ".tokenizer", max_length=77 if family == "sd" else 120)
-    saved = save_pipeline_folder(
-        folder, family, denoiser=tiny_unet() if family == "sd" else tiny_pixart(),
-        text_encoder=_tiny_text_encoder(family), tokenizer=tokenizer,
-        vae=AutoencoderKL.from_config(TINY_VAE_CONFIG), scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
-    )
-    shutil.rmtree(Path(folder) / ".tokenizer")
-    return saved
+    with tempfile.TemporaryDirectory() as scratch:  # the vocabulary files, read back by the tokenizer
+        tokenizer = write_clip_tokenizer(scratch, max_length=77 if family == "sd" else 120)
+        return save_pipeline_folder(
+            folder, family, denoiser=tiny_unet() if family == "sd" else tiny_pixart(),
+            text_encoder=_tiny_text_encoder(family), tokenizer=tokenizer,
+            vae=AutoencoderKL.from_config(TINY_VAE_CONFIG), scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
+        )

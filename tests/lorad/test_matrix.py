@@ -85,7 +85,11 @@ def test_only_factors_train_and_grads_match_plain_autograd(case, init, dtype, ef
     model, _, inputs = _setup(case, init, dtype, efficient)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lorad_A." in n or ".lorad_B." in n for n in trainable)
-    assert len(trainable) == 2 * len(case.targets if case.name in ("mlp", "conv") else _layers(model))
+    # independent count: Linear/Conv2d modules of a fresh model whose names match a target (PEFT's rule)
+    fresh = case.build()
+    matched = [n for n, m in fresh.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+               and any(n == t or n.endswith("." + t) for t in case.targets)]
+    assert matched and len(trainable) == 2 * len(matched)
     output(model, inputs).square().mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     for layer in _layers(model):
