@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine with Python 3.11:
-#   make demo   the main job (workflow on CPU: parameter table; then the LoRaD benchmark)
-#   make test   the test suite (lint and dry-run of the workflow included)
+#   make demo   the main job: the toy benchmark (config/toy.yaml) through the workflow on CPU,
+#               report in results/toy/report.md
+#   make test   the test suite (lint, dry-runs and a shortened toy run of the workflow included)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,9 +21,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores 2 all
-	cat results/params.md
-	$(BIN)/python benchmarks/lorad_layer.py
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores 2 --configfile config/toy.yaml all
+	cat results/toy/report.md
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/lorad_layer.py

@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The paper's configuration, unless another config file is given (`--configfile config/toy.yaml`):
+# that one is used alone, never merged into the paper's (`--config key=value` still overrides).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 include: "workflow/rules/common.smk"
@@ -14,6 +19,10 @@ include: "workflow/rules/params.smk"
 include: "workflow/rules/backbones.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/toy.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -21,4 +30,6 @@ rule all:
         rules.params.output,
         distill_targets(),
         image_targets(),
+        metric_targets(),
+        rules.report.output if config.get("report") else [],
     default_target: True

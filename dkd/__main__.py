@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     swap.add_argument("--subfolder", default=None, help="subfolder of both sources (default: root, unet, transformer)")
     swap.add_argument("--include-conv", action="store_true", help="also swap Conv2d weights")
     swap.set_defaults(run=_clear_errors(_swap_weights))
+
+    from .data.cli import add_subcommands as add_data_subcommands
+
+    add_data_subcommands(commands)  # python -m dkd data coco2014|coco2017|hpsv2|journeydb ...
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -46,8 +46,8 @@ _CONVS = {
     "pixart256": ["pos_embed.proj"],
 }
 _LORA_EXTRA = ["proj_in", "proj_out"]
-# The tiny backbones have SD1.5's and PixArt-alpha's module layout.
-_PROFILE = {"tiny-sd": "sd15", "tiny-pixart": "pixart256"}
+# The tiny backbones (and the toy U-Net) have SD1.5's and PixArt-alpha's module layout.
+_PROFILE = {"tiny-sd": "sd15", "tiny-pixart": "pixart256", "toy": "sd15"}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ image is written atomically, so a killed job resumes and any shard can be regene
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import Optional, Protocol, Sequence
 
 import torch
 from PIL import Image
+
+from .io import image_path
 
 
 class Sampler(Protocol):
@@ -29,13 +33,20 @@ class Sampler(Protocol):
 @dataclass(frozen=True)
 class MultiStepSpec:
     """A multi-step diffusers text-to-image model: a teacher row of Tables 1/5/6/9, or a published
-    checkpoint (SD-Turbo, Hyper-SD, LCM-LoRA, YOSO, TiUE, DMD2 ...).
+    checkpoint (SD-Turbo, Hyper-SD, LCM-LoRA, YOSO, InstaFlow, DMD2 ...; see ``dkd.published``).
 
-    ``source``: hub id or local diffusers folder; ``adapter``: optional LoRA weights loaded with
-    ``pipe.load_lora_weights`` (``adapter_weight_name`` picks the file) and fused;
-    ``scheduler``: a diffusers scheduler class name (None keeps the checkpoint's);
-    ``timesteps``: explicit timesteps for schedulers that accept them (one-step LCM/TCD-style
-    checkpoints), else ``steps``; ``guidance_scale`` as in diffusers (1.0 = no CFG).
+    ``source``: hub id or local diffusers folder; ``custom_pipeline``: the name of a diffusers
+    *community* pipeline to run the folder with (InstaFlow's ``instaflow_one_step``; fetched from
+    diffusers' own mirror, so no third-party code runs);
+    ``denoiser_weights``: a state dict that replaces the whole U-Net/transformer (DMD2 ships one):
+    a local file, a local folder + ``denoiser_weight_name``, or a hub repo + ``denoiser_weight_name``;
+    ``adapter``: optional LoRA weights loaded with ``pipe.load_lora_weights``
+    (``adapter_weight_name`` picks the file), fused at ``adapter_scale``;
+    ``scheduler``: a diffusers scheduler class name, built ``from_config`` of the checkpoint's
+    scheduler with ``scheduler_kwargs`` (e.g. ``timestep_spacing="trailing"``); None keeps the
+    checkpoint's; ``timesteps``: explicit descending timesteps for schedulers that accept them
+    (one-step LCM-style checkpoints conditioned on t=999), else ``steps``; ``eta``: passed to the
+    pipeline call when set (TCD's stochasticity); ``guidance_scale`` as in diffusers (<= 1: no CFG).
     """
 
     source: str
@@ -47,27 +58,121 @@ class MultiStepSpec:
     adapter: Optional[str] = None
     adapter_weight_name: Optional[str] = None
     resolution: Optional[int] = None
+    adapter_scale: float = 1.0
+    denoiser_weights: Optional[str] = None
+    denoiser_weight_name: Optional[str] = None
+    eta: Optional[float] = None
+    custom_pipeline: Optional[str] = None
 
     def __post_init__(self):
         if self.steps <= 0 or self.guidance_scale < 0:
             raise ValueError(f"steps must be > 0 and guidance_scale >= 0; got {self.steps}, {self.guidance_scale}.")
+        if not isinstance(self.scheduler_kwargs, dict):
+            raise ValueError(f"scheduler_kwargs must be a mapping; got {self.scheduler_kwargs!r}.")
+        if self.scheduler is None and self.scheduler_kwargs:
+            raise ValueError("scheduler_kwargs need a scheduler class name (scheduler=None keeps the checkpoint's).")
+        if self.timesteps is not None:
+            steps = tuple(self.timesteps)
+            if not steps or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in steps) \
+                    or any(a <= b for a, b in zip(steps, steps[1:])):
+                raise ValueError(f"timesteps must be non-negative integers in descending order; got {self.timesteps!r}.")
+            object.__setattr__(self, "timesteps", steps)
+        if self.adapter_weight_name and not self.adapter:
+            raise ValueError("adapter_weight_name is set but adapter is not.")
+        if self.denoiser_weight_name and not self.denoiser_weights:
+            raise ValueError("denoiser_weight_name is set but denoiser_weights is not.")
+        if not math.isfinite(self.adapter_scale):
+            raise ValueError(f"adapter_scale must be finite; got {self.adapter_scale}.")
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1]; got {self.eta}.")
+        if self.resolution is not None and (self.resolution <= 0 or self.resolution % 8):
+            raise ValueError(f"resolution must be a positive multiple of 8; got {self.resolution}.")
+        if self.custom_pipeline is not None and not COMMUNITY_PIPELINE.match(self.custom_pipeline):
+            raise ValueError(
+                f"custom_pipeline must name a diffusers community pipeline (letters, digits, '_'); got "
+                f"{self.custom_pipeline!r}: local files and hub repos would run unreviewed code."
+            )
+
+
+COMMUNITY_PIPELINE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def scheduler_class(name: str) -> type:
+    """The diffusers scheduler class called ``name``, with one clear error for anything else."""
+    import diffusers
+    from diffusers import SchedulerMixin
+
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise ValueError(f"{name!r} is not a diffusers scheduler class (diffusers {diffusers.__version__}).")
+    return cls
+
+
+def _denoiser_file(spec: MultiStepSpec) -> Path:
+    """The local path of ``spec.denoiser_weights`` (downloaded from the hub when it is a repo id)."""
+    location, name = Path(spec.denoiser_weights).expanduser(), spec.denoiser_weight_name
+    if location.is_file():
+        return location
+    if not name:
+        raise ValueError(f"denoiser_weights {spec.denoiser_weights!r} is a folder or hub repo: "
+                         "denoiser_weight_name must name the file in it.")
+    if location.is_dir():
+        if not (location / name).is_file():
+            raise FileNotFoundError(f"no denoiser weights {name!r} in {location}")
+        return location / name
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(spec.denoiser_weights, name))
+    except Exception as error:  # noqa: BLE001 - one clear error whatever the hub client raises
+        raise FileNotFoundError(
+            f"denoiser weights {name!r}: {spec.denoiser_weights!r} is no local file or folder, and the hub "
+            f"download failed: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _replace_denoiser(pipe, spec: MultiStepSpec) -> None:
+    """Load a full U-Net/transformer state dict into the pipeline's denoiser; every key must match."""
+    from .analysis.io import load_state_dict
+
+    path = _denoiser_file(spec)
+    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else getattr(pipe, "transformer", None)
+    if denoiser is None:
+        raise ValueError(f"{spec.source}: the pipeline has neither a unet nor a transformer to load {path} into.")
+    state = load_state_dict(path)
+    try:
+        result = denoiser.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"{path} does not fit the denoiser of {spec.source}: {error}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path} does not fit the denoiser of {spec.source}: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:3]})."
+        )
 
 
 class DiffusersSampler:
-    """A diffusers text-to-image pipeline run as ``MultiStepSpec`` says, one generator per image."""
+    """A diffusers text-to-image pipeline run as ``MultiStepSpec`` says, one generator per image.
+
+    Built in this order: the pipeline (community pipeline if named), the denoiser replacement,
+    the scheduler, then the LoRA, fused into the weights and unloaded (plain layers at run time).
+    """
 
     def __init__(self, spec: MultiStepSpec, *, dtype: torch.dtype = torch.float32, device="cpu"):
-        import diffusers
         from diffusers import DiffusionPipeline
 
         local = Path(spec.source).expanduser().is_dir()
-        pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local)
+        extra = {"custom_pipeline": spec.custom_pipeline} if spec.custom_pipeline else {}
+        pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local, **extra)
+        if spec.denoiser_weights:
+            _replace_denoiser(pipe, spec)
         if spec.scheduler:
-            scheduler_cls = getattr(diffusers, spec.scheduler)
-            pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **spec.scheduler_kwargs)
+            pipe.scheduler = scheduler_class(spec.scheduler).from_config(pipe.scheduler.config, **spec.scheduler_kwargs)
         if spec.adapter:
             pipe.load_lora_weights(spec.adapter, weight_name=spec.adapter_weight_name)
-            pipe.fuse_lora()
+            pipe.fuse_lora(lora_scale=spec.adapter_scale)
+            pipe.unload_lora_weights()
         if hasattr(pipe, "safety_checker"):
             pipe.safety_checker = None
         pipe.set_progress_bar_config(disable=True)
@@ -76,19 +181,18 @@ class DiffusersSampler:
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16) -> list[Image.Image]:
         spec, images = self.spec, []
-        schedule = {"timesteps": list(spec.timesteps)} if spec.timesteps else {"num_inference_steps": spec.steps}
-        size = {"height": spec.resolution, "width": spec.resolution} if spec.resolution else {}
+        options = {"timesteps": list(spec.timesteps)} if spec.timesteps else {"num_inference_steps": spec.steps}
+        if spec.resolution:
+            options.update(height=spec.resolution, width=spec.resolution)
+        if spec.eta is not None:
+            options["eta"] = spec.eta
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start:start + batch_size])
             generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
             out = self.pipe(chunk, guidance_scale=spec.guidance_scale, generator=generators, output_type="pil",
-                            **schedule, **size)
+                            **options)
             images += out.images
         return images
-
-
-def image_path(folder: str | os.PathLike, index: int, suffix: str = ".png") -> Path:
-    return Path(folder) / f"{index:05d}{suffix}"
 
 
 def _save_atomic(image: Image.Image, path: Path) -> None:
@@ -153,3 +257,46 @@ def generate_shard(
         bar.update(len(indices))
     bar.close()
     return {"written": len(todo), "skipped": end - start - len(todo), "start": start, "end": end}
+
+
+TEACHER, TEACHER_ONE_STEP = "teacher", "teacher-1step"
+
+
+def make_sampler(backbone: str, model: str, *, source: str, teacher: Optional[dict] = None,
+                 dtype: torch.dtype = torch.float32, device="cpu") -> Sampler:
+    """The sampler of one evaluated model of ``backbone``:
+
+    * a distillation run: its exported one-step student, ``source`` = the ``pipeline/`` folder;
+    * ``"teacher"``: the teacher at ``source`` in ``teacher["steps"]`` steps with CFG
+      (``teacher``: ``MultiStepSpec`` fields) — the diffusers pipeline for latent backbones,
+      ``dkd.pipeline.MultiStepPipeline`` for pixel-space ones (the toy);
+    * ``"teacher-1step"``: the teacher at ``source`` used as a one-step generator (no training),
+      the "teacher run in one step" row.
+    """
+    from .backbones import backbone_spec
+    from .pipeline import MultiStepPipeline, OneStepPipeline
+
+    if model == TEACHER:
+        if not teacher:
+            raise ValueError(f"no multi-step settings for the teacher of {backbone!r} (evaluation.teachers).")
+        if backbone_spec(backbone).latent:
+            return DiffusersSampler(MultiStepSpec(**{**teacher, "source": source}), dtype=dtype, device=device)
+        extra = {key: teacher[key] for key in ("scheduler", "scheduler_kwargs") if teacher.get(key)}
+        return MultiStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device,
+                                                 steps=teacher.get("steps", 25),
+                                                 guidance_scale=teacher.get("guidance_scale", 3.0), **extra)
+    return OneStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device)
+
+
+def sampler_fingerprint(source: str, settings, seed: int, prompts: Sequence[str]) -> str:
+    """The identity of a shard's images: the model's files (names, sizes, mtimes; a hub id as
+    text), the sampling settings, the seed and the shard's prompts. Images written under another
+    fingerprint are regenerated (``generate_shard``)."""
+    import hashlib
+    import json
+
+    folder = Path(source)
+    files = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else str(source)
+    identity = json.dumps([files, settings, seed, list(prompts)], default=str)
+    return hashlib.sha256(identity.encode()).hexdigest()

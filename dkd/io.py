@@ -38,8 +38,55 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def image_path(folder: str | os.PathLike, index: int, suffix: str = ".png") -> Path:
+    """Image ``index`` of an evaluation set: ``<folder>/<index:05d><suffix>``."""
+    return Path(folder) / f"{index:05d}{suffix}"
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
     return Path(path)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``path`` and swap it in only on success.
+
+    Yields the temporary folder (empty; a leftover of a killed attempt is cleared first). On a
+    clean exit an existing ``path`` is removed and the new folder renamed onto it; if the body
+    raises, the temporary folder is removed and ``path`` is left as it was.
+    """
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+@contextmanager
+def rule_log(path: str | os.PathLike, threads: int | None = None) -> Iterator[IO]:
+    """A workflow rule's log: ``logging`` (INFO, timestamps) and stderr (progress bars, warnings)
+    go to ``path`` (appended, so the attempts of a retried job stay readable). ``threads``: the
+    job's CPU threads (Snakemake's ``threads``), so that parallel jobs do not oversubscribe cores."""
+    import contextlib
+    import logging
+
+    if threads:
+        import sys
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for torch when it is imported later
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+    with open(path, "a") as log, contextlib.redirect_stderr(log):
+        logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+        yield log

@@ -55,3 +55,11 @@ def parameter_table(expected: Optional[Path] = None) -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, floatfmt=".2f")
+
+
+def run_parameter_counts(student: AdapterSpec, fake: AdapterSpec) -> dict:
+    """Millions of trainable parameters of a run's student and fake model, and its backbone's total
+    (Tables 1, 2, 3 and 7), counted on meta-device models."""
+    trainable = count_trainable(student) / 1e6
+    return {"trainable_M": trainable, "student_params_M": trainable, "fake_params_M": count_trainable(fake) / 1e6,
+            "params_M": count_parameters(build_denoiser(student.backbone, device="meta"), trainable_only=False) / 1e6}

@@ -3,16 +3,15 @@
 import json
 import logging
 
-from dkd.generate import image_path
-from dkd.io import atomic_write_text
+from dkd.io import atomic_write_text, image_path, rule_log
 
 sm = snakemake  # noqa: F821
-logging.basicConfig(filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
-shards = [json.loads(open(path).read()) for path in sm.input.shards]
-indices = [i for shard in shards for i in range(shard["start"], shard["end"])]
-missing = [i for i in indices if not image_path(sm.params.images, i).is_file()]
-if missing:
-    raise SystemExit(f"{len(missing)} images missing in {sm.params.images}, first {missing[:5]}; rerun the shards.")
-summary = {"images": sm.params.images, "count": len(indices), "seed": shards[0]["seed"], "shards": len(shards)}
-logging.info("%s", summary)
-atomic_write_text(sm.output.summary, json.dumps(summary, indent=2))
+with rule_log(sm.log[0], sm.threads):
+    shards = [json.loads(open(path).read()) for path in sm.input.shards]
+    indices = [i for shard in shards for i in range(shard["start"], shard["end"])]
+    missing = [i for i in indices if not image_path(sm.params.images, i).is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} images missing in {sm.params.images}, first {missing[:5]}; rerun the shards.")
+    summary = {"images": sm.params.images, "count": len(indices), "seed": shards[0]["seed"], "shards": len(shards)}
+    logging.info("%s", summary)
+    atomic_write_text(sm.output.summary, json.dumps(summary, indent=2))

@@ -1,16 +1,12 @@
 """Rule `tiny_backbone`: a tiny diffusers pipeline folder (random weights) for tests and CI."""
 
 import logging
-import shutil
 from pathlib import Path
 
 from dkd.backbones.tiny import save_tiny_backbone
+from dkd.io import atomic_folder, rule_log
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")  # noqa: F821
-folder = Path(snakemake.output.index).parent  # noqa: F821
-tmp = folder.with_name(folder.name + ".tmp")
-shutil.rmtree(tmp, ignore_errors=True)
-save_tiny_backbone(snakemake.wildcards.tiny.removeprefix("tiny-"), tmp, seed=snakemake.params.seed)  # noqa: F821
-shutil.rmtree(folder, ignore_errors=True)
-tmp.rename(folder)
-logging.info("wrote %s", folder)
+sm = snakemake  # noqa: F821
+with rule_log(sm.log[0], sm.threads), atomic_folder(Path(sm.output.index).parent) as folder:
+    save_tiny_backbone(sm.wildcards.tiny.removeprefix("tiny-"), folder, seed=sm.params.seed)
+    logging.info("wrote %s", folder)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 from peft import PeftModel
@@ -68,3 +70,30 @@ def test_exported_folder_is_a_diffusers_pipeline(teacher_folder, tmp_path):
 
     _, _, exported = _trained(teacher_folder, tmp_path, "lorad")
     assert StableDiffusionPipeline.from_pretrained(exported / "pipeline").unet.config.sample_size == 8
+
+
+@pytest.mark.parametrize("scheduler", ["DDIMScheduler", "EulerDiscreteScheduler"])
+def test_multistep_pipeline_equals_diffusers_stable_diffusion(teacher_folder, scheduler):
+    """MultiStepPipeline (our Teacher, any diffusers scheduler, CFG with the empty prompt) gives the
+    images of diffusers' StableDiffusionPipeline with the same scheduler, steps, CFG and seeds."""
+    from dkd.generate import DiffusersSampler, MultiStepSpec
+    from dkd.pipeline import MultiStepPipeline
+
+    prompts, seeds = PROMPTS[:3], [5, 6, 7]
+    ours = MultiStepPipeline(load_teacher("tiny-sd", teacher_folder), steps=4, guidance_scale=3.0, scheduler=scheduler)
+    reference = DiffusersSampler(MultiStepSpec(teacher_folder, steps=4, guidance_scale=3.0, scheduler=scheduler))
+    for a, b in zip(ours(prompts, seeds), reference(prompts, seeds)):
+        difference = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
+        assert difference.max() <= 1  # 8-bit rounding of float32 results computed in another order
+
+
+def test_multistep_pipeline_checks_its_settings(teacher_folder):
+    from dkd.pipeline import MultiStepPipeline
+
+    teacher = load_teacher("tiny-sd", teacher_folder)
+    with pytest.raises(ValueError, match="no scheduler"):
+        MultiStepPipeline(teacher, scheduler="NoSuchScheduler")
+    with pytest.raises(ValueError, match="steps"):
+        MultiStepPipeline(teacher, steps=0)
+    with pytest.raises(ValueError, match="seeds"):
+        MultiStepPipeline(teacher, steps=1)(PROMPTS[:2], [1])

@@ -11,12 +11,13 @@ PIPELINE_CLASS = {"sd": "StableDiffusionPipeline", "pixart": "PixArtAlphaPipelin
 
 
 def save_pipeline_folder(
-    folder: str | Path, family: str, *, denoiser: nn.Module, text_encoder: nn.Module, tokenizer, vae: nn.Module,
-    scheduler,
+    folder: str | Path, family: str, *, denoiser: nn.Module, text_encoder: nn.Module, tokenizer,
+    vae: nn.Module | None, scheduler,
 ) -> Path:
     """``model_index.json`` plus ``unet/`` (or ``transformer/``), ``text_encoder/``, ``tokenizer/``,
     ``vae/`` and ``scheduler/``: loadable by ``dkd.backbones.load_teacher`` and, for SD, by
-    diffusers' ``StableDiffusionPipeline.from_pretrained``."""
+    diffusers' ``StableDiffusionPipeline.from_pretrained``. ``vae=None`` (a pixel-space model) leaves
+    ``vae/`` out."""
     if family not in PIPELINE_CLASS:
         raise ValueError(f"family must be one of {sorted(PIPELINE_CLASS)}; got {family!r}.")
     folder = Path(folder)
@@ -24,6 +25,8 @@ def save_pipeline_folder(
              "tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}
     index = {"_class_name": PIPELINE_CLASS[family]}
     for name, part in parts.items():
+        if part is None:
+            continue
         part.save_pretrained(folder / name)
         library = "transformers" if name in ("text_encoder", "tokenizer") else "diffusers"
         index[name] = [library, type(part).__name__]

@@ -65,7 +65,8 @@ def load_teacher(
     vae: bool = True,
 ) -> Teacher:
     """Load backbone ``name`` from ``source`` (a local diffusers folder or hub id; default: the
-    backbone's hub id), in ``dtype`` on ``device``, with its text encoder and VAE if asked."""
+    backbone's hub id), in ``dtype`` on ``device``, with its text encoder and VAE if asked
+    (a pixel-space backbone, ``spec.latent`` False, has no VAE)."""
     import diffusers
     import transformers
     from diffusers import AutoencoderKL, DDPMScheduler
@@ -84,7 +85,7 @@ def load_teacher(
         teacher.tokenizer = _load(transformers.AutoTokenizer, subfolder="tokenizer", what="tokenizer", **common)
         encoder = _load(encoder_cls, subfolder="text_encoder", what="text encoder", dtype=dtype, **common)
         teacher.text_encoder = encoder.to(device).eval().requires_grad_(False)
-    if vae:
+    if vae and spec.latent:
         autoencoder = _load(AutoencoderKL, subfolder="vae", what="VAE", dtype=dtype, **common)
         teacher.vae = autoencoder.to(device).eval().requires_grad_(False)
     return teacher

@@ -23,8 +23,9 @@ FAMILIES = ("sd", "pixart")
 class BackboneSpec:
     """One teacher: where it lives, its family (SD U-Net or PixArt DiT) and its text length.
 
-    ``hub_id`` is None for the tiny backbones, which exist only as local folders written by
-    ``dkd.backbones.tiny.save_tiny_backbone``; they load through the same code path.
+    ``hub_id`` is None for the tiny backbones and the toy, which exist only as local folders
+    written by ``dkd.backbones.tiny.save_tiny_backbone`` / ``dkd.toy.backbone``; they load
+    through the same code path.
     """
 
     name: str
@@ -32,6 +33,7 @@ class BackboneSpec:
     hub_id: str | None
     text_max_length: int  # tokens of the text encoder (CLIP 77, PixArt's T5 120)
     resolution: int  # image size in pixels
+    latent: bool = True  # False: the denoiser works on pixels (the toy), there is no VAE
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -58,6 +60,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("pixart256", "pixart", "PixArt-alpha/PixArt-XL-2-256x256", 120, 256),
         BackboneSpec("tiny-sd", "sd", None, 77, 16),
         BackboneSpec("tiny-pixart", "pixart", None, 120, 16),
+        BackboneSpec("toy", "sd", None, 16, 8, latent=False),  # pixel-space digits (dkd.toy)
     )
 }
 
@@ -80,12 +83,25 @@ def backbone_spec(name: str) -> BackboneSpec:
         raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}.") from None
 
 
+def built_config(name: str) -> dict | None:
+    """The in-code denoiser config of a backbone the workflow builds (tiny ones, the toy), else None."""
+    if name in ("tiny-sd", "tiny-pixart"):
+        from .tiny import TINY_PIXART_CONFIG, TINY_UNET_CONFIG
+
+        return TINY_UNET_CONFIG if name == "tiny-sd" else TINY_PIXART_CONFIG
+    if name == "toy":
+        from ..toy.backbone import TOY_UNET_CONFIG
+
+        return TOY_UNET_CONFIG
+    return None
+
+
 def build_denoiser(name: str, device: str | torch.device = "meta") -> nn.Module:
     """The denoiser of ``name`` from its shipped config, with random (or meta) weights."""
     import diffusers
 
     spec = backbone_spec(name)
-    config = json.loads(spec.denoiser_config_path().read_text())
+    config = built_config(name) or json.loads(spec.denoiser_config_path().read_text())
     model_cls = getattr(diffusers, spec.denoiser_class)
     with torch.device(device):
         return model_cls.from_config(config)

@@ -73,7 +73,10 @@ class Teacher:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents to images in [-1, 1] through the VAE (with its scaling factor)."""
+        """Latents to images in [-1, 1] through the VAE (with its scaling factor); a pixel-space
+        backbone's samples are the images."""
+        if not self.spec.latent:
+            return latents.float().clamp(-1, 1)
         if self.vae is None:
             raise RuntimeError(f"{self.spec.name} was loaded without its VAE.")
         latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor

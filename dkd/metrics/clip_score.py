@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..io import atomic_write_text
-from .images import list_images
+from .images import list_images, to_rgb
 
 MODEL = "ViT-g-14"
 PRETRAINED = "laion2b_s12b_b42k"
@@ -44,13 +44,6 @@ def load_clip(name: str = MODEL, pretrained: Optional[str] = PRETRAINED, *, devi
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     return model.eval(), preprocess, open_clip.get_tokenizer(name)
-
-
-def _rgb(image: ImageLike) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    with Image.open(image) as img:
-        return img.convert("RGB")
 
 
 def image_text_cosines(
@@ -77,7 +70,7 @@ def image_text_cosines(
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            pixels = torch.stack([preprocess(_rgb(image)) for image in batch]).to(device, parameter.dtype)
+            pixels = torch.stack([preprocess(to_rgb(image)) for image in batch]).to(device, parameter.dtype)
             tokens = tokenizer([prefix + caption for caption in captions[start : start + batch_size]]).to(device)
             image_emb = F.normalize(model.encode_image(pixels).float(), dim=-1)
             text_emb = F.normalize(model.encode_text(tokens).float(), dim=-1)

@@ -197,12 +197,21 @@ def reference_stats(
         return stats
     if folder is None:
         raise FileNotFoundError(f"no reference stats at {str(cache_file)!r} and no reference folder to compute them")
-    files = list_images(folder, recursive=True)
     model = model if model is not None else build_extractor(feature_extractor, mode=mode, device=device)
     features = folder_features(folder, model=model, mode=mode, batch_size=batch_size, num_workers=num_workers,
                                device=device, verbose=verbose)  # fmt: skip
+    return save_stats(features, cache_file, folder=folder, feature_extractor=wanted, mode=mode)
+
+
+def save_stats(features: np.ndarray, cache_file: str | os.PathLike, *, folder: str | os.PathLike,
+               feature_extractor: str, mode: str = "clean") -> dict:
+    """Write the statistics of ``features`` (of the images of ``folder``, as :func:`folder_features`
+    lists them) in :func:`reference_stats`' cache format, atomically; returns them."""
+    files = list_images(folder, recursive=True)
+    if len(files) != len(features):
+        raise ValueError(f"{len(features)} features for {len(files)} images in {str(folder)!r}")
     mu, sigma = feature_stats(features)
-    stats = {"mu": mu, "sigma": sigma, "count": len(files), "feature_extractor": wanted, "mode": mode,
+    stats = {"mu": mu, "sigma": sigma, "count": len(files), "feature_extractor": feature_extractor, "mode": mode,
              "files_digest": files_digest(folder, files)}  # fmt: skip
     with atomic_open(cache_file, "wb") as handle:
         np.savez(handle, **{key: np.asarray(value) for key, value in stats.items()})

@@ -23,6 +23,14 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 SIZE = 256
 
 
+def to_rgb(image: "Image.Image | str | os.PathLike") -> Image.Image:
+    """An RGB copy of a PIL image or of an image file (closed after reading)."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    with Image.open(image) as img:
+        return img.convert("RGB")
+
+
 def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
     """The image files of ``folder`` (sub-folders too when ``recursive``), sorted by relative path.
 

@@ -61,6 +61,7 @@ class DistillConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
+    eval_every: Optional[int] = None  # evaluation hook period (Fig. 16 curves); None: no evaluation
 
     def __post_init__(self):
         backbone_spec(self.backbone)
@@ -74,8 +75,10 @@ class DistillConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
-            raise ValueError(f"max_steps must be a positive integer or None; got {self.max_steps!r}.")
+        for name in ("max_steps", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
         if self.batch_size % self.per_device_batch:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of per_device_batch "
                              f"{self.per_device_batch}.")

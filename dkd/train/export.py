@@ -53,17 +53,22 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 
 
 def export_student(student: nn.Module, spec: AdapterSpec, teacher: Teacher, out: str | Path, t_init: int) -> Path:
-    """Write ``out/adapter`` (adapter methods) and ``out/pipeline`` (always); return ``out``."""
+    """Write ``out/adapter`` (adapter methods) and ``out/pipeline`` (always); return ``out``. Each
+    folder is built under a temporary name and swapped in when complete (a killed export leaves
+    the previous one, or nothing)."""
+    from ..io import atomic_folder
+
     out = Path(out)
     if spec.method != "ft":
-        save_adapter(student, spec, out / "adapter")
+        with atomic_folder(out / "adapter") as folder:
+            save_adapter(student, spec, folder)
     denoiser = merge_adapters(student).eval()
     if any(p.dtype != teacher.denoiser.dtype for p in denoiser.parameters()):
         denoiser = denoiser.to(teacher.denoiser.dtype)  # the teacher's storage dtype (FT trains in fp32)
-    pipeline = save_pipeline_folder(out / "pipeline", teacher.family, denoiser=denoiser,
-                                    text_encoder=teacher.text_encoder, tokenizer=teacher.tokenizer, vae=teacher.vae,
-                                    scheduler=teacher.scheduler)
     info = {"backbone": teacher.spec.name, "t_init": t_init, "method": spec.method, "rank": spec.rank,
             "layers": spec.layers, "prediction_type": teacher.prediction_type}
-    (pipeline / STUDENT_INFO).write_text(json.dumps(info, indent=2))
+    with atomic_folder(out / "pipeline") as folder:
+        save_pipeline_folder(folder, teacher.family, denoiser=denoiser, text_encoder=teacher.text_encoder,
+                             tokenizer=teacher.tokenizer, vae=teacher.vae, scheduler=teacher.scheduler)
+        (folder / STUDENT_INFO).write_text(json.dumps(info, indent=2))
     return out

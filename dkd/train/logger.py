@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 class CsvLogger:
-    def __init__(self, path: str | Path, resume_after: int = 0):
+    def __init__(self, path: str | Path, resume_after: int = 0, tensorboard: bool = True):
         self.path = Path(path)
         self.columns: list[str] | None = None
         if self.path.is_file():
@@ -21,7 +21,7 @@ class CsvLogger:
                 self.columns = reader.fieldnames
                 rows = [row for row in reader if int(row["step"]) <= resume_after]
             self._rewrite(rows)
-        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard")
+        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard") if tensorboard else None
 
     def _rewrite(self, rows: list[dict]) -> None:
         tmp = self.path.with_suffix(".csv.tmp")

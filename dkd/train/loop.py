@@ -18,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -276,7 +276,23 @@ class Distiller:
         return bool(self.acc.reduce(torch.tensor([float(flag)], device=self.acc.device), reduction="sum").item() > 0)
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self, progress: bool = True) -> DistillResult:
+    def _evaluate(self, evaluate: Optional[Callable], curve: Optional[CsvLogger], done: bool) -> None:
+        """The evaluation hook, on the main process, at step 0 and every ``eval_every`` steps (and at
+        the end): ``evaluate(step, student)`` returns metrics, one row of ``curve.csv``. The hook
+        must not draw from the run's generator (the run stays bit-identical with or without it)."""
+        every = self.config.eval_every
+        if evaluate is None or every is None or not (self.step % every == 0 or done):
+            return
+        if curve is not None:
+            student = self.acc.unwrap_model(self.models["student"])
+            was_training = student.training
+            with torch.no_grad():
+                values = evaluate(self.step, student.eval())
+            student.train(was_training)
+            curve.write(self.step, values)
+        self.acc.wait_for_everyone()
+
+    def run(self, progress: bool = True, evaluate: Optional[Callable] = None) -> DistillResult:
         from tqdm.auto import tqdm
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +301,10 @@ class Distiller:
             record = {**self.config.to_dict(), "fingerprint": self.fingerprint}
             (self.output_dir / "config.json").write_text(json.dumps(record, indent=2))
         logger = CsvLogger(self.output_dir / "log.csv", resume_after=self.step) if self.acc.is_main_process else None
+        curve = CsvLogger(self.output_dir / "curve.csv", resume_after=self.step, tensorboard=False) \
+            if self.acc.is_main_process and evaluate is not None else None
+        if self.step == 0:
+            self._evaluate(evaluate, curve, done=False)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
                    desc="distill")
         checkpoint, latest = None, {}
@@ -303,6 +323,7 @@ class Distiller:
                         logs["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     logger.write(self.step, logs)
                     bar.set_postfix(loss_fake=f"{logs.get('loss_fake', math.nan):.4f}")
+                self._evaluate(evaluate, curve, done)
                 if done or self.step % self.config.checkpoint_every == 0 or stopping:
                     checkpoint = self.save()
                 if stopping and not done:
@@ -319,6 +340,7 @@ def _accumulate(logs: dict, new: dict) -> None:
 
 
 def distill(config: DistillConfig, teacher: Teacher, prompts: Sequence[str], output_dir, *, progress: bool = True,
-            accelerator=None) -> DistillResult:
-    """Run (or resume) one distillation; see ``Distiller``."""
-    return Distiller(config, teacher, prompts, output_dir, accelerator).run(progress=progress)
+            accelerator=None, evaluate: Optional[Callable] = None) -> DistillResult:
+    """Run (or resume) one distillation; see ``Distiller``. ``evaluate(step, student) -> dict``: the
+    optional evaluation hook, every ``config.eval_every`` steps, logged to ``curve.csv``."""
+    return Distiller(config, teacher, prompts, output_dir, accelerator).run(progress=progress, evaluate=evaluate)

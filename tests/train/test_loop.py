@@ -155,3 +155,43 @@ def test_half_precision_teacher_needs_mixed_precision(teacher_folder, tmp_path):
     teacher = load_teacher("tiny-sd", teacher_folder, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="mixed_precision"):
         Distiller(_config(), teacher, PROMPTS, tmp_path)
+
+
+def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupted, teacher_folder, tmp_path):
+    """eval_every=2 over 4 steps: the hook sees steps 0, 2, 4 with the student in eval mode, its
+    values go to curve.csv, and the trained weights equal the run without the hook; a resumed run
+    keeps the curve rows up to its checkpoint and adds the rest once."""
+    calls = []
+
+    def evaluate(step, student):
+        assert not student.training and not torch.is_grad_enabled()
+        calls.append(step)
+        return {"metric": float(step) / 10}
+
+    out = tmp_path / "hook"
+    result = distill(_config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, out, progress=False,
+                     evaluate=evaluate)
+    assert calls == [0, 2, 4]
+    with open(out / "curve.csv", newline="") as handle:
+        assert [(r["step"], r["metric"]) for r in csv.DictReader(handle)] == [("0", "0.0"), ("2", "0.2"), ("4", "0.4")]
+    assert result.student.training  # restored after each evaluation
+    _assert_same(_weights(result), uninterrupted[1])
+
+    calls.clear()  # an attempt killed in its evaluation at step 4 resumes from the checkpoint of step 2
+    resumed = tmp_path / "resumed"
+
+    def killed(step, student):
+        if step == 4:
+            raise KeyboardInterrupt
+        return evaluate(step, student)
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(_config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, resumed, progress=False,
+                evaluate=killed)
+    final = distill(_config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, resumed,
+                    progress=False, evaluate=evaluate)
+    assert calls == [0, 2, 4]
+    assert (out / "curve.csv").read_text() == (resumed / "curve.csv").read_text()
+    _assert_same(_weights(final), uninterrupted[1])
+    with pytest.raises(ValueError, match="eval_every"):
+        _config(eval_every=0)

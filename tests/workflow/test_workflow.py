@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +21,9 @@ def snakemake(*args, cwd=ROOT):
     )
 
 
-def test_lint_reports_nothing():
-    run = snakemake("--lint")
+@pytest.mark.parametrize("configfile", [[], ["--configfile", "config/toy.yaml"], ["--configfile", "config/tiny.yaml"]])
+def test_lint_reports_nothing(configfile):
+    run = snakemake("--lint", *configfile)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Congratulations" in run.stdout + run.stderr
 
@@ -54,9 +56,10 @@ def test_conda_env_pins_equal_pyproject():
     assert sorted(p for p in pip if "==" in p) == sorted(project)
 
 
-def test_tiny_config_runs_every_distillation_method_end_to_end(tmp_path):
-    """config/tiny.yaml: tiny teachers built by the workflow, each method distilled, exported, and
-    evaluation images generated in shards for every student and the multi-step teacher."""
+def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
+    """config/tiny.yaml: tiny latent-space teachers (SD, PixArt) built by the workflow, distilled with
+    LoRaD and FT, exported, and evaluation images generated in shards for every student and the
+    multi-step teacher (diffusers' pipeline)."""
     run = snakemake("all", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={tmp_path}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     config = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
@@ -89,3 +92,25 @@ def test_a_bad_run_name_fails_at_parse_time(tmp_path):
     bad.write_text(yaml.safe_dump(config))
     run = snakemake("-n", "--configfile", str(bad))
     assert run.returncode != 0 and "lorad-256-f32-linear-zero" in run.stdout + run.stderr
+
+
+def test_toy_dry_run_plans_every_table_target(tmp_path):
+    """Each report table of config/toy.yaml is a named target, and `all` plans the whole benchmark:
+    the toy's data, teacher and evaluator, 11 distillation runs, 13 models' images and metrics,
+    4 weight analyses, the convergence plot and the report."""
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    overrides = ["--config", f"results={tmp_path}"]
+    run = snakemake("all", "-n", "--configfile", "config/toy.yaml", *overrides)
+    assert run.returncode == 0, run.stdout + run.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
+    runs = len(config["distill"]["runs"]["toy"])
+    models = runs + 2  # the teacher with CFG and the teacher in one step
+    assert {k: int(v) for k, v in counts.items()} == {
+        "params": 1, "toy_data": 1, "toy_backbone": 1, "toy_evaluator": 1, "distill": runs, "generate_shard": models,
+        "images": models, "reference_stats": 1, "features_metrics": models, "clip": models,
+        "weights": len(config["analysis"]["weights"]["toy"]), "report": 1, "fig16": 1, "all": 1,
+        "total": 5 + runs + 4 * models + 7,
+    }
+    for table in [*config["report"]["tables"], "fig16"]:
+        run = snakemake(table, "-n", "--configfile", "config/toy.yaml", *overrides)
+        assert run.returncode == 0 and re.search(rf"^{table}\s+1$", run.stdout, flags=re.M), run.stdout + run.stderr

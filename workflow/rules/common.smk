@@ -21,20 +21,43 @@ def log_path(*parts):
 
 # -- distillation runs -------------------------------------------------------------------
 RUN_PATTERN = r"(lorad|lora|dora|ft)-s(\d+|full)-f(\d+|ft)-(linear|conv)-(zero|xavier)"
-TINY_BACKBONES = ("tiny-sd", "tiny-pixart")
+TEACHER_MODELS = "teacher|teacher-1step"
+MODEL_PATTERN = f"{TEACHER_MODELS}|{RUN_PATTERN}"
+BUILT_BACKBONES = ("tiny-sd", "tiny-pixart", "toy")  # folders written by a rule, not downloaded
 
 
 def teacher_source(wildcards):
-    """The folder or hub id of a backbone's teacher (tiny ones: the folder built by a rule)."""
-    if wildcards.backbone in TINY_BACKBONES:
+    """The folder or hub id of a backbone's teacher (tiny ones and the toy: the folder built by a rule)."""
+    if wildcards.backbone in BUILT_BACKBONES:
         return results("backbones", wildcards.backbone)
     return config["backbones"][wildcards.backbone]["source"]
 
 
+def teacher_inputs(wildcards):
+    """The built teacher's index file as an input (nothing for downloaded teachers)."""
+    if wildcards.backbone in BUILT_BACKBONES:
+        return {"teacher": results("backbones", wildcards.backbone, "model_index.json")}
+    return {}
+
+
+def curve_settings(wildcards):
+    """The evaluation hook of a run listed under distill.curves (Fig. 16), else None."""
+    curves = config["distill"].get("curves")
+    if not curves or wildcards.run not in curves["runs"].get(wildcards.backbone, []):
+        return None
+    evalset = curves["evalset"]
+    return {"evaluator": evaluator_settings(), "prompts": _evalset(evalset)["prompts"], "count": curves["count"],
+            "every": curves["every"], "seed": _evalset(evalset).get("seed", 0),
+            "stats": results("reference-stats", f"{evalset}.npz"),
+            "features": results("reference-stats", f"{evalset}-features.npy")}
+
+
 def distill_inputs(wildcards):
-    inputs = {"prompts": config["distill"]["prompts"]}
-    if wildcards.backbone in TINY_BACKBONES:
-        inputs["teacher"] = results("backbones", wildcards.backbone, "model_index.json")
+    inputs = {"prompts": config["distill"]["prompts"], **teacher_inputs(wildcards)}
+    curve = curve_settings(wildcards)
+    if curve:
+        inputs.update(evaluator_inputs(wildcards), eval_prompts=curve["prompts"], stats=curve["stats"],
+                      features=curve["features"])
     return inputs
 
 
@@ -63,29 +86,135 @@ def shard_markers(wildcards):
 
 
 def teacher_sampling(wildcards):
-    """Multi-step sampling settings of the teacher rows (None for a student)."""
+    """Multi-step sampling settings of the teacher row (None for students and the one-step teacher)."""
     if wildcards.model != "teacher":
         return None
-    return {"source": teacher_source(wildcards), **config["evaluation"]["teachers"][wildcards.backbone]}
+    return config["evaluation"]["teachers"][wildcards.backbone]
+
+
+def model_source(wildcards):
+    """What a model's images come from: the teacher, or a run's exported pipeline folder."""
+    if wildcards.model in TEACHER_MODELS.split("|"):
+        return teacher_source(wildcards)
+    return results(wildcards.backbone, wildcards.model, "pipeline")
 
 
 def generate_inputs(wildcards):
     inputs = {"prompts": _evalset(wildcards.evalset)["prompts"]}
-    if wildcards.model == "teacher":
-        if wildcards.backbone in TINY_BACKBONES:
-            inputs["teacher"] = results("backbones", wildcards.backbone, "model_index.json")
-    else:
-        inputs["student"] = results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")
-    return inputs
+    if wildcards.model in TEACHER_MODELS.split("|"):
+        return {**inputs, **teacher_inputs(wildcards)}
+    return {**inputs, "student": results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")}
+
+
+def evaluated_models(backbone):
+    """The models of a backbone that are evaluated: its runs, its teacher rows."""
+    evaluation = config.get("evaluation", {})
+    models = list(config.get("distill", {}).get("runs", {}).get(backbone, []))
+    if backbone in evaluation.get("teachers", {}):
+        models.append("teacher")
+    if backbone in evaluation.get("one_step_teachers", []):
+        models.append("teacher-1step")
+    return models
+
+
+def evaluated_backbones():
+    evaluation = config.get("evaluation", {})
+    names = list(config.get("distill", {}).get("runs", {})) + list(evaluation.get("teachers", {}))
+    return list(dict.fromkeys(names + list(evaluation.get("one_step_teachers", []))))
 
 
 def image_targets():
-    """images.json of every configured model (students and teachers) on every evaluation set."""
+    """images.json of every evaluated model on every evaluation set."""
+    return [results(backbone, model, evalset, "images.json") for evalset in config.get("evaluation", {}).get("sets", {})
+            for backbone in evaluated_backbones() for model in evaluated_models(backbone)]
+
+
+# -- evaluation metrics ------------------------------------------------------------------
+def evaluator_settings(wildcards=None):
+    """dkd.evaluators.Evaluator fields: the paper's models, or the toy classifier built by a rule."""
+    kind = config.get("evaluation", {}).get("evaluator", "paper")
+    return {"kind": kind, "classifier": results("evaluator") if kind == "toy" else None}
+
+
+def evaluator_inputs(wildcards):
+    if config.get("evaluation", {}).get("evaluator", "paper") == "toy":
+        return {"classifier": results("evaluator", "classifier.json")}
+    return {}
+
+
+def reference_folder(wildcards):
+    reference = _evalset(wildcards.evalset).get("reference")
+    if reference is None:
+        raise ValueError(f"evaluation set {wildcards.evalset!r} has no reference folder (evaluation.sets.*.reference)")
+    return results("data", "reference") if reference == "toy" else reference
+
+
+def reference_inputs(wildcards):
+    inputs = evaluator_inputs(wildcards)
+    if _evalset(wildcards.evalset).get("reference") == "toy":
+        inputs["reference"] = results("data", "reference.json")
+    return inputs
+
+
+def metric_targets():
+    """Every configured metric of every evaluated model on every evaluation set, and the
+    model-level files (parameter counts of each run, weight analysis)."""
     evaluation = config.get("evaluation", {})
-    runs = config.get("distill", {}).get("runs", {})
     targets = []
-    for evalset in evaluation.get("sets", {}):
-        for backbone, names in runs.items():
-            models = list(names) + (["teacher"] if backbone in evaluation.get("teachers", {}) else [])
-            targets += [results(backbone, model, evalset, "images.json") for model in models]
+    for evalset, spec in evaluation.get("sets", {}).items():
+        for backbone in evaluated_backbones():
+            for model in evaluated_models(backbone):
+                targets += [results(backbone, model, evalset, f"{metric}.json") for metric in spec.get("metrics", [])]
+    for backbone, names in config.get("distill", {}).get("runs", {}).items():
+        targets += [results(backbone, run, "params.json") for run in names]
+    for backbone, names in config.get("analysis", {}).get("weights", {}).items():
+        targets += [results(backbone, run, "weights.json") for run in names]
     return targets
+
+
+# -- report ------------------------------------------------------------------------------
+def report_grids():
+    """(images.json, grid.png) of every evaluated model on the sets named in report.grids."""
+    return [(results(backbone, model, evalset, "images.json"), results(backbone, model, evalset, "grid.png"))
+            for backbone, evalset in config.get("report", {}).get("grids", []) for model in evaluated_models(backbone)]
+
+
+def weight_plots():
+    return [results(backbone, run, "weights", "weights.png")
+            for backbone, names in config.get("analysis", {}).get("weights", {}).items() for run in names]
+
+
+# The file of ours that holds each metric a report table can show.
+METRIC_FILES = {
+    "fid": "fid.json", "precision": "pr.json", "recall": "pr.json",
+    "clip": "clip.json", "digit_prob": "clip.json", "digit_accuracy": "clip.json",
+    "trainable_M": "params.json", "params_M": "params.json", "student_params_M": "params.json",
+    "fake_params_M": "params.json",
+    "norm_mean_pct": "weights.json", "norm_std_pct": "weights.json", "dir_mean_pct": "weights.json",
+    "dir_std_pct": "weights.json", "energy_kept": "weights.json", "rank_fraction_90pct": "weights.json",
+}
+MODEL_LEVEL_FILES = ("params.json", "weights.json")
+
+
+def table_inputs(name):
+    """The result files a report table reads (its named target: `snakemake table2`)."""
+    spec = config["report"]["tables"][name]
+    files = []
+    for row in spec["rows"]:
+        if not row.get("model"):
+            continue
+        for metric in spec["columns"]:
+            file = METRIC_FILES.get(metric)
+            if file is None or metric in row.get("values", {}):
+                continue
+            if file in MODEL_LEVEL_FILES:
+                files.append(results(row["backbone"], row["model"], file))
+            else:
+                files.append(results(row["backbone"], row["model"], row["evalset"], file))
+    return list(dict.fromkeys(files))
+
+
+def curve_files():
+    curves = config.get("distill", {}).get("curves")
+    return [results(backbone, run, "curve.csv") for backbone, names in (curves or {}).get("runs", {}).items()
+            for run in names]

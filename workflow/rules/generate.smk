@@ -1,5 +1,6 @@
 # Evaluation images: results/<backbone>/<model>/<evalset>/images/<i:05d>.png, where <model> is a
-# distillation run (its one-step student) or "teacher" (multi-step, with CFG). Each shard writes
+# distillation run (its one-step student), "teacher" (multi-step, with CFG) or "teacher-1step"
+# (the teacher used as a one-step generator). Each shard writes
 # its index range (skipping images on disk, one seed per index) and a JSON marker; the images
 # folder itself is not a declared output, so a killed shard resumes where it stopped.
 
@@ -12,13 +13,15 @@ rule generate_shard:
     log:
         log_path("{backbone}/{model}/{evalset}/generate-{shard}.log"),
     wildcard_constraints:
-        model=f"teacher|{RUN_PATTERN}",
+        model=MODEL_PATTERN,
         shard=r"\d+",
     params:
         images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
         range=shard_range,
         seed=lambda wc: config["evaluation"]["sets"][wc.evalset].get("seed", 0),
         teacher=teacher_sampling,
+        source=model_source,
+        dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
         batch_size=config.get("evaluation", {}).get("batch_size", 16),
     resources:
         mem_mb=32000,
@@ -38,7 +41,7 @@ rule images:
     log:
         log_path("{backbone}/{model}/{evalset}/images.log"),
     wildcard_constraints:
-        model=f"teacher|{RUN_PATTERN}",
+        model=MODEL_PATTERN,
     params:
         images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
     resources:

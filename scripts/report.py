@@ -1,0 +1,25 @@
+"""Rule `report`: every configured table (ours beside the paper's), the claims, sample grids and
+the weight-analysis plots."""
+
+import logging
+import os
+from pathlib import Path
+
+from dkd.io import image_path, rule_log
+from dkd.report import build_table, read_paper, read_results, table_specs, write_report
+from dkd.report.claims import check_claims
+from dkd.report.grid import save_grid
+
+sm = snakemake  # noqa: F821
+with rule_log(sm.log[0], sm.threads):
+    spec, folder = sm.params.report, Path(sm.output.report).parent
+    for images, grid in zip(sm.params.images, sm.output.grids):
+        save_grid([p for p in (image_path(images, i) for i in range(20)) if p.is_file()], grid, columns=10)
+    results = read_results(list(sm.input.results))  # sources: paths from the repository root
+    paper = read_paper(sm.params.paper) if sm.params.paper else None
+    tables = [build_table(table, results, paper) for table in table_specs(spec["tables"])]
+    figures = [{"caption": f"{Path(path).parent.relative_to(folder)}: {Path(path).stem}", "path": os.path.relpath(path, folder)}
+               for path in [*sm.output.grids, *sm.input.plots]]
+    written = write_report(folder, tables, title=spec.get("title", "DKD reproduction"), intro=spec.get("intro", ""),
+                           figures=figures, claims=check_claims(spec.get("claims", []), results))
+    logging.info("wrote %s", [str(path) for path in written])

@@ -1,0 +1,25 @@
+# Weight analysis of Fig. 2 and Table 2's NM/DM columns: a run's merged student against its
+# teacher, per layer (CSV, plot) and over all layers (result file results/<backbone>/<run>/weights.json).
+
+
+rule weights:
+    input:
+        unpack(teacher_inputs),
+        student=results("{backbone}/{run}/pipeline/model_index.json"),
+    output:
+        result=results("{backbone}/{run}/weights.json"),
+        plot=results("{backbone}/{run}/weights/weights.png"),
+    log:
+        log_path("{backbone}/{run}/weights.log"),
+    wildcard_constraints:
+        run=RUN_PATTERN,
+    params:
+        teacher=teacher_source,
+        include_conv=config.get("analysis", {}).get("include_conv", False),
+    resources:
+        mem_mb=32000,
+        runtime=60,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/weights.py"

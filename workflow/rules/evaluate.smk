@@ -1,0 +1,78 @@
+# Metrics of a model's evaluation images, one result file each (dkd.report reads them):
+# results/<backbone>/<model>/<evalset>/{fid,pr,clip}.json. FID and precision/recall share one
+# pass over the images' features; the reference set's features are read once per set.
+# The evaluator is the paper's (Inception, open_clip ViT-g-14) or the toy's digit classifier.
+
+
+rule reference_stats:
+    input:
+        unpack(reference_inputs),
+    output:
+        stats=results("reference-stats/{evalset}.npz"),
+        features=results("reference-stats/{evalset}-features.npy"),
+    log:
+        log_path("reference-stats/{evalset}.log"),
+    params:
+        reference=reference_folder,
+        evaluator=evaluator_settings,
+        scratch=lambda wc: results("reference-stats", f"{wc.evalset}-256"),
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpus=1,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/metric.py"
+
+
+rule features_metrics:
+    input:
+        unpack(reference_inputs),
+        images=results("{backbone}/{model}/{evalset}/images.json"),
+        stats=results("reference-stats/{evalset}.npz"),
+        features=results("reference-stats/{evalset}-features.npy"),
+    output:
+        fid=results("{backbone}/{model}/{evalset}/fid.json"),
+        pr=results("{backbone}/{model}/{evalset}/pr.json"),
+    log:
+        log_path("{backbone}/{model}/{evalset}/fid-pr.log"),
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    params:
+        evaluator=evaluator_settings,
+        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+        scratch=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images-256"),
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpus=1,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/metric.py"
+
+
+rule clip:
+    input:
+        unpack(evaluator_inputs),
+        images=results("{backbone}/{model}/{evalset}/images.json"),
+        prompts=lambda wc: config["evaluation"]["sets"][wc.evalset]["prompts"],
+    output:
+        result=results("{backbone}/{model}/{evalset}/clip.json"),
+    log:
+        log_path("{backbone}/{model}/{evalset}/clip.log"),
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    params:
+        evaluator=evaluator_settings,
+        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+        size=lambda wc: config["evaluation"]["sets"][wc.evalset]["count"],
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpus=1,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/metric.py"

@@ -1,0 +1,74 @@
+# The toy benchmark (config/toy.yaml): scikit-learn's digits, a small pixel-space teacher whose
+# trained weights ship in config/toy/ (rule toy_teacher_weights rebuilds them on request:
+# `snakemake --configfile config/toy.yaml --forcerun toy_teacher_weights`), and a digit
+# classifier that stands in for Inception and CLIP.
+
+
+rule toy_data:
+    output:
+        train=results("data/toy-train.txt"),
+        eval=results("data/toy-eval.txt"),
+        reference=results("data/reference.json"),
+    log:
+        log_path("data/toy.log"),
+    params:
+        train_prompts=config.get("toy", {}).get("train_prompts", 4000),
+        eval_prompts=config.get("toy", {}).get("eval_prompts", 500),
+        seed=config.get("toy", {}).get("seed", 0),
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/toy_data.py"
+
+
+rule toy_teacher_weights:
+    output:
+        weights=config.get("toy", {}).get("teacher_weights", "config/toy/teacher.safetensors"),
+    log:
+        log_path("toy/teacher_weights.log"),
+    params:
+        settings=config.get("toy", {}).get("teacher", {}),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/toy_teacher_weights.py"
+
+
+rule toy_backbone:
+    input:
+        weights=config.get("toy", {}).get("teacher_weights", "config/toy/teacher.safetensors"),
+    output:
+        index=results("backbones/toy/model_index.json"),
+    log:
+        log_path("backbones/toy.log"),
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/toy_backbone.py"
+
+
+rule toy_evaluator:
+    output:
+        info=results("evaluator/classifier.json"),
+    log:
+        log_path("evaluator/toy.log"),
+    params:
+        settings=config.get("toy", {}).get("classifier", {}),
+        min_accuracy=config.get("toy", {}).get("min_accuracy", 0.95),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/toy_evaluator.py"
