@@ -109,7 +109,7 @@ def load_toy_unet(weights: str | Path) -> nn.Module:
         if actual != expected:
             raise ValueError(
                 f"the toy text encoder rebuilt here (sha256 {actual[:12]}) is not the one {weights} was trained "
-                f"with ({expected[:12]}); retrain the toy teacher (snakemake toy_teacher_weights --forcerun)."
+                f"with ({expected[:12]}); retrain the toy teacher (rule toy_teacher_weights)."
             )
     unet = toy_unet()
     unet.load_state_dict(load_file(str(weights)))
