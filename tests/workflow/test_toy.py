@@ -19,10 +19,9 @@ def short_toy_config(tmp_path: Path) -> Path:
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     results = tmp_path / "results"
     config["results"] = str(results)
-    config["distill"]["prompts"] = str(results / "data" / "toy-train.txt")
     config["distill"]["settings"].update(max_steps=4, checkpoint_every=2, log_every=1, batch_size=8,
                                          per_device_batch=8)
-    config["evaluation"]["sets"]["toy-eval"].update(prompts=str(results / "data" / "toy-eval.txt"), count=40)
+    config["evaluation"]["sets"]["toy-eval"].update(count=40)
     config["evaluation"]["teachers"]["toy"]["steps"] = 5
     config["distill"]["curves"].update(count=20, every=100)
     config["toy"]["classifier"]["epochs"] = 8

@@ -19,6 +19,13 @@ def log_path(*parts):
     return str(RESULTS.joinpath("logs", *parts))
 
 
+def prompt_file(path):
+    """A prompt file of the config: a path, or "toy:train" / "toy:eval" for the prompts the rule
+    toy_data writes under the results folder."""
+    toy = {"toy:train": "toy-train.txt", "toy:eval": "toy-eval.txt"}
+    return results("data", toy[path]) if path in toy else path
+
+
 # -- distillation runs -------------------------------------------------------------------
 RUN_PATTERN = r"(lorad|lora|dora|ft)-s(\d+|full)-f(\d+|ft)-(linear|conv)-(zero|xavier)"
 TEACHER_MODELS = "teacher|teacher-1step"
@@ -46,14 +53,14 @@ def curve_settings(wildcards):
     if not curves or wildcards.run not in curves["runs"].get(wildcards.backbone, []):
         return None
     evalset = curves["evalset"]
-    return {"evaluator": evaluator_settings(), "prompts": _evalset(evalset)["prompts"], "count": curves["count"],
+    return {"evaluator": evaluator_settings(), "prompts": prompt_file(_evalset(evalset)["prompts"]), "count": curves["count"],
             "every": curves["every"], "seed": _evalset(evalset).get("seed", 0),
             "stats": results("reference-stats", f"{evalset}.npz"),
             "features": results("reference-stats", f"{evalset}-features.npy")}
 
 
 def distill_inputs(wildcards):
-    inputs = {"prompts": config["distill"]["prompts"], **teacher_inputs(wildcards)}
+    inputs = {"prompts": prompt_file(config["distill"]["prompts"]), **teacher_inputs(wildcards)}
     curve = curve_settings(wildcards)
     if curve:
         inputs.update(evaluator_inputs(wildcards), eval_prompts=curve["prompts"], stats=curve["stats"],
@@ -100,7 +107,7 @@ def model_source(wildcards):
 
 
 def generate_inputs(wildcards):
-    inputs = {"prompts": _evalset(wildcards.evalset)["prompts"]}
+    inputs = {"prompts": prompt_file(_evalset(wildcards.evalset)["prompts"])}
     if wildcards.model in TEACHER_MODELS.split("|"):
         return {**inputs, **teacher_inputs(wildcards)}
     return {**inputs, "student": results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")}

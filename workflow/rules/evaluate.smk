@@ -57,7 +57,7 @@ rule clip:
     input:
         unpack(evaluator_inputs),
         images=results("{backbone}/{model}/{evalset}/images.json"),
-        prompts=lambda wc: config["evaluation"]["sets"][wc.evalset]["prompts"],
+        prompts=lambda wc: prompt_file(config["evaluation"]["sets"][wc.evalset]["prompts"]),
     output:
         result=results("{backbone}/{model}/{evalset}/clip.json"),
     log:
