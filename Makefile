@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores 2 --configfile config/toy.yaml all
+	PATH="$(abspath $(BIN)):$$PATH" snakemake all --cores 2 --configfile config/toy.yaml
 	cat results/toy/report.md
 
 benchmark: $(STAMP)
