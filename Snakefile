@@ -16,6 +16,7 @@ if not workflow.overwrite_configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/params.smk"
+include: "workflow/rules/data.smk"
 include: "workflow/rules/backbones.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/generate.smk"

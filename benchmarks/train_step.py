@@ -4,7 +4,13 @@ The SD1.5-shaped U-Net and a CLIP ViT-L/14-shaped text encoder with random weigh
 download), 64x64 latents, bf16 autocast, frozen teacher in bf16, per-GPU batch 16: the
 paper's setting (4.1). One table, one row per method.
 
+Also printed: the time of one frozen teacher forward pass at the same batch (``fwd``) and the
+step time in such passes (``step/fwd``; the step needs about 7: student forward and backward,
+real model with CFG, fake model scoring, fake forward and backward). ``--profile DIR`` writes a
+torch.profiler table of two steps per method (kernels by GPU time, and the ``dkd.*`` phases).
+
   python benchmarks/train_step.py                         # CUDA, all methods
+  python benchmarks/train_step.py --methods lorad --channels-last --compile-blocks
   python benchmarks/train_step.py --device cpu --backbone tiny-sd --per-device-batch 2 --steps 2
 """
 
@@ -55,29 +61,79 @@ def measure(method: str, args) -> dict:
         fake=AdapterSpec(args.backbone, "fake", fake_method, rank=fake_rank),
         batch_size=args.per_device_batch, per_device_batch=args.per_device_batch, max_steps=10**9,
         mixed_precision="bf16" if args.device == "cuda" else "no", gradient_checkpointing=args.checkpointing,
+        channels_last=args.channels_last, compile_blocks=args.compile_blocks,
     )
     prompts = [f"a photo of object number {i}, highly detailed" for i in range(args.per_device_batch * 4)]
     distiller = Distiller(config, teacher, prompts, tempfile.mkdtemp())
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    compile_start = time.perf_counter()
     for _ in range(args.warmup):
         distiller.train_step()
         distiller.step += 1
+    sync()
+    warmup_s = time.perf_counter() - compile_start
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    sync()
     start = time.perf_counter()
     for _ in range(args.steps):
         logs = distiller.train_step()
         distiller.step += 1
     sync()
     seconds = (time.perf_counter() - start) / args.steps
-    trainable = sum(p.numel() for p in distiller.models["student"].parameters() if p.requires_grad)
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    if args.profile:
+        profile(distiller, method, args, sync)
+    fwd = forward_seconds(distiller, args, sync)
+    trainable = sum(p.numel() for p in distiller.models["student"].parameters() if p.requires_grad)
     del distiller, teacher
     if args.device == "cuda":
         torch.cuda.empty_cache()
-    return {"samples_s": args.per_device_batch / seconds, "step_s": seconds, "peak_gb": peak,
-            "trainable_m": trainable / 1e6, "loss_fake": logs["loss_fake"]}
+    return {"samples_s": args.per_device_batch / seconds, "step_s": seconds, "peak_gb": peak, "fwd_s": fwd,
+            "warmup_s": warmup_s, "trainable_m": trainable / 1e6, "loss_fake": float(logs["loss_fake"])}
+
+
+def forward_seconds(distiller: Distiller, args, sync, repeats: int = 5) -> float:
+    """One forward pass of the frozen teacher at the per-device batch (bf16 autocast, no grad)."""
+    teacher = distiller.teacher
+    x = torch.randn(args.per_device_batch, *teacher.latent_shape, device=args.device)
+    t = torch.full((args.per_device_batch,), 500, device=args.device)
+    embeds = distiller.uncond.repeat(args.per_device_batch)
+    times = []
+    with torch.no_grad(), distiller.acc.autocast():
+        for _ in range(repeats + 1):
+            sync()
+            start = time.perf_counter()
+            teacher.predict(x, t, embeds)
+            sync()
+            times.append(time.perf_counter() - start)
+    return sorted(times[1:])[repeats // 2]
+
+
+def profile(distiller: Distiller, method: str, args, sync) -> None:
+    """Two steps under torch.profiler: the kernels by GPU time, then the dkd.* phases (CPU wall time
+    of each phase; a phase that reads a value waits there for the GPU)."""
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    sync()
+    with torch_profile(activities=activities) as prof:
+        for _ in range(2):
+            distiller.train_step()
+            distiller.step += 1
+        sync()
+    events = prof.key_averages()
+    key = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    busy = sum(getattr(e, key, 0) for e in events if not e.key.startswith("dkd.")) / 2 / 1e3
+    phases = [e for e in events if e.key.startswith("dkd.")]
+    folder = Path(args.profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"{method}: {key} summed over events, per step: {busy:.1f} ms", "",
+             events.table(sort_by=key, row_limit=40), "",
+             "phases (CPU wall ms per step): " + ", ".join(f"{e.key} {e.cpu_time_total / 2e3:.1f}"
+                                                         for e in sorted(phases, key=lambda e: e.key))]
+    (folder / f"profile_{method}.txt").write_text("\n".join(lines))
 
 
 def main(argv=None) -> None:
@@ -90,20 +146,27 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in student and fake")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC convolutions (DistillConfig.channels_last)")
+    parser.add_argument("--compile-blocks", action="store_true", help="torch.compile the repeated blocks")
+    parser.add_argument("--profile", default=None, metavar="DIR", help="write profile_<method>.txt tables to DIR")
     parser.add_argument("--tokenizer", default=None, help="folder of a CLIP tokenizer (default: built from open_clip)")
     args = parser.parse_args(argv)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    speed = [flag for flag, on in (("channels_last", args.channels_last), ("compile_blocks", args.compile_blocks),
+                                   ("gradient_checkpointing", args.checkpointing)) if on]
     print(f"DKD train step: {args.backbone}, {name}, per-device batch {args.per_device_batch}, "
-          f"student rank {args.rank}, fake LoRaD r32 (FT: fake FT), torch {torch.__version__}\n")
-    print("| student | trainable (M) | samples/s | s/step | peak GiB | loss_fake |")
-    print("|---|---|---|---|---|---|")
+          f"student rank {args.rank}, fake LoRaD r32 (FT: fake FT), {', '.join(speed) or 'no speed options'}, "
+          f"torch {torch.__version__}\n")
+    print("| student | trainable (M) | samples/s | s/step | fwd s | step/fwd | peak GiB | warm-up s | loss_fake |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for method in args.methods:
         r = measure(method, args)
-        print(f"| {method} | {r['trainable_m']:.2f} | {r['samples_s']:.1f} | {r['step_s']:.3f} | "
-              f"{r['peak_gb']:.1f} | {r['loss_fake']:.4f} |", flush=True)
+        print(f"| {method} | {r['trainable_m']:.2f} | {r['samples_s']:.1f} | {r['step_s']:.3f} | {r['fwd_s']:.3f} | "
+              f"{r['step_s'] / r['fwd_s']:.1f} | {r['peak_gb']:.1f} | {r['warmup_s']:.0f} | {r['loss_fake']:.4f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

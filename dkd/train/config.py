@@ -58,6 +58,8 @@ class DistillConfig:
     seed: int = 0
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
+    channels_last: bool = False  # NHWC convolutions (dkd.train.speed); numerics unchanged up to kernel choice
+    compile_blocks: bool = False  # torch.compile of each repeated block of the three denoisers
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -82,6 +84,9 @@ class DistillConfig:
         if self.batch_size % self.per_device_batch:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of per_device_batch "
                              f"{self.per_device_batch}.")
+        for name in ("gradient_checkpointing", "channels_last", "compile_blocks"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}.")
 

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from ..adapters import apply_adapter
 from ..backbones import PromptEmbeds, Teacher
@@ -30,9 +31,12 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_stat
                          set_rng_state, trainable_state)
 from .config import DistillConfig, OptimConfig
 from .logger import CsvLogger
+from .speed import tune_for_speed
 from .step import fake_loss, generate, generator_loss
 
 ROLES = ("student", "fake")
+RESULT_NEUTRAL = ("gradient_checkpointing", "channels_last", "compile_blocks", "checkpoint_every", "keep_checkpoints",
+                  "log_every", "eval_every")  # settings a resumed run may change
 
 
 class TrainingInterrupted(RuntimeError):
@@ -63,14 +67,17 @@ def build_role(teacher: Teacher, spec) -> nn.Module:
 
 def _optimizer(model: nn.Module, optim: OptimConfig):
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    fused = all(p.is_cuda for p in params)  # one kernel for all parameters on a GPU; CPU keeps foreach
+    opt = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+                            fused=fused or None)
     warmup = optim.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     return opt, sched
 
 
 def run_fingerprint(config: DistillConfig, teacher: Teacher) -> str:
-    """What a checkpoint belongs to: the settings, the backbone and the teacher's weights.
+    """What a checkpoint belongs to: the settings that change the result, the backbone and the
+    teacher's weights (a run may resume with other speed, logging or checkpoint settings).
 
     The weights enter through a float64 checksum (sum and sum of squares over all parameters).
     """
@@ -78,7 +85,8 @@ def run_fingerprint(config: DistillConfig, teacher: Teacher) -> str:
     with torch.no_grad():
         total = sum(p.double().sum().item() for p in params)
         squares = sum(p.double().square().sum().item() for p in params)
-    blob = json.dumps({"config": config.to_dict(), "backbone": teacher.spec.name,
+    settings = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
+    blob = json.dumps({"config": settings, "backbone": teacher.spec.name,
                        "denoiser": dict(teacher.denoiser.config), "weights": [f"{total:.9g}", f"{squares:.9g}"]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -132,6 +140,8 @@ class Distiller:
         if config.gradient_checkpointing:
             for model in models.values():
                 model.enable_gradient_checkpointing()
+        tune_for_speed([teacher.denoiser, *models.values()], channels_last=config.channels_last,
+                       compile_blocks=config.compile_blocks)
         optims = {role: _optimizer(models[role], getattr(config, f"optim_{role}")) for role in ROLES}
         prepared = self.acc.prepare(*models.values(), *(o for o, _ in optims.values()))
         self.models = dict(zip(ROLES, prepared[:2]))
@@ -204,46 +214,55 @@ class Distiller:
         for k, loss in enumerate(losses):
             sync = contextlib.nullcontext() if k == len(losses) - 1 else self.acc.no_sync(model)
             with sync:
-                self.acc.backward(loss() / len(losses))
+                value = loss() / len(losses)
+                with record_function(f"dkd.backward_{role}"):
+                    self.acc.backward(value)
         params = [p for p in model.parameters() if p.requires_grad]
-        norm = float(self.acc.clip_grad_norm_(params, getattr(self.config, f"optim_{role}").grad_clip))
+        with record_function(f"dkd.clip_{role}"):  # waits for the backward pass (the norm is read)
+            norm = float(self.acc.clip_grad_norm_(params, getattr(self.config, f"optim_{role}").grad_clip))
         if not math.isfinite(norm):  # the same on every process: gradients are all-reduced
-            what = "loss" if self._nonfinite_loss.get(role) else "gradient"
+            what = "loss" if bool(self._nonfinite_loss.get(role, False)) else "gradient"
             raise NonFiniteLossError(
                 f"non-finite {'generator' if role == 'student' else 'fake'} {what} at step {self.step + 1}; no "
                 f"update was applied; the last good checkpoint is {latest_checkpoint(self.checkpoint_root) or 'none'}.")
         logs[f"grad_norm_{role}"] = norm
-        opt.step()
+        with record_function(f"dkd.optimizer_{role}"):
+            opt.step()
         self.scheds[role].step()
         opt.zero_grad(set_to_none=True)
         logs[f"lr_{role}"] = self.scheds[role].get_last_lr()[0]
 
     def _record_finite(self, role: str, loss: torch.Tensor) -> None:
-        """Note a non-finite loss; the run stops at the (all-reduced) gradient-norm check of the
-        update, so that every process stops at the same point."""
-        if not torch.isfinite(loss.detach()).all():
-            self._nonfinite_loss[role] = True
+        """Note whether a loss is non-finite (a tensor, read only if the update's gradient norm is
+        not finite: no wait for the GPU); the run stops at the (all-reduced) gradient-norm check of
+        the update, so that every process stops at the same point."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._nonfinite_loss[role] = bad if role not in self._nonfinite_loss else self._nonfinite_loss[role] | bad
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, torch.Tensor]:
         """Algorithm 1 over one global batch: generator update (every ``generator_every`` steps),
-        then the fake model's update on the generator's detached samples."""
+        then the fake model's update on the generator's detached samples. Returns the step's
+        metrics as 0-d tensors (``float`` them to read; ``run`` does so only for logged steps)."""
         teacher, vsd, device = self.teacher, self.config.vsd, self.acc.device
         update_generator = self.step % self.config.generator_every == 0
-        logs: dict[str, float] = {}
-        self._nonfinite_loss: dict[str, bool] = {}
+        logs: dict[str, list] = {}
+        self._nonfinite_loss: dict[str, torch.Tensor] = {}
         samples: list[tuple[torch.Tensor, PromptEmbeds]] = []
 
         def generator_micro(prompts):
             def run():
-                embeds = teacher.encode(prompts).to(device)
+                with record_function("dkd.encode_prompts"):
+                    embeds = teacher.encode(prompts).to(device)
                 noise = torch.randn(len(prompts), *teacher.latent_shape, generator=self.generator, device=device)
                 with self.acc.autocast():
-                    x0 = generate(teacher, self.models["student"], noise, embeds, vsd.t_init)
+                    with record_function("dkd.generate"):
+                        x0 = generate(teacher, self.models["student"], noise, embeds, vsd.t_init)
                     samples.append((x0.detach(), embeds))
                     if not update_generator:
                         return None
-                    loss, step_logs = generator_loss(teacher, self.models["fake"], x0, embeds,
-                                                     self.uncond.repeat(len(prompts)), vsd, self.generator)
+                    with record_function("dkd.score_real_fake"):
+                        loss, step_logs = generator_loss(teacher, self.models["fake"], x0, embeds,
+                                                         self.uncond.repeat(len(prompts)), vsd, self.generator)
                 self._record_finite("student", loss)
                 _accumulate(logs, step_logs)
                 return loss
@@ -259,7 +278,7 @@ class Distiller:
 
         def fake_micro(x0, embeds):
             def run():
-                with self.acc.autocast():
+                with self.acc.autocast(), record_function("dkd.fake_forward"):
                     loss, step_logs = fake_loss(teacher, self.models["fake"], x0, embeds, vsd, self.generator)
                 self._record_finite("fake", loss)
                 _accumulate(logs, step_logs)
@@ -267,7 +286,8 @@ class Distiller:
             return run
 
         self._update("fake", [fake_micro(x0, e) for x0, e in samples], logs)
-        return {k: (sum(v) / len(v) if isinstance(v, list) else v) for k, v in logs.items()}
+        return {k: (torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in v]).mean() if isinstance(v, list)
+                    else torch.as_tensor(v)) for k, v in logs.items()}
 
     def _agreed(self, flag: bool) -> bool:
         """True on every process if it is true on any (a signal may reach the ranks at different steps)."""
@@ -312,12 +332,12 @@ class Distiller:
             while self.step < self.total_steps:
                 start = time.perf_counter()
                 latest.update(self.train_step())  # a row holds each metric's latest value (the generator's
-                logs = dict(latest)               # come from its last update when generator_every > 1)
-                self.step += 1
+                self.step += 1                    # come from its last update when generator_every > 1)
                 bar.update(1)
                 done = self.step == self.total_steps
                 stopping = self._agreed(stop.signal is not None)
                 if logger and (self.step % self.config.log_every == 0 or done):
+                    logs = {key: float(value) for key, value in latest.items()}
                     logs["samples_per_s"] = self.config.batch_size / (time.perf_counter() - start)
                     if torch.cuda.is_available():
                         logs["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30

@@ -98,7 +98,7 @@ def vsd_generator_loss(
     alphas_cumprod: torch.Tensor,
     *,
     weighting: str = "dmd",
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The generator loss of Eq. 11 (Algorithm 1, line 8) with the weighting ``w(t)`` named.
 
     ``x`` is the generator's output x0 (with its autograd graph); ``x0_real`` (teacher, CFG
@@ -115,7 +115,8 @@ def vsd_generator_loss(
 
     Returns ``(loss, logs)``; logs: ``loss_vsd``, ``grad_norm`` (of ``grad``, as DMD2 logs it),
     ``grad_abs_mean``, and ``normaliser_mean`` / ``normaliser_min`` ("dmd") or ``w_mean``
-    ("sds", the mean ``sigma_t^2``).
+    ("sds", the mean ``sigma_t^2``). Logged values are detached 0-d tensors, as in DMD2: reading
+    them (``float``) waits for the GPU, so the training loop does it only when it writes a log row.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
@@ -126,28 +127,28 @@ def vsd_generator_loss(
         )
     if weighting == "dmd":
         grad, normaliser = dmd_gradient(x, x0_real, x0_fake)
-        extra = {"normaliser_mean": normaliser.mean().item(), "normaliser_min": normaliser.min().item()}
+        extra = {"normaliser_mean": normaliser.mean(), "normaliser_min": normaliser.min()}
     else:
         grad, w = sds_gradient(x0_real, x0_fake, t, alphas_cumprod)
-        extra = {"w_mean": w.mean().item()}
+        extra = {"w_mean": w.mean()}
     loss = _detached_target_loss(x, grad)
     logs = {
-        "loss_vsd": loss.detach().item(),
-        "grad_norm": grad.norm().item(),
-        "grad_abs_mean": grad.abs().mean().item(),
-        **extra,
+        "loss_vsd": loss.detach(),
+        "grad_norm": grad.norm(),
+        "grad_abs_mean": grad.abs().mean(),
+        **{k: v.detach() for k, v in extra.items()},
     }
     return loss, logs
 
 
 def fake_denoising_loss(
     model_output: torch.Tensor, target: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The fake model's denoising loss (Eq. 12; Algorithm 1, line 11): ``mean((output - target)^2)``.
 
     ``target`` is ``eps`` (or ``v`` for v models) from :func:`dkd.train.schedule.denoising_target`
     on the detached generator sample; the MSE is taken in float32 at least, as DMD2 does.
-    Returns ``(loss, {"loss_fake": float})``.
+    Returns ``(loss, {"loss_fake": detached 0-d tensor})``.
     """
     if model_output.shape != target.shape:
         raise ValueError(
@@ -155,4 +156,4 @@ def fake_denoising_loss(
         )
     dtype = _loss_dtype(model_output)
     loss = F.mse_loss(model_output.to(dtype), target.detach().to(dtype), reduction="mean")
-    return loss, {"loss_fake": loss.detach().item()}
+    return loss, {"loss_fake": loss.detach()}

@@ -69,7 +69,7 @@ def generator_loss(
     uncond: PromptEmbeds,
     config: VSDConfig,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 11: noise G's sample to ``x_t``, score it with the real model (CFG) and the fake
     model (no CFG), and return the VSD loss whose gradient w.r.t. ``x0`` is the weighted
     score difference (``dkd.train.losses.vsd_generator_loss``)."""
@@ -85,7 +85,7 @@ def generator_loss(
         x0_real = pred_x0(x_t, real, t, abar, kind, dtype=torch.float64)
         x0_fake = pred_x0(x_t, fake_out, t, abar, kind, dtype=torch.float64)
     loss, logs = vsd_generator_loss(x0, x0_real, x0_fake, t, abar, weighting=config.weighting)
-    logs["t_mean"] = t.float().mean().item()
+    logs["t_mean"] = t.float().mean()
     return loss, logs
 
 
@@ -96,7 +96,7 @@ def fake_loss(
     embeds: PromptEmbeds,
     config: VSDConfig,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 12: the fake model's denoising loss on G's detached sample (Algorithm 1, lines 9-11)."""
     x0 = x0.detach()
     abar = teacher.alphas_cumprod

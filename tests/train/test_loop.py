@@ -89,6 +89,27 @@ def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, te
     assert _log(tmp_path, timing=False) == _log(out_a, timing=False)
 
 
+def test_resume_may_change_speed_and_logging_settings(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+    """Gradient checkpointing (recomputed activations) and the log period are not part of a run's
+    identity: a run resumed with them ends as the uninterrupted run."""
+    _, weights_a = uninterrupted
+    original = Distiller.train_step
+
+    def dying(self):
+        if self.step == 3:
+            raise KeyboardInterrupt("killed")
+        return original(self)
+
+    monkeypatch.setattr(Distiller, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    monkeypatch.setattr(Distiller, "train_step", original)
+    config = _config(gradient_checkpointing=True, log_every=2)
+    result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    assert result.steps == 4 and result.student.is_gradient_checkpointing
+    _assert_same(_weights(result), weights_a)
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(uninterrupted, teacher_folder, tmp_path, monkeypatch):
     _, weights_a = uninterrupted
     original = Distiller.train_step

@@ -34,14 +34,40 @@ def test_config_typo_fails_at_parse_time_with_a_readable_message():
     assert "resutls" in run.stdout + run.stderr
 
 
-def test_dry_run_plans_every_target(tmp_path):
-    run = snakemake("all", "-n", "--config", f"results={tmp_path}")
+def _job_counts(stdout: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", stdout, flags=re.M)}
+
+
+def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
+    """config/config.yaml: the data, 13 distillation runs, every model on COCO2014-30k (10 shards)
+    and COCO2017-5k (2 shards), the weight analysis, Fig. 16 and the report; each table target resolves."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    overrides = ["--config", f"results={tmp_path / 'results'}", f"data={{root: {tmp_path / 'data'}}}"]
+    run = snakemake("all", "-n", *overrides)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert re.search(r"params\s+1", run.stdout)
+    runs = sum(len(names) for names in config["distill"]["runs"].values())
+    models = runs + len(config["evaluation"]["teachers"])  # each backbone's teacher row
+    sets = config["evaluation"]["sets"]
+    assert (runs, models, [s["shards"] for s in sets.values()]) == (13, 16, [10, 2])
+    counts = _job_counts(run.stdout)
+    expected = {"params": 1, "data_coco": 2, "data_journeydb": 1, "distill": runs, "generate_shard": models * 12,
+                "images": 2 * models, "reference_stats": 2, "features_metrics": 2 * models, "clip": 2 * models,
+                "weights": 4, "fig16": 1, "report": 1, "all": 1}
+    assert counts == {**expected, "total": sum(expected.values())}
+    for table in [*config["report"]["tables"], "fig16"]:
+        run = snakemake(table, "-n", *overrides)
+        assert run.returncode == 0, table + run.stdout + run.stderr
+
+
+def test_workflow_hpsv2_styles_are_dkd_data_s():
+    from dkd.data.hub import HPSV2_STYLES
+
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert f"HPSV2_STYLES = {HPSV2_STYLES!r}" in text
 
 
 def test_params_rule_writes_the_table_and_its_log(tmp_path):
-    run = snakemake("all", "--cores", "1", "--config", f"results={tmp_path}")
+    run = snakemake(f"{tmp_path}/params.md", "--cores", "1", "--config", f"results={tmp_path}")
     assert run.returncode == 0, run.stdout + run.stderr
     table = (tmp_path / "params.md").read_text()
     assert table.count("| yes ") == 16 and "| NO " not in table

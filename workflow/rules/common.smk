@@ -19,11 +19,50 @@ def log_path(*parts):
     return str(RESULTS.joinpath("logs", *parts))
 
 
+# -- data: prompt sets and reference folders ---------------------------------------------
+DATA = Path(config.get("data", {}).get("root", "data"))
+HPSV2_STYLES = ('anime', 'concept-art', 'paintings', 'photo')  # dkd.data.hub.HPSV2_STYLES (tested)
+COCO_COUNTS = {"coco2014": 30000, "coco2017": 5000}
+DATA_KEYS = {"captions": "captions_file"}  # config key -> dkd.data argument
+
+
+def data_path(*parts):
+    """A path under the data folder (config `data.root`, default `data`)."""
+    return str(DATA.joinpath(*parts))
+
+
+def data_settings(name):
+    """Keyword arguments of dkd.data's prepare function for a data set, from config `data.<name>`."""
+    settings = dict(config.get("data", {}).get(name) or {})
+    return {DATA_KEYS.get(key, key): value for key, value in settings.items()}
+
+
+def _coco_folder(split):
+    count = (config.get("data", {}).get(split) or {}).get("count", COCO_COUNTS[split])
+    return data_path(f"{split}-{count // 1000}k" if count % 1000 == 0 else f"{split}-{count}")
+
+
+def _data_set(path):
+    """"data:coco2014" -> (folder, prompt file); "data:hpsv2/<style>", "data:journeydb" likewise."""
+    name = path.removeprefix("data:")
+    if name in COCO_COUNTS:
+        return _coco_folder(name), str(Path(_coco_folder(name), "prompts.txt"))
+    style = name.removeprefix("hpsv2/")
+    if style != name and style in HPSV2_STYLES:
+        return None, data_path("hpsv2", f"{style}.txt")
+    if name == "journeydb":
+        return None, data_path("journeydb", "prompts.txt")
+    raise ValueError(f"unknown data set {path!r}: use data:coco2014, data:coco2017, data:journeydb or "
+                     f"data:hpsv2/<style> with a style of {HPSV2_STYLES}")
+
+
 def prompt_file(path):
-    """A prompt file of the config: a path, or "toy:train" / "toy:eval" for the prompts the rule
-    toy_data writes under the results folder."""
+    """A prompt file of the config: a path; "toy:train" / "toy:eval" for the prompts the rule
+    toy_data writes under the results folder; "data:<set>" for a set the data rules prepare."""
     toy = {"toy:train": "toy-train.txt", "toy:eval": "toy-eval.txt"}
-    return results("data", toy[path]) if path in toy else path
+    if path in toy:
+        return results("data", toy[path])
+    return _data_set(path)[1] if path.startswith("data:") else path
 
 
 # -- distillation runs -------------------------------------------------------------------
@@ -153,13 +192,19 @@ def reference_folder(wildcards):
     reference = _evalset(wildcards.evalset).get("reference")
     if reference is None:
         raise ValueError(f"evaluation set {wildcards.evalset!r} has no reference folder (evaluation.sets.*.reference)")
-    return results("data", "reference") if reference == "toy" else reference
+    if reference == "toy":
+        return results("data", "reference")
+    return str(Path(_data_set(reference)[0], "reference")) if reference.startswith("data:") else reference
 
 
 def reference_inputs(wildcards):
+    """The file that marks a built reference folder complete (toy digits, a COCO set), as an input."""
     inputs = evaluator_inputs(wildcards)
-    if _evalset(wildcards.evalset).get("reference") == "toy":
+    reference = _evalset(wildcards.evalset).get("reference") or ""
+    if reference == "toy":
         inputs["reference"] = results("data", "reference.json")
+    elif reference.startswith("data:"):
+        inputs["reference"] = str(Path(_data_set(reference)[0], "info.json"))
     return inputs
 
 
@@ -215,7 +260,8 @@ def table_inputs(name):
             if file is None or metric in row.get("values", {}):
                 continue
             if file in MODEL_LEVEL_FILES:
-                files.append(results(row["backbone"], row["model"], file))
+                if row["model"] not in TEACHER_MODELS.split("|"):  # a teacher has no run-level files
+                    files.append(results(row["backbone"], row["model"], file))
             else:
                 files.append(results(row["backbone"], row["model"], row["evalset"], file))
     return list(dict.fromkeys(files))

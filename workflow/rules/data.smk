@@ -1,0 +1,63 @@
+# Prompt sets and FID reference folders (`python -m dkd data ...`, dkd.data): COCO2014 val 30k and
+# COCO2017 val 5k captions with their reference images, the HPSv2 benchmark prompts, the JourneyDB
+# training prompts. They live under the data folder (config `data.root`), shared by every results
+# folder; downloads resume and are checksummed. Local rules: compute nodes often have no network.
+# Without network each rule fails with one message naming the files to fetch and where to put them
+# (or set data.<set>.local to a folder that holds them).
+
+
+rule data_coco:
+    output:
+        prompts=data_path("{split}-{label}/prompts.txt"),
+        info=data_path("{split}-{label}/info.json"),
+    log:
+        log_path("data/{split}-{label}.log"),
+    wildcard_constraints:
+        split="coco2014|coco2017",
+    params:
+        root=lambda wc: data_path(),
+        settings=lambda wc: data_settings(wc.split),
+    localrule: True
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/data.py"
+
+
+rule data_hpsv2:
+    output:
+        prompts=[data_path("hpsv2", f"{style}.txt") for style in HPSV2_STYLES],
+    log:
+        log_path("data/hpsv2.log"),
+    params:
+        root=lambda wc: data_path(),
+        settings=lambda wc: data_settings("hpsv2"),
+    localrule: True
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/data.py"
+
+
+rule data_journeydb:
+    output:
+        prompts=data_path("journeydb", "prompts.txt"),
+    log:
+        log_path("data/journeydb.log"),
+    params:
+        root=lambda wc: data_path(),
+        settings=lambda wc: data_settings("journeydb"),
+    localrule: True
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/data.py"
