@@ -127,6 +127,40 @@ def text_image(evaluator: Evaluator, images: str | os.PathLike, prompts: Sequenc
                     "classifier": str(evaluator.classifier)}
 
 
+HPS_COLUMNS = {"anime": "anime", "photo": "photo", "concept-art": "concept_art", "paintings": "paintings"}
+
+
+def hps(evaluator: Evaluator, styles, *, version: str = "v2.0", checkpoint: Optional[str] = None,
+        scorer=None, batch_size: int = 20) -> tuple[dict, dict]:
+    """Table 6: the HPSv2 score of a model's images for each benchmark style and their average.
+
+    ``styles``: ``{style: (images folder, prompts)}`` for the styles of ``HPS_COLUMNS`` (each an
+    evaluation set of the workflow, image ``i`` for prompt ``i``); ``scorer``: an
+    ``dkd.metrics.hps.HPSModel`` (default: :func:`dkd.metrics.hps.load_hps` of ``version``). The
+    values are the per-style means under the report's column names and ``average``, the mean of
+    the style means, as hpsv2's benchmark computes them."""
+    if evaluator.kind != "paper":
+        raise ValueError("HPSv2 is a metric of the paper's evaluator; the toy has no counterpart.")
+    unknown = sorted(set(styles) - set(HPS_COLUMNS))
+    if unknown or not styles:
+        raise ValueError(f"HPSv2 styles must be a non-empty subset of {sorted(HPS_COLUMNS)}; got {sorted(styles)}.")
+    from .metrics.clip_score import folder_pairs
+    from .metrics.hps import hps_scores, load_hps, style_summary
+
+    scorer = scorer or load_hps(version, checkpoint, device=evaluator.device)
+    values, counts, chunk_std = {}, {}, {}
+    for style, (folder, prompts) in styles.items():
+        files, captions = folder_pairs(folder, prompts)
+        summary = style_summary(hps_scores(files, captions, **scorer.scoring, batch_size=batch_size,
+                                           device=evaluator.device, progress=True, desc=f"HPSv2 {style}"))
+        values[HPS_COLUMNS[style]], counts[style], chunk_std[style] = summary["mean"], summary["count"], \
+            summary["chunk_std"]
+    values["average"] = float(np.mean([values[HPS_COLUMNS[style]] for style in styles]))
+    provenance = {**scorer.labels, "count": counts, "chunk_std": chunk_std, "evaluator": "paper", "scale": 100,
+                  "images": {style: str(folder) for style, (folder, _) in styles.items()}}
+    return values, provenance
+
+
 def training_curve(evaluator: Evaluator, teacher, *, prompts: Sequence[str], seed: int, folder: str | os.PathLike,
                    stats: str | os.PathLike, features: str | os.PathLike, t_init: int = 999, batch_size: int = 50):
     """The evaluation hook of ``dkd.train.loop.distill`` for the convergence curves of Fig. 16.

@@ -260,10 +260,27 @@ def generate_shard(
 
 
 TEACHER, TEACHER_ONE_STEP = "teacher", "teacher-1step"
+PUBLISHED_PREFIX = "pub-"  # a published checkpoint of config/published.yaml: pub-<name>
+
+
+def published_spec(backbone: str, model: str, catalog: Optional[str] = None) -> MultiStepSpec:
+    """The sampling spec of the published checkpoint ``pub-<name>`` of ``catalog`` (default
+    ``config/published.yaml``), which must belong to ``backbone``."""
+    from .published import load_published
+
+    name = model.removeprefix(PUBLISHED_PREFIX)
+    entries = load_published(catalog, check_paper=catalog is None)
+    where = catalog or "config/published.yaml"
+    if model == name or name not in entries:
+        raise ValueError(f"{model!r}: no published checkpoint {name!r} in {where}; known: "
+                         f"{', '.join(PUBLISHED_PREFIX + k for k in sorted(entries))}.")
+    if entries[name].backbone != backbone:
+        raise ValueError(f"{model!r} is a {entries[name].backbone} checkpoint ({where}), not {backbone}.")
+    return entries[name].to_spec()
 
 
 def make_sampler(backbone: str, model: str, *, source: str, teacher: Optional[dict] = None,
-                 dtype: torch.dtype = torch.float32, device="cpu") -> Sampler:
+                 dtype: torch.dtype = torch.float32, device="cpu", catalog: Optional[str] = None) -> Sampler:
     """The sampler of one evaluated model of ``backbone``:
 
     * a distillation run: its exported one-step student, ``source`` = the ``pipeline/`` folder;
@@ -271,10 +288,15 @@ def make_sampler(backbone: str, model: str, *, source: str, teacher: Optional[di
       (``teacher``: ``MultiStepSpec`` fields) — the diffusers pipeline for latent backbones,
       ``dkd.pipeline.MultiStepPipeline`` for pixel-space ones (the toy);
     * ``"teacher-1step"``: the teacher at ``source`` used as a one-step generator (no training),
-      the "teacher run in one step" row.
+      the "teacher run in one step" row;
+    * ``"pub-<name>"``: a published checkpoint of ``catalog`` as its model card samples it
+      (:func:`published_spec`; ``source`` is not used).
     """
     from .backbones import backbone_spec
     from .pipeline import MultiStepPipeline, OneStepPipeline
+
+    if model.startswith(PUBLISHED_PREFIX):
+        return DiffusersSampler(published_spec(backbone, model, catalog), dtype=dtype, device=device)
 
     if model == TEACHER:
         if not teacher:

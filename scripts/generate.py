@@ -1,5 +1,6 @@
 """Rule `generate_shard`: one index range of an evaluation set, one seed per image index."""
 
+import dataclasses
 import json
 import logging
 
@@ -14,10 +15,12 @@ with rule_log(sm.log[0], sm.threads):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, sm.params.dtype) if device == "cuda" else torch.float32
     backbone, model, source = sm.wildcards.backbone, sm.wildcards.model, sm.params.source
-    sampler = make_sampler(backbone, model, source=source, teacher=sm.params.teacher, dtype=dtype, device=device)
+    sampler = make_sampler(backbone, model, source=source, teacher=sm.params.teacher, dtype=dtype, device=device,
+                           catalog=sm.params.catalog)
     prompts = read_prompts(sm.input.prompts).prompts
     start, end = sm.params.range
-    fingerprint = sampler_fingerprint(source, sm.params.teacher, sm.params.seed, prompts[start:end])
+    settings = dataclasses.asdict(sampler.spec) if model.startswith("pub-") else sm.params.teacher  # the card's
+    fingerprint = sampler_fingerprint(source, settings, sm.params.seed, prompts[start:end])
     counts = generate_shard(sampler, prompts, sm.params.images, start=start, end=end, seed=sm.params.seed,
                             batch_size=sm.params.batch_size, fingerprint=fingerprint)
     logging.info("%s: %s", sm.params.images, counts)

@@ -1,5 +1,5 @@
 """Rules `reference_stats`, `features_metrics` (FID and precision/recall from one pass over the
-features) and `clip`: result files of one model on one evaluation set (``dkd.evaluators``)."""
+features), `clip` and `hps` (over the HPSv2 style sets): result files of one model (``dkd.evaluators``)."""
 
 import json
 import logging
@@ -19,8 +19,14 @@ with rule_log(sm.log[0], sm.threads):
                                     features=sm.output.features, scratch=sm.params.scratch)
         logging.info("reference %s: %s", sm.wildcards.evalset, info)
     else:
-        keys = dict(backbone=sm.wildcards.backbone, model=sm.wildcards.model, evalset=sm.wildcards.evalset)
-        if sm.rule == "clip":
+        keys = dict(backbone=sm.wildcards.backbone, model=sm.wildcards.model,
+                    evalset=sm.wildcards.get("evalset", "hpsv2"))
+        if sm.rule == "hps":
+            styles = {style: (folder, read_prompts(prompts).prompts[:count])
+                      for style, (folder, prompts, count) in sm.params.styles.items()}
+            outputs = {sm.output.result: evaluators.hps(evaluator, styles, version=sm.params.version,
+                                                        checkpoint=sm.params.checkpoint)}
+        elif sm.rule == "clip":
             prompts = read_prompts(sm.input.prompts).prompts[: sm.params.size]
             outputs = {sm.output.result: evaluators.text_image(evaluator, sm.params.images, prompts)}
         else:
@@ -28,5 +34,5 @@ with rule_log(sm.log[0], sm.threads):
                                                features=sm.input.features, scratch=sm.params.scratch)
             outputs = {sm.output.fid: outputs["fid"], sm.output.pr: outputs["pr"]}
         for path, (values, provenance) in outputs.items():
-            write_result(path, **keys, values=values, provenance={**provenance, "images": sm.params.images})
+            write_result(path, **keys, values=values, provenance={"images": sm.params.get("images"), **provenance})
             logging.info("%s: %s", path, json.dumps(values))

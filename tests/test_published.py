@@ -214,3 +214,42 @@ def test_unet_replacement_entry_samples_x0_from_eps_at_t999(folder, tmp_path):
     with pytest.raises(ValueError, match=r"bad\.bin does not fit the denoiser of .*missing keys"):
         DiffusersSampler(entry.to_spec(source=str(folder), denoiser_weights=str(tmp_path / "bad.bin"),
                                        denoiser_weight_name=None, resolution=16))
+
+
+def test_published_model_names_resolve_to_their_card_spec(catalog):
+    from dkd.generate import published_spec
+
+    models, _ = catalog
+    assert published_spec("sd15", "pub-hyper-sd15-1step") == models["hyper-sd15-1step"].to_spec()
+    with pytest.raises(ValueError, match="is a sd21 checkpoint"):
+        published_spec("sd15", "pub-sd-turbo")
+    with pytest.raises(ValueError, match="no published checkpoint 'nope'.*pub-sd-turbo"):
+        published_spec("sd15", "pub-nope")
+
+
+def test_workflow_sampler_of_a_published_entry_is_its_card_pipeline(folder, tmp_path):
+    """make_sampler("pub-<name>") samples the catalog entry exactly as a DiffusersSampler of its spec."""
+    from dkd.generate import make_sampler
+
+    catalog = tmp_path / "published.yaml"
+    catalog.write_text(textwrap.dedent(f"""\
+        models:
+          tiny-turbo:
+            backbone: sd15
+            provenance: official
+            rows: [{{table: "1 (COCO2014 30k)", method: SD-Turbo}}]
+            base: {folder}
+            scheduler: EulerDiscreteScheduler
+            scheduler_kwargs: {{timestep_spacing: trailing}}
+            steps: 1
+            guidance_scale: 0.0
+            resolution: 16
+            reference: https://huggingface.co/stabilityai/sd-turbo
+        """))
+    sampler = make_sampler("sd15", "pub-tiny-turbo", source="unused", catalog=str(catalog))  # an sd15 entry on a tiny base
+    direct = DiffusersSampler(MultiStepSpec(source=str(folder), steps=1, guidance_scale=0.0, resolution=16,
+                                            scheduler="EulerDiscreteScheduler",
+                                            scheduler_kwargs={"timestep_spacing": "trailing"}))
+    ours, theirs = sampler(["a red square", "a cat"], [3, 4]), direct(["a red square", "a cat"], [3, 4])
+    assert [np.asarray(im).tolist() for im in ours] == [np.asarray(im).tolist() for im in theirs]
+    assert type(sampler.pipe.scheduler).__name__ == "EulerDiscreteScheduler"

@@ -39,21 +39,32 @@ def _job_counts(stdout: str) -> dict[str, int]:
 
 
 def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
-    """config/config.yaml: the data, 13 distillation runs, every model on COCO2014-30k (10 shards)
-    and COCO2017-5k (2 shards), the weight analysis, Fig. 16 and the report; each table target resolves."""
+    """config/config.yaml: the data, 13 distillation runs, every model (runs, teachers, 7 published
+    checkpoints) on COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the six SD1.5 models of
+    Table 6 on the four HPSv2 style sets, the timing of Table 5's 13 models, the weight analysis,
+    Fig. 16 and the report; each table target resolves."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overrides = ["--config", f"results={tmp_path / 'results'}", f"data={{root: {tmp_path / 'data'}}}"]
     run = snakemake("all", "-n", *overrides)
     assert run.returncode == 0, run.stdout + run.stderr
+    evaluation = config["evaluation"]
     runs = sum(len(names) for names in config["distill"]["runs"].values())
-    models = runs + len(config["evaluation"]["teachers"])  # each backbone's teacher row
-    sets = config["evaluation"]["sets"]
-    assert (runs, models, [s["shards"] for s in sets.values()]) == (13, 16, [10, 2])
-    counts = _job_counts(run.stdout)
-    expected = {"params": 1, "data_coco": 2, "data_journeydb": 1, "distill": runs, "generate_shard": models * 12,
-                "images": 2 * models, "reference_stats": 2, "features_metrics": 2 * models, "clip": 2 * models,
-                "weights": 4, "fig16": 1, "report": 1, "all": 1}
-    assert counts == {**expected, "total": sum(expected.values())}
+    published = sum(len(names) for names in evaluation["published"]["models"].values())
+    models = runs + len(evaluation["teachers"]) + published  # + each backbone's teacher row
+    sets = evaluation["sets"]
+    per_set = {name: sum(len(m) for m in spec["models"].values()) if "models" in spec else models
+               for name, spec in sets.items()}
+    timed = sum(len(names) for names in evaluation["timing"]["models"].values())
+    assert (runs, published, models, timed) == (13, 7, 23, 13)
+    assert per_set == {"coco2014": 23, "coco2017": 23, "hpsv2-anime": 6, "hpsv2-photo": 6, "hpsv2-concept-art": 6,
+                       "hpsv2-paintings": 6}
+    scored = {name: n for name, n in per_set.items() if sets[name].get("metrics")}
+    expected = {"params": 1, "data_coco": 2, "data_hpsv2": 1, "data_journeydb": 1, "distill": runs,
+                "generate_shard": sum(n * sets[name].get("shards", 1) for name, n in per_set.items()),
+                "images": sum(per_set.values()), "reference_stats": 2, "features_metrics": sum(scored.values()),
+                "clip": sum(scored.values()), "hps": 6, "timing": timed, "weights": 4, "fig16": 1, "report": 1,
+                "all": 1}
+    assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
     for table in [*config["report"]["tables"], "fig16"]:
         run = snakemake(table, "-n", *overrides)
         assert run.returncode == 0, table + run.stdout + run.stderr
@@ -107,6 +118,11 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
     images = OneStepPipeline.from_pretrained(tmp_path / "tiny-sd" / "lorad-s4-f2-linear-zero" / "pipeline")(
         ["a handwritten digit seven"], [0])
     assert images[0].size == (16, 16)
+    for model in config["evaluation"]["timing"]["models"]["tiny-sd"]:  # Table 5's rule, on the CPU
+        timing = json.loads((tmp_path / "tiny-sd" / model / "timing.json").read_text())
+        assert timing["values"]["inference_s"] > 0 and timing["evalset"] is None
+        assert timing["provenance"]["repeats"] == 2 and len(timing["provenance"]["times_s"]) == 2
+        assert timing["provenance"]["image_size"] == [16, 16]
     again = snakemake("all", "-n", "--configfile", "config/tiny.yaml", "--config", f"results={tmp_path}")
     assert "Nothing to be done" in again.stdout + again.stderr
 

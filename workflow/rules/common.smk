@@ -1,4 +1,5 @@
 # Config validation and the helpers every rule file uses.
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -68,7 +69,8 @@ def prompt_file(path):
 # -- distillation runs -------------------------------------------------------------------
 RUN_PATTERN = r"(lorad|lora|dora|ft)-s(\d+|full)-f(\d+|ft)-(linear|conv)-(zero|xavier)"
 TEACHER_MODELS = "teacher|teacher-1step"
-MODEL_PATTERN = f"{TEACHER_MODELS}|{RUN_PATTERN}"
+PUBLISHED_PATTERN = r"pub-[A-Za-z0-9._-]+"  # pub-<name>: a checkpoint of config/published.yaml
+MODEL_PATTERN = f"{TEACHER_MODELS}|{PUBLISHED_PATTERN}|{RUN_PATTERN}"
 BUILT_BACKBONES = ("tiny-sd", "tiny-pixart", "toy")  # folders written by a rule, not downloaded
 
 
@@ -138,41 +140,60 @@ def teacher_sampling(wildcards):
     return config["evaluation"]["teachers"][wildcards.backbone]
 
 
+def published_catalog():
+    """The published-checkpoint list (config evaluation.published.catalog; default the shipped one)."""
+    return config.get("evaluation", {}).get("published", {}).get("catalog", "config/published.yaml")
+
+
 def model_source(wildcards):
-    """What a model's images come from: the teacher, or a run's exported pipeline folder."""
+    """What a model's images come from: the teacher, a run's exported pipeline folder, or (pub-<name>)
+    the published checkpoint, named by its catalog entry."""
     if wildcards.model in TEACHER_MODELS.split("|"):
         return teacher_source(wildcards)
+    if wildcards.model.startswith("pub-"):
+        return f"{published_catalog()}:{wildcards.model}"
     return results(wildcards.backbone, wildcards.model, "pipeline")
 
 
-def generate_inputs(wildcards):
-    inputs = {"prompts": prompt_file(_evalset(wildcards.evalset)["prompts"])}
+def model_inputs(wildcards):
+    """The files a model is loaded from: a built teacher's index, the published-checkpoint list, or a
+    run's exported pipeline."""
     if wildcards.model in TEACHER_MODELS.split("|"):
-        return {**inputs, **teacher_inputs(wildcards)}
-    return {**inputs, "student": results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")}
+        return teacher_inputs(wildcards)
+    if wildcards.model.startswith("pub-"):
+        return {"catalog": published_catalog()}
+    return {"student": results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")}
 
 
-def evaluated_models(backbone):
-    """The models of a backbone that are evaluated: its runs, its teacher rows."""
+def generate_inputs(wildcards):
+    return {"prompts": prompt_file(_evalset(wildcards.evalset)["prompts"]), **model_inputs(wildcards)}
+
+
+def evaluated_models(backbone, evalset=None):
+    """The models of a backbone that are evaluated: its runs, its teacher rows (on ``evalset``:
+    those its `models` setting lists, if it has one)."""
     evaluation = config.get("evaluation", {})
     models = list(config.get("distill", {}).get("runs", {}).get(backbone, []))
     if backbone in evaluation.get("teachers", {}):
         models.append("teacher")
     if backbone in evaluation.get("one_step_teachers", []):
         models.append("teacher-1step")
-    return models
+    models += [f"pub-{name}" for name in evaluation.get("published", {}).get("models", {}).get(backbone, [])]
+    chosen = _evalset(evalset).get("models") if evalset else None
+    return models if chosen is None else [m for m in models if m in chosen.get(backbone, [])]
 
 
 def evaluated_backbones():
     evaluation = config.get("evaluation", {})
-    names = list(config.get("distill", {}).get("runs", {})) + list(evaluation.get("teachers", {}))
+    names = list(config.get("distill", {}).get("runs", {})) + list(evaluation.get("teachers", {})) + list(
+        evaluation.get("published", {}).get("models", {}))
     return list(dict.fromkeys(names + list(evaluation.get("one_step_teachers", []))))
 
 
 def image_targets():
     """images.json of every evaluated model on every evaluation set."""
     return [results(backbone, model, evalset, "images.json") for evalset in config.get("evaluation", {}).get("sets", {})
-            for backbone in evaluated_backbones() for model in evaluated_models(backbone)]
+            for backbone in evaluated_backbones() for model in evaluated_models(backbone, evalset)]
 
 
 # -- evaluation metrics ------------------------------------------------------------------
@@ -215,13 +236,37 @@ def metric_targets():
     targets = []
     for evalset, spec in evaluation.get("sets", {}).items():
         for backbone in evaluated_backbones():
-            for model in evaluated_models(backbone):
+            for model in evaluated_models(backbone, evalset):
                 targets += [results(backbone, model, evalset, f"{metric}.json") for metric in spec.get("metrics", [])]
+    targets += [results(backbone, model, "hpsv2", "hps.json") for backbone, model in hps_models()]
+    timed = evaluation.get("timing", {}).get("models", {})
+    targets += [results(backbone, model, "timing.json") for backbone, models in timed.items() for model in models]
     for backbone, names in config.get("distill", {}).get("runs", {}).items():
         targets += [results(backbone, run, "params.json") for run in names]
     for backbone, names in config.get("analysis", {}).get("weights", {}).items():
         targets += [results(backbone, run, "weights.json") for run in names]
     return targets
+
+
+def hps_sets():
+    """{style: evaluation set} of the HPSv2 benchmark (config evaluation.hps.sets)."""
+    return config.get("evaluation", {}).get("hps", {}).get("sets", {})
+
+
+def hps_models():
+    """(backbone, model) pairs evaluated on every HPSv2 style set: their hps.json (Table 6)."""
+    sets = list(hps_sets().values())
+    if not sets:
+        return []
+    return [(backbone, model) for backbone in evaluated_backbones() for model in evaluated_models(backbone, sets[0])
+            if all(model in evaluated_models(backbone, evalset) for evalset in sets)]
+
+
+def hps_styles(wildcards):
+    """{style: [images folder, prompt file, count]} of one model, for the rule hps."""
+    return {style: [results(wildcards.backbone, wildcards.model, evalset, "images"),
+                    prompt_file(_evalset(evalset)["prompts"]), _evalset(evalset)["count"]]
+            for style, evalset in hps_sets().items()}
 
 
 # -- report ------------------------------------------------------------------------------
@@ -244,8 +289,11 @@ METRIC_FILES = {
     "fake_params_M": "params.json",
     "norm_mean_pct": "weights.json", "norm_std_pct": "weights.json", "dir_mean_pct": "weights.json",
     "dir_std_pct": "weights.json", "energy_kept": "weights.json", "rank_fraction_90pct": "weights.json",
+    "anime": "hps.json", "photo": "hps.json", "concept_art": "hps.json", "paintings": "hps.json", "average": "hps.json",
+    "inference_s": "timing.json",
 }
-MODEL_LEVEL_FILES = ("params.json", "weights.json")
+RUN_LEVEL_FILES = ("params.json", "weights.json")  # a distillation run's (teachers and published models have none)
+MODEL_LEVEL_FILES = (*RUN_LEVEL_FILES, "timing.json")
 
 
 def table_inputs(name):
@@ -260,7 +308,7 @@ def table_inputs(name):
             if file is None or metric in row.get("values", {}):
                 continue
             if file in MODEL_LEVEL_FILES:
-                if row["model"] not in TEACHER_MODELS.split("|"):  # a teacher has no run-level files
+                if file not in RUN_LEVEL_FILES or re.fullmatch(RUN_PATTERN, row["model"]):
                     files.append(results(row["backbone"], row["model"], file))
             else:
                 files.append(results(row["backbone"], row["model"], row["evalset"], file))

@@ -1,5 +1,7 @@
 # Metrics of a model's evaluation images, one result file each (dkd.report reads them):
-# results/<backbone>/<model>/<evalset>/{fid,pr,clip}.json. FID and precision/recall share one
+# results/<backbone>/<model>/<evalset>/{fid,pr,clip}.json, and results/<backbone>/<model>/hpsv2/hps.json
+# over the HPSv2 style sets (Table 6); results/<backbone>/<model>/timing.json, seconds per image at
+# batch 1 with text encoder and decoder (Table 5). FID and precision/recall share one
 # pass over the images' features; the reference set's features are read once per set.
 # The evaluator is the paper's (Inception, open_clip ViT-g-14) or the toy's digit classifier.
 
@@ -76,3 +78,53 @@ rule clip:
         "../../envs/dkd.yaml"
     script:
         "../../scripts/metric.py"
+
+
+rule hps:
+    input:
+        images=lambda wc: [results(wc.backbone, wc.model, evalset, "images.json") for evalset in hps_sets().values()],
+        prompts=lambda wc: [prompt_file(_evalset(evalset)["prompts"]) for evalset in hps_sets().values()],
+    output:
+        result=results("{backbone}/{model}/hpsv2/hps.json"),
+    log:
+        log_path("{backbone}/{model}/hpsv2/hps.log"),
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    params:
+        evaluator=evaluator_settings,
+        styles=hps_styles,
+        version=lambda wc: config["evaluation"]["hps"].get("version", "v2.0"),
+        checkpoint=lambda wc: config["evaluation"]["hps"].get("checkpoint"),
+    resources:
+        mem_mb=16000,
+        runtime=60,
+        gpus=1,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/metric.py"
+
+
+rule timing:
+    input:
+        unpack(model_inputs),
+    output:
+        result=results("{backbone}/{model}/timing.json"),
+    log:
+        log_path("{backbone}/{model}/timing.log"),
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    params:
+        source=model_source,
+        catalog=lambda wc: published_catalog() if wc.model.startswith("pub-") else None,
+        teacher=teacher_sampling,
+        dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
+        settings=lambda wc: {k: v for k, v in config["evaluation"]["timing"].items() if k != "models"},
+    resources:
+        mem_mb=32000,
+        runtime=30,
+        gpus=1,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/timing.py"
