@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -64,6 +65,7 @@ class DistillConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     eval_every: Optional[int] = None  # evaluation hook period (Fig. 16 curves); None: no evaluation
+    embedding_cache: Optional[str] = None  # folder of cached prompt embeddings (dkd.train.embeddings); None: encode
 
     def __post_init__(self):
         backbone_spec(self.backbone)
@@ -87,6 +89,10 @@ class DistillConfig:
         for name in ("gradient_checkpointing", "channels_last", "compile_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
+        if isinstance(self.embedding_cache, os.PathLike):
+            object.__setattr__(self, "embedding_cache", os.fspath(self.embedding_cache))
+        if self.embedding_cache is not None and (not isinstance(self.embedding_cache, str) or not self.embedding_cache):
+            raise ValueError(f"embedding_cache must be a folder path or None; got {self.embedding_cache!r}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}.")
 

@@ -4,7 +4,9 @@ A run writes into ``output_dir``: ``checkpoints/step-*/`` (see ``checkpoint.py``
 (one row per ``log_every`` steps) and ``config.json``. Started again with the same
 ``output_dir`` it resumes from the latest checkpoint; on CPU the result is bit-identical to an
 uninterrupted run. SIGTERM and SIGUSR1 (SLURM preemption and time limits) make it save a
-checkpoint after the current step and raise ``TrainingInterrupted``.
+checkpoint after the current step and raise ``TrainingInterrupted`` (on every process, if one
+got the signal). With ``embedding_cache`` the prompts' text-encoder states are read from (and
+first written to) a disk cache shared by runs and processes (``embeddings.py``).
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from ..data.prompts import epoch_permutation
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
                          set_rng_state, trainable_state)
 from .config import DistillConfig, OptimConfig
+from .embeddings import EmbeddingCache
 from .logger import CsvLogger
 from .speed import tune_for_speed
 from .step import fake_loss, generate, generator_loss
 
 ROLES = ("student", "fake")
 RESULT_NEUTRAL = ("gradient_checkpointing", "channels_last", "compile_blocks", "checkpoint_every", "keep_checkpoints",
-                  "log_every", "eval_every")  # settings a resumed run may change
+                  "log_every", "eval_every", "embedding_cache")  # settings a resumed run may change
 
 
 class TrainingInterrupted(RuntimeError):
@@ -149,6 +152,7 @@ class Distiller:
         self.scheds = {role: optims[role][1] for role in ROLES}
         self.generator = torch.Generator(device=self.acc.device).manual_seed(config.seed * 1_000_003 + self.acc.process_index)
         self.uncond = teacher.encode([""]).to(self.acc.device)
+        self.cache = EmbeddingCache(config.embedding_cache, teacher, prompts) if config.embedding_cache else None
         self.fingerprint = run_fingerprint(config, teacher)
         self.step = 0
 
@@ -199,6 +203,10 @@ class Distiller:
         return True
 
     # -- one step ----------------------------------------------------------------------------
+    def encode(self, prompts: list[str]) -> PromptEmbeds:
+        """The prompts' text-encoder states: through the embedding cache if the run has one."""
+        return (self.cache if self.cache is not None else self.teacher).encode(prompts)
+
     def _micro_batches(self, step: int) -> list[list[str]]:
         """This process's micro-batches of step ``step``: a fixed shuffled order per epoch."""
         epoch, position = divmod(step, self.steps_per_epoch)
@@ -252,7 +260,7 @@ class Distiller:
         def generator_micro(prompts):
             def run():
                 with record_function("dkd.encode_prompts"):
-                    embeds = teacher.encode(prompts).to(device)
+                    embeds = self.encode(prompts).to(device)
                 noise = torch.randn(len(prompts), *teacher.latent_shape, generator=self.generator, device=device)
                 with self.acc.autocast():
                     with record_function("dkd.generate"):
@@ -347,7 +355,8 @@ class Distiller:
                 if done or self.step % self.config.checkpoint_every == 0 or stopping:
                     checkpoint = self.save()
                 if stopping and not done:
-                    raise TrainingInterrupted(f"signal {stop.signal} at step {self.step}; checkpoint {checkpoint}")
+                    source = f"signal {stop.signal}" if stop.signal is not None else "a signal to another process"
+                    raise TrainingInterrupted(f"{source} at step {self.step}; checkpoint {checkpoint}")
         bar.close()
         checkpoint = checkpoint or latest_checkpoint(self.checkpoint_root)
         return DistillResult(self.output_dir, self.step, checkpoint,
