@@ -74,12 +74,17 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextmanager
-def rule_log(path: str | os.PathLike, threads: int | None = None) -> Iterator[IO]:
+def rule_log(path: str | os.PathLike, threads: int | None = None, *, gpus: int = 0) -> Iterator[IO]:
     """A workflow rule's log: ``logging`` (INFO, timestamps) and stderr (progress bars, warnings)
     go to ``path`` (appended, so the attempts of a retried job stay readable). ``threads``: the
-    job's CPU threads (Snakemake's ``threads``), so that parallel jobs do not oversubscribe cores."""
+    job's CPU threads (Snakemake's ``threads``), so that parallel jobs do not oversubscribe cores.
+    ``gpus``: the job's GPUs (Snakemake's ``resources.gpus``); on a machine that runs several jobs
+    at once, :func:`dkd.gpus.claim_gpu` gives the job that many devices of its own for the block
+    (``CUDA_VISIBLE_DEVICES``; one set by SLURM is kept). Enter it before anything uses CUDA."""
     import contextlib
     import logging
+
+    from dkd.gpus import claim_gpu
 
     if threads:
         import sys
@@ -89,4 +94,5 @@ def rule_log(path: str | os.PathLike, threads: int | None = None) -> Iterator[IO
             sys.modules["torch"].set_num_threads(threads)
     with open(path, "a") as log, contextlib.redirect_stderr(log):
         logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
-        yield log
+        with claim_gpu(gpus or 0):
+            yield log

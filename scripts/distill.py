@@ -20,7 +20,7 @@ from dkd.train.loop import distill
 sm = snakemake  # noqa: F821
 backbone, run, curve = sm.wildcards.backbone, sm.wildcards.run, sm.params.curve
 run_dir, train_dir = Path(sm.output.pipeline).parent.parent, Path(sm.params.train_dir)
-with rule_log(sm.log[0], sm.threads):
+with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     student, fake = parse_run_name(backbone, run)
     settings = {**sm.params.settings, "eval_every": curve["every"] if curve else None}
     config = DistillConfig.from_dict({**settings, "backbone": backbone, "student": student, "fake": fake})

@@ -11,7 +11,7 @@ from dkd.generate import generate_shard, make_sampler, sampler_fingerprint
 from dkd.io import atomic_write_text, rule_log
 
 sm = snakemake  # noqa: F821
-with rule_log(sm.log[0], sm.threads):
+with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, sm.params.dtype) if device == "cuda" else torch.float32
     backbone, model, source = sm.wildcards.backbone, sm.wildcards.model, sm.params.source

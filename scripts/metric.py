@@ -12,7 +12,7 @@ from dkd.io import rule_log
 from dkd.report.results import write_result
 
 sm = snakemake  # noqa: F821
-with rule_log(sm.log[0], sm.threads):
+with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     evaluator = evaluators.Evaluator(**sm.params.evaluator, device="cuda" if torch.cuda.is_available() else "cpu")
     if sm.rule == "reference_stats":
         info = evaluators.reference(evaluator, sm.params.reference, stats=sm.output.stats,

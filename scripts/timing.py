@@ -11,7 +11,7 @@ from dkd.metrics.timing import time_pipeline
 from dkd.report.results import write_result
 
 sm = snakemake  # noqa: F821
-with rule_log(sm.log[0], sm.threads):
+with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, sm.params.dtype) if device == "cuda" else torch.float32
     backbone, model, settings = sm.wildcards.backbone, sm.wildcards.model, dict(sm.params.settings)
