@@ -145,6 +145,8 @@ class Distiller:
                 model.enable_gradient_checkpointing()
         tune_for_speed([teacher.denoiser, *models.values()], channels_last=config.channels_last,
                        compile_blocks=config.compile_blocks)
+        if self.acc.device.type == "cuda":  # TF32 for the float32 matmuls and convolutions left under autocast
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         optims = {role: _optimizer(models[role], getattr(config, f"optim_{role}")) for role in ROLES}
         prepared = self.acc.prepare(*models.values(), *(o for o, _ in optims.values()))
         self.models = dict(zip(ROLES, prepared[:2]))
