@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -73,14 +74,34 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     tmp.rename(path)
 
 
+class _Tee(io.TextIOBase):
+    """A text stream that writes to several (the rule's log and its history)."""
+
+    def __init__(self, *streams: IO[str]):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
 @contextmanager
-def rule_log(path: str | os.PathLike, threads: int | None = None, *, gpus: int = 0) -> Iterator[IO]:
+def rule_log(path: str | os.PathLike, threads: int | None = None, *, gpus: int = 0,
+             history: str | os.PathLike | None = None) -> Iterator[IO]:
     """A workflow rule's log: ``logging`` (INFO, timestamps) and stderr (progress bars, warnings)
-    go to ``path`` (appended, so the attempts of a retried job stay readable). ``threads``: the
-    job's CPU threads (Snakemake's ``threads``), so that parallel jobs do not oversubscribe cores.
-    ``gpus``: the job's GPUs (Snakemake's ``resources.gpus``); on a machine that runs several jobs
-    at once, :func:`dkd.gpus.claim_gpu` gives the job that many devices of its own for the block
-    (``CUDA_VISIBLE_DEVICES``; one set by SLURM is kept). Enter it before anything uses CUDA."""
+    go to ``path``; an exception leaving the block is logged with its traceback. Snakemake deletes
+    a job's log before each attempt, so a job that resumes across attempts (a distillation) passes
+    ``history``, a file outside its declared outputs where every attempt's lines are appended.
+    ``threads``: the job's CPU threads (Snakemake's ``threads``), so that parallel jobs do not
+    oversubscribe cores. ``gpus``: the job's GPUs (Snakemake's ``resources.gpus``); on a machine
+    that runs several jobs at once, :func:`dkd.gpus.claim_gpu` gives the job that many devices of
+    its own for the block (``CUDA_VISIBLE_DEVICES``; one set by SLURM is kept). Enter it before
+    anything uses CUDA."""
     import contextlib
     import logging
 
@@ -92,7 +113,17 @@ def rule_log(path: str | os.PathLike, threads: int | None = None, *, gpus: int =
         os.environ["OMP_NUM_THREADS"] = str(threads)  # for torch when it is imported later
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
-    with open(path, "a") as log, contextlib.redirect_stderr(log):
+    with contextlib.ExitStack() as files:
+        streams = [files.enter_context(open(path, "a", buffering=1))]
+        if history is not None:
+            Path(history).parent.mkdir(parents=True, exist_ok=True)
+            streams.append(files.enter_context(open(history, "a", buffering=1)))
+        log = streams[0] if len(streams) == 1 else _Tee(*streams)
+        files.enter_context(contextlib.redirect_stderr(log))
         logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
-        with claim_gpu(gpus or 0):
-            yield log
+        try:
+            with claim_gpu(gpus or 0):
+                yield log
+        except BaseException:
+            logging.exception("the job failed")
+            raise

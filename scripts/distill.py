@@ -1,42 +1,38 @@
 """Rule `distill`: one distillation run (resuming from its checkpoints), then the export, the
-parameter counts and, for the runs with convergence curves, the evaluation hook's log."""
+parameter counts, the training cost and, for the runs with convergence curves, the evaluation
+hook's log. A job given several GPUs (resource `gpus`) trains on as many processes (accelerate);
+this process alone then loads the finished run and writes the outputs."""
 
 import logging
 from pathlib import Path
 
 import torch
 
-from dkd.backbones import load_teacher
-from dkd.data import read_prompts
-from dkd.evaluators import Evaluator, training_curve
 from dkd.io import atomic_write_text, rule_log
 from dkd.params import run_parameter_counts
 from dkd.report.results import write_result
 from dkd.runs import parse_run_name
 from dkd.train.config import DistillConfig
 from dkd.train.export import export_student
-from dkd.train.loop import distill
+from dkd.train.launch import DistillJob, run_distillation
 
 sm = snakemake  # noqa: F821
 backbone, run, curve = sm.wildcards.backbone, sm.wildcards.run, sm.params.curve
 run_dir, train_dir = Path(sm.output.pipeline).parent.parent, Path(sm.params.train_dir)
-with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
+gpus = int(sm.resources.get("gpus", 0))
+with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log"):
     student, fake = parse_run_name(backbone, run)
     settings = {**sm.params.settings, "eval_every": curve["every"] if curve else None}
     config = DistillConfig.from_dict({**settings, "backbone": backbone, "student": student, "fake": fake})
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, sm.params.dtype) if device == "cuda" else torch.float32
-    teacher = load_teacher(backbone, sm.params.source, dtype=dtype, device=device)
-    prompts = read_prompts(sm.input.prompts)
-    logging.info("%s %s: %d prompts (%d empty lines skipped), %s", backbone, run, len(prompts),
-                 prompts.skipped_empty, config)
-    evaluate = training_curve(
-        Evaluator(**curve["evaluator"], device=device), teacher, prompts=read_prompts(curve["prompts"]).prompts[
-            : curve["count"]], seed=curve["seed"], folder=train_dir / "curve-images", stats=curve["stats"],
-        features=curve["features"], t_init=config.vsd.t_init) if curve else None
-    result = distill(config, teacher, prompts.prompts, train_dir, evaluate=evaluate)
-    export_student(result.student, config.student, teacher, run_dir, t_init=config.vsd.t_init)
+    processes = gpus if torch.cuda.is_available() and gpus > 1 else 1
+    job = DistillJob(config=config, source=sm.params.source, dtype=sm.params.dtype, prompts=sm.input.prompts,
+                     train_dir=str(train_dir), curve=curve)
+    logging.info("%s %s on %d process(es)", backbone, run, processes)
+    done = run_distillation(job, processes=processes)
+    export_student(done.result.student, config.student, done.teacher, run_dir, t_init=config.vsd.t_init)
     write_result(sm.output.params, backbone=backbone, model=run, evalset=None,
                  values=run_parameter_counts(student, fake), provenance={"student": repr(student), "fake": repr(fake)})
+    write_result(sm.output.train, backbone=backbone, model=run, evalset=None, values=done.cost,
+                 provenance={"devices": [a["device"] for a in done.attempts], "attempts": done.attempts})
     atomic_write_text(sm.output.curve, (train_dir / "curve.csv").read_text() if curve else "step\n")
-    logging.info("exported %s after %d steps", run_dir, result.steps)
+    logging.info("exported %s after %d steps (%.3g GPU-days)", run_dir, done.result.steps, done.cost["gpu_days"])

@@ -69,7 +69,7 @@ METRICS: Mapping[str, MetricFormat] = MappingProxyType({
     "rank_fraction": MetricFormat("Rank fraction", 3, True),
     "inference_s": MetricFormat("Inference (s)", 3, True),
     "inference_time_reduction_pct": MetricFormat("Inference time reduction (%)", 2, True),
-    "a100_days": MetricFormat("A100 days", 1, True),
+    "gpu_days": MetricFormat("Training (GPU-days)", 1, True),
     "type": MetricFormat("Type", None, True),
     "image_free": MetricFormat("Image-free", None, True),
     "train_data": MetricFormat("Training data", None, True),

@@ -4,6 +4,10 @@ Layout: ``<root>/step-00000100/`` with ``<name>.safetensors`` per trained model 
 trainable parameters), ``training_state.pt`` (optimisers, schedulers, and the random state of
 every process) and ``state.json``. A checkpoint is written to ``step-XXXXXXXX.tmp`` and renamed into
 place, so a job killed while saving leaves the previous checkpoint as the latest one.
+
+``state.json`` also records the run's training cost (:func:`training_cost`): one entry per attempt
+(a job that trained the run until it finished or stopped) with its device, processes and
+wall-clock seconds of training up to that checkpoint; a resumed run carries the earlier entries on.
 """
 
 from __future__ import annotations
@@ -102,9 +106,37 @@ def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def load_weights(path: str | os.PathLike, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """The trainable weights per model name of the checkpoint at ``path``."""
+    return {name: load_file(str(Path(path) / f"{name}.safetensors")) for name in names}
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """``state.json`` of the checkpoint at ``path`` (step, processes, fingerprint, attempts)."""
+    return json.loads((Path(path) / "state.json").read_text())
+
+
 def load_checkpoint(path: str | os.PathLike, names: list[str]) -> tuple[dict, dict, dict]:
     """``(weights per name, training_state, state)`` of the checkpoint at ``path``."""
-    path = Path(path)
-    weights = {name: load_file(str(path / f"{name}.safetensors")) for name in names}
-    training_state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
-    return weights, training_state, json.loads((path / "state.json").read_text())
+    training_state = torch.load(Path(path) / "training_state.pt", map_location="cpu", weights_only=True)
+    return load_weights(path, names), training_state, load_state(path)
+
+
+SECONDS_PER_DAY = 86400.0
+
+
+def training_cost(state: dict[str, Any]) -> dict[str, float | int]:
+    """The training cost a checkpoint's ``state`` records (Table 5's last column), summed over the
+    run's attempts, each ``{"device", "processes", "seconds", "steps"}``:
+
+    - ``gpu_days`` = Σ seconds × processes / 86400 (device-days: each process holds one device),
+    - ``train_hours`` = Σ seconds / 3600 (wall-clock hours of training),
+    - ``processes`` (of the last attempt; a run resumes only with as many) and ``steps`` (done).
+
+    Seconds are those of the training loop up to the checkpoint (model loading and the evaluation
+    hook excluded; the work an attempt did after its last checkpoint is redone and counted then).
+    """
+    attempts = state.get("attempts", [])
+    seconds = [float(a["seconds"]) for a in attempts]
+    return {"gpu_days": sum(s * a["processes"] for s, a in zip(seconds, attempts)) / SECONDS_PER_DAY,
+            "train_hours": sum(seconds) / 3600.0, "processes": int(state["processes"]), "steps": int(state["step"])}

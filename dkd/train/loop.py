@@ -6,7 +6,8 @@ A run writes into ``output_dir``: ``checkpoints/step-*/`` (see ``checkpoint.py``
 uninterrupted run. SIGTERM and SIGUSR1 (SLURM preemption and time limits) make it save a
 checkpoint after the current step and raise ``TrainingInterrupted`` (on every process, if one
 got the signal). With ``embedding_cache`` the prompts' text-encoder states are read from (and
-first written to) a disk cache shared by runs and processes (``embeddings.py``).
+first written to) a disk cache shared by runs and processes (``embeddings.py``). Each checkpoint
+records the training cost so far (``checkpoint.training_cost``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import math
 import signal
 import time
@@ -40,6 +42,8 @@ from .step import fake_loss, generate, generator_loss
 ROLES = ("student", "fake")
 RESULT_NEUTRAL = ("gradient_checkpointing", "channels_last", "compile_blocks", "checkpoint_every", "keep_checkpoints",
                   "log_every", "eval_every", "embedding_cache")  # settings a resumed run may change
+_log = logging.getLogger(__name__)
+_clock = time.perf_counter  # the clock of the training-cost record (tests replace it)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -157,6 +161,9 @@ class Distiller:
         self.cache = EmbeddingCache(config.embedding_cache, teacher, prompts) if config.embedding_cache else None
         self.fingerprint = run_fingerprint(config, teacher)
         self.step = 0
+        self.attempts: list[dict] = []  # the training cost of earlier attempts (from the checkpoint)
+        self._attempt: Optional[dict] = None  # this attempt's, while ``run`` trains
+        self._timer = [0.0, 0.0]  # the attempt's start on ``_clock`` and its seconds not counted
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -176,21 +183,46 @@ class Distiller:
                                 "schedulers": {r: s.state_dict() for r, s in self.scheds.items()}, "rng": rng,
                                 "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None},
                 state={"total_steps": self.total_steps, "processes": self.acc.num_processes,
-                       "fingerprint": self.fingerprint},
+                       "fingerprint": self.fingerprint, "attempts": self._cost_record()},
                 keep=self.config.keep_checkpoints,
             )
         self.acc.wait_for_everyone()
         return path or latest_checkpoint(self.checkpoint_root)
 
-    def resume(self) -> bool:
-        path = latest_checkpoint(self.checkpoint_root)
-        if path is None:
-            return False
-        weights, training_state, state = load_checkpoint(path, list(ROLES))
+    def _cost_record(self) -> list[dict]:
+        """Earlier attempts and this one, its seconds counted up to now (evaluation hook excluded)."""
+        if self._attempt is None:
+            return list(self.attempts)
+        seconds = _clock() - self._timer[0] - self._timer[1]
+        return [*self.attempts, {**self._attempt, "seconds": seconds, "steps": [self._attempt["steps"][0], self.step]}]
+
+    def _start_attempt(self) -> None:
+        """Start this attempt's cost record: the devices of all processes (one collective call)."""
+        from accelerate.utils import gather_object
+
+        device = self.acc.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        names = gather_object([name]) if self.acc.num_processes > 1 else [name]
+        self._attempt = {"device": ", ".join(sorted(set(names))), "processes": self.acc.num_processes,
+                         "steps": [self.step, self.step]}
+        self._timer = [_clock(), 0.0]
+
+    def check_fingerprint(self, path: Path, state: dict) -> None:
+        """Refuse a checkpoint of another run (``state`` is its ``state.json``)."""
         if state.get("fingerprint") != self.fingerprint:
             raise ValueError(f"{path} belongs to a run with other settings or another teacher (fingerprint "
                              f"{state.get('fingerprint')} != {self.fingerprint}); use a new output folder or remove "
                              f"{self.checkpoint_root}.")
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint, if any; say in the log where this attempt starts."""
+        path = latest_checkpoint(self.checkpoint_root)
+        if path is None:
+            if self.acc.is_main_process:
+                _log.info("no checkpoint in %s: training starts at step 0", self.checkpoint_root)
+            return False
+        weights, training_state, state = load_checkpoint(path, list(ROLES))
+        self.check_fingerprint(path, state)
         if state["processes"] != self.acc.num_processes:
             raise ValueError(f"{path} was written by {state['processes']} processes; resume with as many "
                              f"(this run has {self.acc.num_processes}).")
@@ -202,6 +234,9 @@ class Distiller:
         if self.acc.scaler is not None and training_state.get("scaler"):
             self.acc.scaler.load_state_dict(training_state["scaler"])
         self.step = state["step"]
+        self.attempts = list(state.get("attempts", []))
+        if self.acc.is_main_process:
+            _log.info("resuming from %s at step %d of %d", path, self.step, self.total_steps)
         return True
 
     # -- one step ----------------------------------------------------------------------------
@@ -335,6 +370,7 @@ class Distiller:
             if self.acc.is_main_process and evaluate is not None else None
         if self.step == 0:
             self._evaluate(evaluate, curve, done=False)
+        self._start_attempt()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
                    desc="distill")
         checkpoint, latest = None, {}
@@ -353,13 +389,16 @@ class Distiller:
                         logs["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     logger.write(self.step, logs)
                     bar.set_postfix(loss_fake=f"{logs.get('loss_fake', math.nan):.4f}")
+                hook_start = _clock()
                 self._evaluate(evaluate, curve, done)
+                self._timer[1] += _clock() - hook_start
                 if done or self.step % self.config.checkpoint_every == 0 or stopping:
                     checkpoint = self.save()
                 if stopping and not done:
                     source = f"signal {stop.signal}" if stop.signal is not None else "a signal to another process"
                     raise TrainingInterrupted(f"{source} at step {self.step}; checkpoint {checkpoint}")
         bar.close()
+        self._attempt = None
         checkpoint = checkpoint or latest_checkpoint(self.checkpoint_root)
         return DistillResult(self.output_dir, self.step, checkpoint,
                              *(self.acc.unwrap_model(self.models[r]) for r in ROLES))

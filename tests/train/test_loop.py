@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 
@@ -13,7 +14,7 @@ from dkd.adapters import AdapterSpec
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
 from dkd.train import loop as loop_module
-from dkd.train.checkpoint import list_checkpoints
+from dkd.train.checkpoint import list_checkpoints, load_state, training_cost
 from dkd.train.config import DistillConfig
 from dkd.train.loop import Distiller, NonFiniteLossError, TrainingInterrupted, distill
 
@@ -216,3 +217,39 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
     _assert_same(_weights(final), uninterrupted[1])
     with pytest.raises(ValueError, match="eval_every"):
         _config(eval_every=0)
+
+
+def test_resumed_run_adds_up_its_training_seconds(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+    """The training cost on a fake clock: each step takes 5 s and each evaluation 100 s (not
+    training: not counted). Attempt 1 stops after step 1 (SIGTERM), attempt 2 resumes for steps
+    2-4: 5 + 15 = 20 s on 1 process = 20 / 86400 GPU-days. The record changes neither the run's
+    fingerprint nor its weights."""
+    now = [1000.0]
+    monkeypatch.setattr(loop_module, "_clock", lambda: now[0])
+    original = Distiller.train_step
+
+    def timed(self):
+        now[0] += 5.0
+        logs = original(self)
+        if self.step == 0 and not list_checkpoints(tmp_path / "checkpoints"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return logs
+
+    def evaluate(step, student):
+        now[0] += 100.0
+        return {"metric": 0.0}
+
+    monkeypatch.setattr(Distiller, "train_step", timed)
+    config = _config(eval_every=2)
+    with pytest.raises(TrainingInterrupted):
+        distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False, evaluate=evaluate)
+    state = load_state(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert state["attempts"] == [{"device": "cpu", "processes": 1, "seconds": 5.0, "steps": [0, 1]}]
+    result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False,
+                     evaluate=evaluate)
+    state = load_state(result.checkpoint)
+    assert state["attempts"][1] == {"device": "cpu", "processes": 1, "seconds": 15.0, "steps": [1, 4]}
+    assert training_cost(state) == {"gpu_days": 20.0 / 86400, "train_hours": 20.0 / 3600, "processes": 1, "steps": 4}
+    fingerprint = json.loads((uninterrupted[0] / "config.json").read_text())["fingerprint"]
+    assert json.loads((tmp_path / "config.json").read_text())["fingerprint"] == fingerprint == state["fingerprint"]
+    _assert_same(_weights(result), uninterrupted[1])

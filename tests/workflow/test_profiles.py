@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yte
 
 from dkd.gpus import visible_gpu_count
@@ -149,6 +150,14 @@ def test_a_malformed_cluster_variable_is_one_clear_error(tmp_path):
     run = snakemake("--profile", "slurm", *tiny(tmp_path), "-n", env=_environment(DKD_SLURM_GPUS="2"))
     assert run.returncode != 0
     assert "DKD_SLURM_GPUS='2': expected 0 or 1" in run.stderr.splitlines()[-1]
+
+
+def test_the_status_command_comes_from_its_variable(monkeypatch):
+    """Unset: the plugin chooses (sacct where installed); squeue for a cluster without accounting."""
+    assert "slurm-status-command" not in render(SLURM, monkeypatch)
+    assert render(SLURM, monkeypatch, DKD_SLURM_STATUS_COMMAND="squeue")["slurm-status-command"] == "squeue"
+    with pytest.raises(Exception, match="DKD_SLURM_STATUS_COMMAND='qstat': expected sacct or squeue"):
+        render(SLURM, monkeypatch, DKD_SLURM_STATUS_COMMAND="qstat")
 
 
 def _decode(arguments: list[str]) -> list[str]:

@@ -110,6 +110,9 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
             steps = [line.split(",")[0] for line in (folder / "train" / "log.csv").read_text().splitlines()[1:]]
             assert steps == ["1", "2", "3"]
             assert "exported" in (tmp_path / "logs" / backbone / name / "distill.log").read_text()
+            cost = json.loads((folder / "train.json").read_text())["values"]  # Table 5: 1 CPU process, 3 steps
+            assert ((cost["steps"], cost["processes"]) == (3, 1) and cost["train_hours"] > 0
+                    and cost["gpu_days"] == pytest.approx(cost["train_hours"] / 24))
             for model in [name] + (["teacher"] if backbone in config["evaluation"]["teachers"] else []):
                 summary = json.loads((tmp_path / backbone / model / "tiny-eval" / "images.json").read_text())
                 assert summary["count"] == 6 and summary["shards"] == 2

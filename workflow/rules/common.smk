@@ -290,9 +290,10 @@ METRIC_FILES = {
     "norm_mean_pct": "weights.json", "norm_std_pct": "weights.json", "dir_mean_pct": "weights.json",
     "dir_std_pct": "weights.json", "energy_kept": "weights.json", "rank_fraction_90pct": "weights.json",
     "anime": "hps.json", "photo": "hps.json", "concept_art": "hps.json", "paintings": "hps.json", "average": "hps.json",
-    "inference_s": "timing.json",
+    "inference_s": "timing.json", "gpu_days": "train.json",
 }
-RUN_LEVEL_FILES = ("params.json", "weights.json")  # a distillation run's (teachers and published models have none)
+# A distillation run's files (teachers and published models have none).
+RUN_LEVEL_FILES = ("params.json", "weights.json", "train.json")
 MODEL_LEVEL_FILES = (*RUN_LEVEL_FILES, "timing.json")
 
 

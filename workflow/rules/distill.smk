@@ -1,8 +1,13 @@
 # Distillation runs (paper Algorithm 1): results/<backbone>/<run>/pipeline is the merged student,
-# params.json its trainable-parameter counts (student, fake) and the backbone's total, curve.csv the
-# evaluation-hook metrics over training (Fig. 16; only the header for runs without curves).
+# params.json its trainable-parameter counts (student, fake) and the backbone's total, train.json its
+# training cost (Table 5: gpu_days = training wall-clock x processes summed over the attempts, with
+# the device of each), curve.csv the evaluation-hook metrics over training (Fig. 16; only the header
+# for runs without curves).
 # The run's checkpoints live in results/<backbone>/<run>/train/ (not a declared output), so a
-# failed, preempted or timed-out attempt leaves them for the next attempt, which resumes.
+# failed, preempted or timed-out attempt leaves them for the next attempt, which resumes; train/distill.log
+# keeps the log lines of every attempt (Snakemake deletes the rule's log before each one).
+# `gpus` > 1 (a GPU machine): that many data-parallel processes in the one job (accelerate launch);
+# the job's process alone writes the outputs.
 
 
 rule distill:
@@ -11,6 +16,7 @@ rule distill:
     output:
         pipeline=results("{backbone}/{run}/pipeline/model_index.json"),
         params=results("{backbone}/{run}/params.json"),
+        train=results("{backbone}/{run}/train.json"),
         curve=results("{backbone}/{run}/curve.csv"),
     log:
         log_path("{backbone}/{run}/distill.log"),

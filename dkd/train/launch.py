@@ -1,0 +1,360 @@
+"""One distillation run in one job, on one process or on several (data parallel, ``accelerate launch``).
+
+A :class:`DistillJob` says everything a process needs to train the run; it is written as
+``<train_dir>/job.json``. :func:`run_distillation` trains it in this process (``processes=1``) or
+starts ``processes`` ranks with accelerate's launcher (``python -m accelerate.commands.launch
+--multi_gpu ...``, torchrun underneath), each running ``python -m dkd.train.launch <job.json>``.
+
+The parent process streams the ranks' output into its log (``sys.stderr``: the rule's log under
+``dkd.io.rule_log``), forwards SIGTERM/SIGUSR1 (SLURM's preemption and time-limit signals) to the
+ranks, which save a checkpoint and stop (it then raises ``TrainingInterrupted``), and turns a
+failed rank into one :class:`LaunchError`. A finished run is then loaded by the parent alone, from
+its last checkpoint (:func:`finished_run`); only the parent writes the job's declared outputs.
+
+The rendezvous port is chosen by accelerate (``--main_process_port 0``: the OS picks a free port),
+so two jobs on one node do not collide. ``CUDA_VISIBLE_DEVICES`` (set by SLURM or
+``dkd.gpus.claim_gpu``) is inherited. On a machine without CUDA the ranks run on the CPU (gloo):
+the launch is the same but for ``ACCELERATE_USE_CPU=true`` in their environment (accelerate's
+``--cpu`` launcher starts one process; several need MPI).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Optional
+
+import torch
+
+from .checkpoint import latest_checkpoint, load_state, load_trainable_state, load_weights, training_cost
+from .config import DistillConfig
+from .loop import ROLES, DistillResult, Distiller, TrainingInterrupted, distill
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "float16", "bfloat16")
+CURVE_KEYS = frozenset({"evaluator", "prompts", "count", "every", "seed", "stats", "features"})
+JOB_FILE = "job.json"
+INTERRUPTED_EXIT = 75  # a rank's exit code after TrainingInterrupted (EX_TEMPFAIL: try again)
+_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)  # torchrun's summary
+
+
+class LaunchError(RuntimeError):
+    """A training process failed (not a signal): its exit code and where its traceback is."""
+
+
+@dataclass(frozen=True)
+class DistillJob:
+    """One run's job: ``config`` (its ``DistillConfig``; the backbone is ``config.backbone``), the
+    teacher's ``source`` (folder or hub id) and ``dtype`` on a GPU (float32 on the CPU), the
+    ``prompts`` file, ``train_dir`` (checkpoints, logs, this job's JSON) and the evaluation hook's
+    ``curve`` settings (Fig. 16: evaluator, prompts, count, every, seed, stats, features) or None."""
+
+    config: DistillConfig
+    source: str
+    dtype: str
+    prompts: str
+    train_dir: str
+    curve: Optional[dict] = None
+
+    def __post_init__(self):
+        if not isinstance(self.config, DistillConfig):
+            raise TypeError(f"config must be a DistillConfig; got {type(self.config).__name__}.")
+        for name in ("source", "prompts", "train_dir"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+            elif not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty path; got {value!r}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
+        if self.curve is not None and (not isinstance(self.curve, dict) or set(self.curve) != CURVE_KEYS):
+            got = sorted(self.curve) if isinstance(self.curve, dict) else repr(self.curve)
+            raise ValueError(f"curve must be None or a mapping with keys {sorted(CURVE_KEYS)}; got {got}.")
+
+    @property
+    def path(self) -> Path:
+        """Where the job's JSON goes: ``<train_dir>/job.json``."""
+        return Path(self.train_dir) / JOB_FILE
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "config": self.config.to_dict()}
+
+    def write(self) -> Path:
+        """Write the job as JSON into ``train_dir``, atomically; returns the file."""
+        from ..io import atomic_write_text
+
+        return atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "DistillJob":
+        """The job written by :meth:`write`; anything malformed is one ``ValueError`` naming the file."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a readable distillation job ({err}).") from err
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) - fields or {"config", "source", "dtype", "prompts",
+                                                                 "train_dir"} - set(data):
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path}: a distillation job is an object with keys {sorted(fields)} (curve optional); "
+                             f"got {keys}.")
+        try:
+            config = DistillConfig.from_dict(data["config"]) if isinstance(data["config"], dict) else data["config"]
+            return cls(**{**data, "config": config})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+
+@dataclass
+class Distilled:
+    """A finished run in the parent process: its ``config``, the ``teacher`` (for the export), the
+    trained models (``result``) and its training ``cost`` (``checkpoint.training_cost``, summed
+    over ``attempts``: device, processes, seconds and steps of each)."""
+
+    config: DistillConfig
+    teacher: Any
+    result: DistillResult
+    cost: dict
+    attempts: list
+
+
+def _device_dtype(job: DistillJob, device: torch.device) -> torch.dtype:
+    return getattr(torch, job.dtype) if device.type == "cuda" else torch.float32
+
+
+def _teacher(job: DistillJob, device: torch.device):
+    from ..backbones import load_teacher
+
+    return load_teacher(job.config.backbone, job.source, dtype=_device_dtype(job, device), device=device)
+
+
+def _prompts(job: DistillJob) -> list[str]:
+    from ..data import read_prompts
+
+    prompts = read_prompts(job.prompts)
+    log.info("%s: %d prompts (%d empty lines skipped), %s", job.prompts, len(prompts), prompts.skipped_empty,
+             job.config)
+    return prompts.prompts
+
+
+def curve_hook(job: DistillJob, teacher, device: torch.device) -> Optional[Callable]:
+    """The evaluation hook of the run's convergence curve (None without one). The evaluator is built
+    at the hook's first call: only the main process calls it, the other ranks only hold it."""
+    if job.curve is None:
+        return None
+    from ..data import read_prompts
+    from ..evaluators import Evaluator, training_curve
+
+    curve, built = job.curve, []
+
+    def evaluate(step: int, student) -> dict:
+        if not built:
+            built.append(training_curve(
+                Evaluator(**curve["evaluator"], device=str(device)), teacher,
+                prompts=read_prompts(curve["prompts"]).prompts[:curve["count"]], seed=curve["seed"],
+                folder=Path(job.train_dir) / "curve-images", stats=curve["stats"], features=curve["features"],
+                t_init=job.config.vsd.t_init))
+        return built[0](step, student)
+
+    return evaluate
+
+
+def finished_run(config: DistillConfig, teacher, prompts, output_dir) -> DistillResult:
+    """The models of a finished run (latest checkpoint at the last step), whatever number of processes
+    trained it, in one process; writes nothing. (``distill`` would refuse a checkpoint of another
+    process count, and rewrite ``config.json`` and the logs.) Raises if the run is not finished."""
+    distiller = Distiller(dataclasses.replace(config, embedding_cache=None), teacher, prompts, output_dir)
+    path = latest_checkpoint(distiller.checkpoint_root)
+    if path is None:
+        raise FileNotFoundError(f"{distiller.checkpoint_root}: no checkpoint; the run has not trained yet.")
+    state = load_state(path)
+    distiller.check_fingerprint(path, state)
+    if state["step"] != distiller.total_steps:
+        raise ValueError(f"{path}: the run is at step {state['step']} of {distiller.total_steps}, not finished; "
+                         "resume it first.")
+    for role, tensors in load_weights(path, list(ROLES)).items():
+        load_trainable_state(distiller.acc.unwrap_model(distiller.models[role]), tensors)
+    return DistillResult(distiller.output_dir, state["step"], path,
+                         *(distiller.acc.unwrap_model(distiller.models[r]) for r in ROLES))
+
+
+def _is_finished(train_dir: Path) -> bool:
+    path = latest_checkpoint(train_dir / "checkpoints")
+    if path is None:
+        return False
+    state = load_state(path)
+    return state["step"] >= state["total_steps"]
+
+
+def run_distillation(job: DistillJob, *, processes: int = 1, cpu: Optional[bool] = None,
+                     log_stream: Optional[IO[str]] = None) -> Distilled:
+    """Train (or resume) ``job``'s run and return it finished, loaded in this process.
+
+    ``processes`` 1: in this process (``distill``). More: that many ranks through accelerate's
+    launcher (one per GPU of ``CUDA_VISIBLE_DEVICES``; on the CPU with gloo if ``cpu``, which
+    defaults to "no CUDA here"), their output streamed into ``log_stream`` (default ``sys.stderr``),
+    then the finished run loaded here. A run already finished is loaded, never trained again.
+    Raises ``TrainingInterrupted`` after SIGTERM/SIGUSR1 (a checkpoint was written; the next attempt
+    resumes), :class:`LaunchError` if a rank fails."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a whole number >= 1; got {processes!r}.")
+    train_dir = Path(job.train_dir)
+    cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    device = torch.device("cpu" if cpu or not torch.cuda.is_available() else "cuda")
+    finished = _is_finished(train_dir)
+    if processes > 1 and not finished:
+        job.write()
+        _launch(job, processes, cpu=cpu, stream=log_stream if log_stream is not None else sys.stderr)
+        finished = True
+    teacher, prompts = _teacher(job, device), _prompts(job)
+    if finished:
+        result = finished_run(job.config, teacher, prompts, train_dir)
+    else:
+        result = distill(job.config, teacher, prompts, train_dir, evaluate=curve_hook(job, teacher, device))
+    state = load_state(result.checkpoint)
+    return Distilled(job.config, teacher, result, training_cost(state), state.get("attempts", []))
+
+
+def launch_command(job_file: Path, processes: int, *, mixed_precision: str, threads: int) -> list[str]:
+    """``accelerate launch`` of ``processes`` ranks on this node running ``python -m dkd.train.launch
+    <job_file>``, a free rendezvous port picked by the OS, ``threads`` CPU threads per rank."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", mixed_precision,
+            "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads),
+            "--module", "dkd.train.launch", str(job_file)]
+
+
+def _launch(job: DistillJob, processes: int, *, cpu: bool, stream: IO[str]) -> None:
+    """Run the ranks to the end, streaming their output into ``stream`` and forwarding signals."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)
+    if cpu:
+        env["ACCELERATE_USE_CPU"] = "true"
+    command = launch_command(job.path.resolve(), processes, mixed_precision=job.config.mixed_precision,
+                             threads=max(1, torch.get_num_threads() // processes))
+    where = getattr(stream, "name", "the job's log")
+    log.info("training on %d processes (%s): %s", processes, "CPU" if cpu else "GPU", " ".join(command))
+    received: list[int] = []
+    forwarded: set[tuple[int, int]] = set()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    previous = {}
+
+    def handle(signum, frame):
+        received.append(signum)
+        _forward(proc, received, forwarded)
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        with contextlib.suppress(ValueError):  # not the main thread: signals are the caller's
+            previous[sig] = signal.signal(sig, handle)
+    try:
+        tail = _stream(proc, stream, lambda: _forward(proc, received, forwarded))
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:  # this process was stopped otherwise (an exception): end the ranks
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+    if code == 0:
+        return
+    checkpoint = latest_checkpoint(Path(job.train_dir) / "checkpoints")
+    cause = _ROOT_CAUSE.findall(tail)
+    rank, rank_code = (int(cause[-1][0]), int(cause[-1][1])) if cause else (None, None)
+    if received or rank_code == INTERRUPTED_EXIT:
+        source = f"signal {received[0]} (forwarded to the {processes} training processes)" if received else \
+            f"a signal to the training processes (rank {rank} exited with code {rank_code})"
+        at = (f"at step {load_state(checkpoint)['step']}; checkpoint {checkpoint}; the next attempt resumes from it"
+              if checkpoint else "before the first checkpoint; the next attempt starts over")
+        raise TrainingInterrupted(f"{source} {at} (log: {where}).")
+    which = f"rank {rank} exited with code {rank_code}" if cause else "a rank failed"
+    raise LaunchError(f"distillation on {processes} processes failed: {which} (accelerate launch exit code {code}); "
+                      f"the ranks' output and traceback are in {where}; latest checkpoint: {checkpoint or 'none'}.")
+
+
+def _forward(proc: subprocess.Popen, received: list[int], forwarded: set) -> None:
+    """Send every received signal to each rank (the launcher's children) not sent it yet. Not to the
+    launcher: torchrun's agent would kill the ranks 30 s later, maybe before they checkpoint."""
+    if not received:
+        return
+    import psutil
+
+    try:
+        ranks = psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        return
+    for rank in ranks:
+        for signum in received:
+            if (rank.pid, signum) not in forwarded:
+                forwarded.add((rank.pid, signum))
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    rank.send_signal(signum)
+
+
+def _stream(proc: subprocess.Popen, stream: IO[str], tick: Callable[[], None], keep: int = 20000) -> str:
+    """Copy ``proc``'s output to ``stream`` as it comes (progress bars included), calling ``tick``
+    at least every half second; returns the output's last ``keep`` characters."""
+    decoder, tail, fd = codecs.getincrementaldecoder("utf-8")(errors="replace"), "", proc.stdout.fileno()
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        tick()
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        text = decoder.decode(chunk, final=not chunk)
+        if text:
+            stream.write(text)
+            stream.flush()
+            tail = (tail + text)[-keep:]
+        if not chunk:
+            proc.stdout.close()
+            return tail
+
+
+def _rank_main(job_file: str) -> int:
+    """One rank: train the job (``distill`` under the launcher's process group); exit code
+    ``INTERRUPTED_EXIT`` after a signal, so that the parent tells it from a failure."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    job = DistillJob.read(job_file)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"%(asctime)s rank {state.process_index} %(name)s %(message)s")
+    device = torch.device(state.device)
+    teacher = _teacher(job, device)
+    try:
+        distill(job.config, teacher, _prompts(job), job.train_dir, evaluate=curve_hook(job, teacher, device))
+    except TrainingInterrupted as err:
+        log.warning("rank %d stopped: %s", state.process_index, err)
+        return INTERRUPTED_EXIT
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m dkd.train.launch <job.json>``: one rank's training (see ``run_distillation``)."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m dkd.train.launch <job.json>  (run by accelerate launch, one per rank)",
+              file=sys.stderr)
+        return 2
+    return record(_rank_main)(args[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

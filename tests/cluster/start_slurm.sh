@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on this machine, for trying `snakemake --profile slurm` locally and for CI
+# (tests/cluster/). Needs root and Debian/Ubuntu (apt); installs slurm-wlm and munge if missing.
+#
+#   tests/cluster/start_slurm.sh start DIR   install if needed, start munged, slurmctld and slurmd
+#                                            with state, spool, logs and keys under DIR (idempotent:
+#                                            daemons already running from DIR are left alone)
+#   tests/cluster/start_slurm.sh stop DIR    stop exactly the daemons started from DIR (by pid)
+#   tests/cluster/start_slurm.sh env DIR     print the environment lines the clients need
+#
+# Then, in the same shell:  eval "$(tests/cluster/start_slurm.sh env DIR)"; sinfo; sbatch ...
+# The cluster: one node named after this host, 2 CPUs (SLURM_TEST_CPUS), no GPU, no accounting
+# (so jobs are tracked with squeue: DKD_SLURM_STATUS_COMMAND=squeue), ports 6817/6818 unless
+# SLURM_TEST_PORT (slurmctld; slurmd uses the next one) says otherwise.
+set -euo pipefail
+
+usage() { echo "usage: $0 start|stop|env DIR" >&2; exit 2; }
+[[ $# -eq 2 ]] || usage
+action=$1
+dir=$(mkdir -p "$2" && cd "$2" && pwd)
+cpus=${SLURM_TEST_CPUS:-2}
+port=${SLURM_TEST_PORT:-6817}
+node=$(hostname -s)
+
+client_env() {
+    echo "export SLURM_CONF=$dir/slurm.conf"
+}
+
+alive() {  # the pid in file $1 runs program $2 (daemons remove their pid files as they exit)
+    local pid
+    pid=$(cat "$1" 2>/dev/null) && [[ -n $pid ]] && grep -q "$2" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+install_packages() {
+    command -v slurmctld >/dev/null && command -v munged >/dev/null && return
+    [[ $(id -u) -eq 0 ]] || { echo "start_slurm.sh: slurm-wlm and munge are missing; installing them needs root" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+}
+
+write_config() {
+    mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log"
+    chmod 700 "$dir/munge"
+    [[ -s $dir/munge/munge.key ]] || { head -c 1024 /dev/urandom > "$dir/munge/munge.key"; chmod 400 "$dir/munge/munge.key"; }
+    # Memory is not a consumable resource (CR_CPU) and RealMemory is the config's (config_overrides),
+    # so jobs asking for a GPU node's memory (64 GB for a distillation) still fit on a small machine.
+    cat > "$dir/slurm.conf.tmp" <<CONF
+ClusterName=dkdtest
+SlurmctldHost=$node(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=10
+CredType=cred/munge
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/backfill
+SlurmdParameters=config_overrides
+ReturnToService=2
+# A requeued job may start again after cred_expire seconds (SLURM default: 120).
+MinJobAge=300
+SchedulerParameters=sched_interval=5,bf_interval=5
+KillWait=15
+InactiveLimit=0
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=1000000 State=UNKNOWN
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+CONF
+    mv "$dir/slurm.conf.tmp" "$dir/slurm.conf"
+}
+
+# Clients read SLURM_CONF, but the job step plugin of Snakemake's SLURM executor
+# (snakemake-executor-plugin-slurm-jobstep 0.6) drops every SLURM_* variable before its `srun`,
+# so that srun finds the configuration only at the default path: link it there, never over a
+# configuration of another cluster.
+system_conf=/etc/slurm/slurm.conf
+
+link_system_conf() {
+    if [[ -L $system_conf && $(readlink "$system_conf") == "$dir/slurm.conf" ]]; then
+        return
+    fi
+    if [[ -L $system_conf && ! -e $system_conf ]]; then  # left by a cluster whose folder is gone
+        rm -f "$system_conf"
+    fi
+    if [[ -e $system_conf || -L $system_conf ]]; then
+        echo "start_slurm.sh: $system_conf exists (another cluster's configuration); not replacing it" >&2
+        exit 1
+    fi
+    mkdir -p "$(dirname "$system_conf")"
+    ln -s "$dir/slurm.conf" "$system_conf"
+}
+
+start() {
+    install_packages
+    write_config
+    link_system_conf
+    export SLURM_CONF=$dir/slurm.conf
+    if ! alive "$dir/munged.pid" munged; then
+        munged --force --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.socket" \
+            --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munge.seed"
+    fi
+    alive "$dir/slurmctld.pid" slurmctld || slurmctld -f "$dir/slurm.conf"
+    alive "$dir/slurmd.pid" slurmd || slurmd -f "$dir/slurm.conf"
+    for _ in $(seq 60); do  # until the node takes jobs
+        if sinfo -h -N -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
+            echo "start_slurm.sh: one-node cluster up ($node, $cpus CPUs); $(client_env)"
+            return
+        fi
+        sleep 1
+    done
+    echo "start_slurm.sh: the node did not become idle in 60 s; logs in $dir/log" >&2
+    sinfo -N -l >&2 || true
+    exit 1
+}
+
+stop() {
+    local name
+    for name in slurmd slurmctld munged; do
+        if alive "$dir/$name.pid" "$name"; then
+            kill "$(cat "$dir/$name.pid")" 2>/dev/null || true
+            for _ in $(seq 30); do alive "$dir/$name.pid" "$name" || break; sleep 0.5; done
+        fi
+        rm -f "$dir/$name.pid"
+    done
+    if [[ -L $system_conf && $(readlink "$system_conf") == "$dir/slurm.conf" ]]; then
+        rm -f "$system_conf"
+    fi
+}
+
+case $action in
+    start) start ;;
+    stop) stop ;;
+    env) client_env ;;
+    *) usage ;;
+esac

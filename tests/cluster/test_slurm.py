@@ -1,0 +1,200 @@
+"""The workflow on a real SLURM cluster (one node, see conftest.py) through the shipped `slurm` profile,
+and the faults a cluster inflicts: a killed job, a preempted (requeued) job, a job stopped by its
+time limit, Snakemake itself stopped. Every test asserts on files and logs (checkpoints, the rule's
+log, SLURM's job records), never on timing; waits only bound how long a step may take."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from dkd.train.checkpoint import PREFIX, list_checkpoints
+from tests.conftest import short_toy_config
+
+from tests.cluster.conftest import ROOT, stop, wait_for
+
+RUN = "lorad-s4-f2-linear-zero"
+# Steps of ~0.3 s on one CPU: a checkpoint every few seconds, a run of half a minute.
+SETTINGS = dict(batch_size=4, per_device_batch=2, max_steps=100, checkpoint_every=10, log_every=1, seed=0)
+START = re.compile(r"no checkpoint in \S+: training starts at step 0|resuming from \S+ at step (\d+)")
+
+
+def distill_config(folder: Path, **settings) -> Path:
+    """config/tiny.yaml reduced to one tiny-SD distillation run with ``settings``, results in folder."""
+    config = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    config["results"] = str(folder / "results")
+    config["backbones"] = {"tiny-sd": config["backbones"]["tiny-sd"]}
+    config["distill"]["settings"] = {**config["distill"]["settings"], **settings}
+    config["distill"]["runs"] = {"tiny-sd": [RUN]}
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_dir(folder: Path) -> Path:
+    return folder / "results" / "tiny-sd" / RUN
+
+
+def target(folder: Path) -> str:
+    return str(run_dir(folder) / "pipeline" / "model_index.json")
+
+
+def steps(checkpoints: Path) -> list[int]:
+    return [int(path.name[len(PREFIX):]) for path in list_checkpoints(checkpoints)]
+
+
+def logged_steps(train: Path) -> int:
+    """Rows of the training log (one per step: log_every=1)."""
+    log = train / "log.csv"
+    return max(len(log.read_text().splitlines()) - 1, 0) if log.exists() else 0
+
+
+def attempt_starts(folder: Path) -> list[int]:
+    """The step each attempt of the run started at, from the rule's log (appended by every attempt)."""
+    path = run_dir(folder) / "train" / "distill.log"  # the rule's log keeps only the last attempt
+    log = path.read_text() if path.exists() else ""
+    return [int(step or 0) for step in START.findall(log)]
+
+
+def exported(folder: Path) -> dict:
+    """Every tensor the export wrote (adapter and merged pipeline), by file and name."""
+    out = run_dir(folder)
+    return {(str(path.relative_to(out)), name): tensor
+            for path in sorted([*out.glob("adapter/**/*.safetensors"), *out.glob("pipeline/**/*.safetensors")])
+            for name, tensor in load_file(path).items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The fault tests' run made locally without interruption (one thread, as the SLURM job's one CPU);
+    its teacher folder is copied into each test's results so that only the distillation runs there."""
+    folder = tmp_path_factory.mktemp("reference")
+    config = distill_config(folder, **SETTINGS)
+    done = subprocess.run([sys.executable, "-m", "snakemake", target(folder), "--cores", "1", "--configfile",
+                           str(config)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert attempt_starts(folder) == [0]
+    return folder
+
+
+def prepare(folder: Path, reference: Path, **settings) -> Path:
+    config = distill_config(folder, **settings)
+    shutil.copytree(reference / "results" / "backbones", folder / "results" / "backbones")
+    return config
+
+
+def test_a_killed_then_preempted_then_cancelled_distillation_ends_with_the_uninterrupted_weights(
+        cluster, reference, tmp_path):
+    """Attempt 1 is SIGKILLed (its Python process) before its first checkpoint: Snakemake resubmits it (retries) and it
+    starts over. Attempt 2 is preempted (`scontrol requeue`) after a checkpoint: SLURM restarts the
+    same job, which resumes. Then it is cancelled (`scancel`): Snakemake resubmits and attempt 3
+    resumes from the newest checkpoint. The exported student equals the uninterrupted run's, bit for bit."""
+    config = prepare(tmp_path, reference, **SETTINGS)
+    train, log = run_dir(tmp_path) / "train", tmp_path / "snakemake.log"
+    checkpoints = train / "checkpoints"
+    snakemake = cluster.start_snakemake(target(tmp_path), "--configfile", str(config), log=log)
+    running = dict(process=snakemake, log=log)
+    try:
+        def distill_job(exclude=()):
+            jobs = [j for j in cluster.jobs("distill") if j.state == "RUNNING" and j.id not in exclude]
+            return jobs[-1] if jobs else None
+
+        first = wait_for(lambda: logged_steps(train) >= 1 and distill_job(), timeout=240,
+                         what="the distillation's first step", **running)
+        assert cluster.kill_processes(first.id, "distill.py"), "the distillation's process was not found"
+        assert not steps(checkpoints), "the first checkpoint came before the kill; the test cannot decide"
+
+        second = wait_for(lambda: distill_job(exclude={first.id}) if steps(checkpoints) else None, timeout=240,
+                          what="a checkpoint of the resubmitted job", **running)
+        cluster.run("scontrol", "requeue", second.id)
+        resumed_at = wait_for(lambda: len(starts := attempt_starts(tmp_path)) == 3 and starts[2], timeout=240,
+                              what="the requeued job to resume", **running)
+        wait_for(lambda: steps(checkpoints)[-1] > resumed_at and distill_job(), timeout=240,
+                 what="a checkpoint of the requeued job", **running)
+        cluster.run("scancel", second.id)
+        assert snakemake.wait(timeout=300) == 0, log.read_text()[-4000:]
+    finally:
+        stop(snakemake)
+
+    starts = attempt_starts(tmp_path)
+    assert starts[:2] == [0, 0] and len(starts) == 4 and 0 < starts[2] < starts[3] < SETTINGS["max_steps"], starts
+    jobs = cluster.jobs("distill")[-3:]
+    assert [job.id for job in jobs][:2] == [first.id, second.id] and cluster.restarts(second.id) == 1
+    ours, theirs = exported(tmp_path), exported(reference)
+    assert ours.keys() == theirs.keys() and ours
+    assert all(ours[key].equal(theirs[key]) for key in ours)
+
+
+def test_a_distillation_longer_than_the_time_limit_finishes_over_several_jobs(cluster, reference, tmp_path):
+    """With one minute per job (DKD_SLURM_DISTILL_RUNTIME=1) and about 75 s of training, SLURM stops
+    the first job at its time limit (SIGTERM: the trainer checkpoints), Snakemake resubmits it and the
+    next job resumes where the first stopped, until the run is done. The attempts are read from the
+    run's last checkpoint (each with the steps it trained), not from timing."""
+    rows = (run_dir(reference) / "train" / "log.csv").read_text().splitlines()
+    speed = [float(row.split(",")[rows[0].split(",").index("samples_per_s")]) for row in rows[1:]]
+    max_steps = math.ceil(75 / (SETTINGS["batch_size"] / (sum(speed) / len(speed))))
+    config = prepare(tmp_path, reference, **{**SETTINGS, "max_steps": max_steps, "checkpoint_every": 25})
+    env = {**cluster.env, "DKD_SLURM_DISTILL_RUNTIME": "1"}
+    done = subprocess.run(cluster.snakemake_command(target(tmp_path), "--configfile", str(config)), cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=480)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    submitted = re.findall(r"SLURM jobid (\d+)", done.stdout + done.stderr)
+    states = [job.state for job in cluster.jobs("distill") if job.id in submitted]
+    assert len(states) >= 2 and set(states[:-1]) == {"TIMEOUT"} and states[-1] == "COMPLETED", states
+    last = list_checkpoints(run_dir(tmp_path) / "train" / "checkpoints")[-1]
+    trained = [attempt["steps"] for attempt in json.loads((last / "state.json").read_text())["attempts"]]
+    assert len(trained) >= 2 and trained[0][0] == 0 and trained[-1][1] == max_steps, trained
+    assert all(before[1] == after[0] > 0 for before, after in zip(trained, trained[1:])), trained  # resumed
+    assert attempt_starts(tmp_path)[:len(trained)] == [start for start, _ in trained]
+
+
+def test_toy_results_on_slurm_equal_the_local_run_after_snakemake_is_stopped(cluster, toy_run, tmp_path):
+    """`snakemake --profile slurm table1` of the shortened toy benchmark, stopped (SIGTERM, as when
+    its terminal closes) once the distillation is done and other jobs run: Snakemake cancels its
+    jobs and leaves no output that looks complete; run again, it submits only what was not finished,
+    and Table 1 is the local run's, number for number."""
+    from dkd.report import build_table, read_results, render_table, table_specs
+
+    local, toy_config = toy_run
+    config = short_toy_config(tmp_path)
+    results = tmp_path / "results"
+    pipeline = results / "toy" / "lorad-s8-f4-linear-zero" / "pipeline" / "model_index.json"
+    log = tmp_path / "first.log"
+    snakemake = cluster.start_snakemake("table1", "--configfile", str(config), log=log)
+    try:
+        wait_for(lambda: pipeline.exists() and any(j.state == "RUNNING" and j.rule != "distill"
+                                                   for j in cluster.jobs()),
+                 timeout=400, what="the distillation to finish and an evaluation job to run",
+                 process=snakemake, log=log)
+        assert stop(snakemake, signal.SIGTERM) != 0
+    finally:
+        stop(snakemake, signal.SIGKILL)
+    wait_for(lambda: not [j for j in cluster.jobs() if j.state in ("RUNNING", "PENDING", "COMPLETING")],
+             timeout=120, what="Snakemake's jobs to be cancelled")
+
+    plan = cluster.snakemake("table1", "--configfile", str(config), "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert not re.search(r"^rule distill:", plan.stdout, flags=re.M), "the finished distillation would rerun"
+    again = cluster.snakemake("table1", "--configfile", str(config), timeout=600)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert "rule distill:" not in again.stdout + again.stderr
+
+    spec = next(s for s in table_specs({"table1": toy_config["report"]["tables"]["table1"]}))
+    files = sorted(str(path) for pattern in ("toy/*/toy-eval/fid.json", "toy/*/toy-eval/pr.json",
+                                             "toy/*/toy-eval/clip.json", "toy/*/params.json")
+                   for path in results.glob(pattern))
+    ours = render_table(build_table(spec, read_results(files), None)).replace(str(results), "RESULTS")
+    theirs = (local / "tables" / "table1.md").read_text().replace(str(local), "RESULTS")
+    assert ours.strip() == theirs.strip()
+    assert json.loads((results / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"] \
+        == json.loads((local / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"]
