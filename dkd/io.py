@@ -74,6 +74,43 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     tmp.rename(path)
 
 
+class LockedError(RuntimeError):
+    """Another process holds the lock (its host, pid and SLURM job are in the message)."""
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike, what: str = "this folder") -> Iterator[Path]:
+    """Hold an exclusive advisory lock on ``path`` (``flock``; created if missing) for the block, or
+    raise :class:`LockedError` at once, naming the holder, if another process holds it. The lock
+    dies with its process (a SIGKILL leaves nothing to clean up). It guards a folder that two
+    attempts must never write at once: e.g. a distillation's checkpoints, when a SLURM job outlives
+    the Snakemake that submitted it and a new Snakemake submits the same run again."""
+    import fcntl
+    import socket
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "an unknown process"
+            raise LockedError(f"{path}: {holder} holds the lock of {what}; wait for it to end or stop it "
+                              "(scancel its SLURM job) before starting again.") from None
+        handle.seek(0)
+        handle.truncate()
+        job = os.environ.get("SLURM_JOB_ID")
+        handle.write(f"host {socket.gethostname()}, pid {os.getpid()}" + (f", SLURM job {job}" if job else ""))
+        handle.flush()
+        try:
+            yield path
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class _Tee(io.TextIOBase):
     """A text stream that writes to several (the rule's log and its history)."""
 

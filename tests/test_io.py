@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -33,3 +36,32 @@ def test_without_history_only_the_log_is_written(tmp_path):
         logging.getLogger("dkd.test").info("done")
     assert [p.name for p in tmp_path.iterdir()] == ["rule.log"]
     assert "dkd.test done" in (tmp_path / "rule.log").read_text()
+
+
+HOLD = """  # python -c HOLD <lock>: holds the lock until killed
+import sys, time
+from dkd.io import exclusive
+with exclusive(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_exclusive_refuses_a_second_holder_and_dies_with_its_process(tmp_path):
+    """The lock of another process (not a thread: flock locks belong to open files) is refused with
+    its holder named; SIGKILL of that process frees it, nothing to clean up."""
+    from dkd.io import LockedError, exclusive
+
+    lock = tmp_path / "train" / "lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match=rf"{lock}: host .*, pid {holder.pid} holds the lock of the run"):
+            with exclusive(lock, "the run"):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with exclusive(lock, "the run"):
+        assert f"pid {os.getpid()}" in lock.read_text()
+    assert lock.read_text() == ""  # released: no holder named

@@ -37,6 +37,7 @@ from typing import IO, Any, Callable, Optional
 
 import torch
 
+from ..io import exclusive
 from .checkpoint import latest_checkpoint, load_state, load_trainable_state, load_weights, training_cost
 from .config import DistillConfig
 from .loop import ROLES, DistillResult, Distiller, TrainingInterrupted, distill
@@ -208,9 +209,16 @@ def run_distillation(job: DistillJob, *, processes: int = 1, cpu: Optional[bool]
     defaults to "no CUDA here"), their output streamed into ``log_stream`` (default ``sys.stderr``),
     then the finished run loaded here. A run already finished is loaded, never trained again.
     Raises ``TrainingInterrupted`` after SIGTERM/SIGUSR1 (a checkpoint was written; the next attempt
-    resumes), :class:`LaunchError` if a rank fails."""
+    resumes), :class:`LaunchError` if a rank fails, ``dkd.io.LockedError`` if another process trains
+    the same run (``<train_dir>/lock``: e.g. a SLURM job left running by a Snakemake that was killed)."""
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ValueError(f"processes must be a whole number >= 1; got {processes!r}.")
+    train_dir = Path(job.train_dir)
+    with exclusive(train_dir / "lock", f"the run in {train_dir}"):
+        return _run_distillation(job, processes, cpu, log_stream)
+
+
+def _run_distillation(job: DistillJob, processes: int, cpu: Optional[bool], log_stream) -> Distilled:
     train_dir = Path(job.train_dir)
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     device = torch.device("cpu" if cpu or not torch.cuda.is_available() else "cuda")

@@ -43,7 +43,8 @@ def _job(setup, name: str, **overrides) -> DistillJob:
 
 
 def _snapshot(folder) -> dict:
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    """Modification times of the run's files (its lock aside: each attempt holds it, finished run or not)."""
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.name != "lock"}
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,25 @@ def test_a_crashing_rank_is_one_clear_error_naming_its_exit_code_and_the_log(set
                                               r"latest checkpoint: none\."):
             run_distillation(_job(setup, "crashed"), processes=2, log_stream=log)
     assert "exitcode" in (tmp_path / "job.log").read_text()  # torchrun's summary, streamed into the log
+
+
+def test_a_run_another_process_trains_is_refused_before_anything_is_written(setup):
+    """Two attempts of one run at once (a SLURM job left running by a killed Snakemake, and the
+    same run submitted again) would write the same checkpoints: the second is refused at once."""
+    import subprocess
+    import sys
+
+    from dkd.io import LockedError
+    from tests.test_io import HOLD
+
+    job = _job(setup, "locked")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, os.path.join(job.train_dir, "lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match=f"pid {holder.pid} holds the lock of the run in "):
+            run_distillation(job, processes=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in setup[0].joinpath("locked").iterdir()) == ["lock"]
