@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import select
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import torch
 from ..io import exclusive
 from .checkpoint import latest_checkpoint, load_state, load_trainable_state, load_weights, training_cost
 from .config import DistillConfig
+from .signals import StopSignals
 from .loop import ROLES, DistillResult, Distiller, TrainingInterrupted, distill
 
 log = logging.getLogger(__name__)
@@ -255,28 +255,18 @@ def _launch(job: DistillJob, processes: int, *, cpu: bool, stream: IO[str]) -> N
                              threads=max(1, torch.get_num_threads() // processes))
     where = getattr(stream, "name", "the job's log")
     log.info("training on %d processes (%s): %s", processes, "CPU" if cpu else "GPU", " ".join(command))
-    received: list[int] = []
     forwarded: set[tuple[int, int]] = set()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    previous = {}
-
-    def handle(signum, frame):
-        received.append(signum)
-        _forward(proc, received, forwarded)
-
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        with contextlib.suppress(ValueError):  # not the main thread: signals are the caller's
-            previous[sig] = signal.signal(sig, handle)
     try:
-        tail = _stream(proc, stream, lambda: _forward(proc, received, forwarded))
-        code = proc.wait()
+        with StopSignals(on_signal=lambda _: _forward(proc, stop.received, forwarded)) as stop:
+            tail = _stream(proc, stream, lambda: _forward(proc, stop.received, forwarded))
+            code = proc.wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if proc.poll() is None:  # this process was stopped otherwise (an exception): end the ranks
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=60)
+    received = stop.received
     if code == 0:
         return
     checkpoint = latest_checkpoint(Path(job.train_dir) / "checkpoints")

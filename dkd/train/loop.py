@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_stat
 from .config import DistillConfig, OptimConfig
 from .embeddings import EmbeddingCache
 from .logger import CsvLogger
+from .signals import StopSignals
 from .speed import tune_for_speed
 from .step import fake_loss, generate, generator_loss
 
@@ -97,29 +97,6 @@ def run_fingerprint(config: DistillConfig, teacher: Teacher) -> str:
                        "denoiser": dict(teacher.denoiser.config), "weights": [f"{total:.9g}", f"{squares:.9g}"]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGUSR1; the loop checks it after each step."""
-
-    def __init__(self):
-        self.signal: Optional[int] = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: the caller handles signals
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Distiller:
@@ -374,7 +351,7 @@ class Distiller:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
                    desc="distill")
         checkpoint, latest = None, {}
-        with _StopFlag() as stop:
+        with StopSignals() as stop:
             while self.step < self.total_steps:
                 start = time.perf_counter()
                 latest.update(self.train_step())  # a row holds each metric's latest value (the generator's
