@@ -111,9 +111,10 @@ class Cluster:
     def snakemake_command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "snakemake", "--profile", "slurm", *POLLING, *args]
 
-    def snakemake(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.snakemake_command(*args), cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+    def snakemake(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+        """Snakemake to the end, with the cluster's environment plus ``env``."""
+        return subprocess.run(self.snakemake_command(*args), cwd=ROOT, env={**self.env, **env},
+                              capture_output=True, text=True, timeout=timeout)
 
     def start_snakemake(self, *args: str, log: Path) -> subprocess.Popen:
         """Snakemake in the background (its own process group), output to ``log``."""

@@ -148,9 +148,8 @@ def test_a_distillation_longer_than_the_time_limit_finishes_over_several_jobs(cl
     speed = [float(row.split(",")[rows[0].split(",").index("samples_per_s")]) for row in rows[1:]]
     max_steps = math.ceil(110 / (SETTINGS["batch_size"] / (sum(speed) / len(speed))))
     config = prepare(tmp_path, reference, **{**SETTINGS, "max_steps": max_steps, "checkpoint_every": 25})
-    env = {**cluster.env, "DKD_SLURM_DISTILL_RUNTIME": "1"}
-    done = subprocess.run(cluster.snakemake_command(target(tmp_path), "--configfile", str(config)), cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=480)
+    done = cluster.snakemake(target(tmp_path), "--configfile", str(config), timeout=480,
+                             DKD_SLURM_DISTILL_RUNTIME="1")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     submitted = re.findall(r"SLURM jobid (\d+)", done.stdout + done.stderr)
     states = [job.state for job in cluster.jobs("distill") if job.id in submitted]
