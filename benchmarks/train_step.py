@@ -11,6 +11,7 @@ torch.profiler table of two steps per method (kernels by GPU time, and the ``dkd
 
   python benchmarks/train_step.py                         # CUDA, all methods
   python benchmarks/train_step.py --methods lorad --channels-last --compile-blocks
+  python benchmarks/train_step.py --methods lorad --channels-last --compile-blocks BasicTransformerBlock ResnetBlock2D
   python benchmarks/train_step.py --device cpu --backbone tiny-sd --per-device-batch 2 --steps 2
 """
 
@@ -147,15 +148,26 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in student and fake")
     parser.add_argument("--channels-last", action="store_true", help="NHWC convolutions (DistillConfig.channels_last)")
-    parser.add_argument("--compile-blocks", action="store_true", help="torch.compile the repeated blocks")
+    parser.add_argument("--compile-blocks", nargs="*", metavar="CLASS", default=None,
+                        help="torch.compile the repeated blocks, or the modules of the named classes "
+                             "(e.g. BasicTransformerBlock ResnetBlock2D)")
+    parser.add_argument("--compile-static", action="store_true",
+                        help="one static-shape graph per block shape (no automatic dynamic shapes)")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--profile", default=None, metavar="DIR", help="write profile_<method>.txt tables to DIR")
     parser.add_argument("--tokenizer", default=None, help="folder of a CLIP tokenizer (default: built from open_clip)")
     args = parser.parse_args(argv)
+    args.compile_blocks = False if args.compile_blocks is None else tuple(args.compile_blocks) or True
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.compile_static:
+        torch._dynamo.config.automatic_dynamic_shapes = False
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    speed = [flag for flag, on in (("channels_last", args.channels_last), ("compile_blocks", args.compile_blocks),
+    blocks = "" if args.compile_blocks in (True, False) else f" ({' '.join(args.compile_blocks)})"
+    speed = [flag for flag, on in (("channels_last", args.channels_last), ("compile_blocks" + blocks, args.compile_blocks),
+                                   ("static shapes", args.compile_static), ("cudnn.benchmark", args.cudnn_benchmark),
                                    ("gradient_checkpointing", args.checkpointing)) if on]
     print(f"DKD train step: {args.backbone}, {name}, per-device batch {args.per_device_batch}, "
           f"student rank {args.rank}, fake LoRaD r32 (FT: fake FT), {', '.join(speed) or 'no speed options'}, "

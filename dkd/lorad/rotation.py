@@ -97,8 +97,10 @@ def angle_grad_(rotated: torch.Tensor, grad_rotated: torch.Tensor) -> torch.Tens
     """
     rows = rotated.shape[0]
     w = torch.view_as_complex(rotated.view(rows, -1, 2))
-    g = torch.view_as_complex(grad_rotated.to(rotated.dtype).reshape(rows, -1, 2).contiguous())
-    w.conj_physical_().mul_(g)
+    # copied into a fresh buffer, not reshaped: a Conv2d weight gradient may come back channels_last
+    # (oneDNN/cuDNN with NHWC inputs) where torch.compile's meta functions predict a contiguous one
+    g = torch.empty(rotated.shape, dtype=rotated.dtype, device=rotated.device).copy_(grad_rotated)
+    w.conj_physical_().mul_(torch.view_as_complex(g.view(rows, -1, 2)))
     return torch.view_as_real(w)[..., 1]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from ..adapters import AdapterSpec
 from ..backbones import backbone_spec
@@ -60,7 +60,7 @@ class DistillConfig:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     channels_last: bool = False  # NHWC convolutions (dkd.train.speed); numerics unchanged up to kernel choice
-    compile_blocks: bool = False  # torch.compile of each repeated block of the three denoisers
+    compile_blocks: Union[bool, tuple[str, ...]] = False  # torch.compile of each repeated block (or of the named classes)
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -86,9 +86,16 @@ class DistillConfig:
         if self.batch_size % self.per_device_batch:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of per_device_batch "
                              f"{self.per_device_batch}.")
-        for name in ("gradient_checkpointing", "channels_last", "compile_blocks"):
+        for name in ("gradient_checkpointing", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
+        if not isinstance(self.compile_blocks, bool):
+            names = self.compile_blocks
+            if (isinstance(names, str) or not isinstance(names, (list, tuple)) or not names
+                    or not all(isinstance(n, str) and n.isidentifier() for n in names)):
+                raise ValueError("compile_blocks must be true, false or a list of module class names "
+                                 f"(e.g. [BasicTransformerBlock, ResnetBlock2D]); got {names!r}.")
+            object.__setattr__(self, "compile_blocks", tuple(names))
         if isinstance(self.embedding_cache, os.PathLike):
             object.__setattr__(self, "embedding_cache", os.fspath(self.embedding_cache))
         if self.embedding_cache is not None and (not isinstance(self.embedding_cache, str) or not self.embedding_cache):

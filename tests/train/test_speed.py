@@ -26,9 +26,9 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _student(teacher):
+def _student(teacher, layers="linear"):
     # Xavier-initialised A and B: the adapter rotates from the start, so its gradients are non-trivial
-    spec = AdapterSpec(teacher.spec.name, role="student", method="lorad", rank=4, init="xavier_xavier")
+    spec = AdapterSpec(teacher.spec.name, role="student", method="lorad", rank=4, init="xavier_xavier", layers=layers)
     torch.manual_seed(0)
     return apply_adapter(copy.deepcopy(teacher.denoiser), spec)
 
@@ -49,9 +49,23 @@ def test_repeated_blocks_are_the_transformer_blocks(teacher):
         tune_for_speed([nn.Linear(2, 2)], compile_blocks=True)
 
 
-@pytest.mark.parametrize("channels_last,compile_blocks", [(True, False), (False, True), (True, True)])
-def test_speed_settings_keep_outputs_and_gradients(teacher, channels_last, compile_blocks):
-    reference = _student(teacher)
+def test_named_block_classes(teacher):
+    names = ("BasicTransformerBlock", "ResnetBlock2D")
+    found = {type(b).__name__ for b in repeated_blocks(teacher.denoiser, names)}
+    # the tiny SD U-Net has both kinds; PixArt has transformer blocks only (a missing class is no error)
+    assert found == (set(names) if teacher.spec.family == "sd" else {"BasicTransformerBlock"})
+    with pytest.raises(ValueError, match="no module of the classes"):
+        tune_for_speed([teacher.denoiser], compile_blocks=("NoSuchBlock",))
+
+
+RESNET = ("BasicTransformerBlock", "ResnetBlock2D")
+
+
+@pytest.mark.parametrize("channels_last,compile_blocks,layers", [
+    (True, False, "linear"), (False, True, "linear"), (True, True, "linear"), (True, RESNET, "linear+conv"),
+])
+def test_speed_settings_keep_outputs_and_gradients(teacher, channels_last, compile_blocks, layers):
+    reference = _student(teacher, layers)
     tuned = copy.deepcopy(reference)
     # aot_eager traces forward and backward as inductor does (LoRaD's autograd.Function included)
     # without compiling kernels, which would take minutes on a CPU
@@ -61,7 +75,8 @@ def test_speed_settings_keep_outputs_and_gradients(teacher, channels_last, compi
         convs = [m.weight for m in tuned.modules() if isinstance(m, nn.Conv2d)]
         assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     if compile_blocks:
-        assert all(b._compiled_call_impl is not None for b in repeated_blocks(tuned))
+        names = None if compile_blocks is True else compile_blocks
+        assert all(b._compiled_call_impl is not None for b in repeated_blocks(tuned, names))
     out_ref, grads_ref = _forward_backward(teacher, reference)
     out, grads = _forward_backward(teacher, tuned)
     torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
