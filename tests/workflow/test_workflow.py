@@ -34,6 +34,22 @@ def test_config_typo_fails_at_parse_time_with_a_readable_message():
     assert "resutls" in run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("value,valid", [(True, True), (["BasicTransformerBlock", "ResnetBlock2D"], True),
+                                         ("ResnetBlock2D", False), ([], False)])
+def test_schema_compile_blocks(value, valid):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config["distill"]["settings"]["compile_blocks"] = value
+    schema = str(ROOT / "workflow/schemas/config.schema.yaml")
+    if valid:
+        validate(config, schema=schema)
+    else:
+        with pytest.raises(WorkflowError, match="compile_blocks"):
+            validate(config, schema=schema)
+
+
 def _job_counts(stdout: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", stdout, flags=re.M)}
 
