@@ -1,7 +1,8 @@
 """Rule `distill`: one distillation run (resuming from its checkpoints), then the export, the
 parameter counts, the training cost and, for the runs with convergence curves, the evaluation
-hook's log. A job given several GPUs (resource `gpus`) trains on as many processes (accelerate);
-this process alone then loads the finished run and writes the outputs."""
+hook's log. A job given several GPUs (resource `gpus`) trains on as many processes (accelerate),
+on each of its `nodes` (one srun task per node); this process alone then loads the finished run
+and writes the outputs."""
 
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ from dkd.train.launch import DistillJob, run_distillation
 sm = snakemake  # noqa: F821
 backbone, run, curve = sm.wildcards.backbone, sm.wildcards.run, sm.params.curve
 run_dir, train_dir = Path(sm.output.pipeline).parent.parent, Path(sm.params.train_dir)
-gpus = int(sm.resources.get("gpus", 0))
+gpus, nodes = int(sm.resources.get("gpus", 0)), int(sm.resources.get("nodes", 1))
 with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log"):
     student, fake = parse_run_name(backbone, run)
     settings = {**sm.params.settings, "eval_every": curve["every"] if curve else None}
@@ -27,8 +28,8 @@ with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log
     processes = gpus if torch.cuda.is_available() and gpus > 1 else 1
     job = DistillJob(config=config, source=sm.params.source, dtype=sm.params.dtype, prompts=sm.input.prompts,
                      train_dir=str(train_dir), curve=curve)
-    logging.info("%s %s on %d process(es)", backbone, run, processes)
-    done = run_distillation(job, processes=processes)
+    logging.info("%s %s on %d process(es) x %d node(s)", backbone, run, processes, nodes)
+    done = run_distillation(job, processes=processes, nodes=nodes, cpus=sm.threads)
     export_student(done.result.student, config.student, done.teacher, run_dir, t_init=config.vsd.t_init)
     write_result(sm.output.params, backbone=backbone, model=run, evalset=None,
                  values=run_parameter_counts(student, fake), provenance={"student": repr(student), "fake": repr(fake)})

@@ -12,7 +12,8 @@ failed rank into one :class:`LaunchError`. A finished run is then loaded by the 
 its last checkpoint (:func:`finished_run`); only the parent writes the job's declared outputs.
 
 The rendezvous port is chosen by accelerate (``--main_process_port 0``: the OS picks a free port),
-so two jobs on one node do not collide. ``CUDA_VISIBLE_DEVICES`` (set by SLURM or
+so two jobs on one node do not collide. Several nodes (``nodes > 1``, inside a SLURM allocation):
+one node task per node under ``srun``, each starting its node's ranks (``dkd.train.nodes``). ``CUDA_VISIBLE_DEVICES`` (set by SLURM or
 ``dkd.gpus.claim_gpu``) is inherited. On a machine without CUDA the ranks run on the CPU (gloo):
 the launch is the same but for ``ACCELERATE_USE_CPU=true`` in their environment (accelerate's
 ``--cpu`` launcher starts one process; several need MPI).
@@ -20,14 +21,13 @@ the launch is the same but for ``ACCELERATE_USE_CPU=true`` in their environment 
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import dataclasses
 import json
 import logging
 import os
 import re
-import select
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -39,8 +39,10 @@ import torch
 from ..io import exclusive
 from .checkpoint import latest_checkpoint, load_state, load_trainable_state, load_weights, training_cost
 from .config import DistillConfig
-from .signals import StopSignals
 from .loop import ROLES, DistillResult, Distiller, TrainingInterrupted, distill
+from .nodes import Machines, machines_from_slurm, srun_command
+from .processes import forward_signals, stream_output
+from .signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +202,8 @@ def _is_finished(train_dir: Path) -> bool:
     return state["step"] >= state["total_steps"]
 
 
-def run_distillation(job: DistillJob, *, processes: int = 1, cpu: Optional[bool] = None,
-                     log_stream: Optional[IO[str]] = None) -> Distilled:
+def run_distillation(job: DistillJob, *, processes: int = 1, nodes: int = 1, cpus: Optional[int] = None,
+                     cpu: Optional[bool] = None, log_stream: Optional[IO[str]] = None) -> Distilled:
     """Train (or resume) ``job``'s run and return it finished, loaded in this process.
 
     ``processes`` 1: in this process (``distill``). More: that many ranks through accelerate's
@@ -210,22 +212,41 @@ def run_distillation(job: DistillJob, *, processes: int = 1, cpu: Optional[bool]
     then the finished run loaded here. A run already finished is loaded, never trained again.
     Raises ``TrainingInterrupted`` after SIGTERM/SIGUSR1 (a checkpoint was written; the next attempt
     resumes), :class:`LaunchError` if a rank fails, ``dkd.io.LockedError`` if another process trains
-    the same run (``<train_dir>/lock``: e.g. a SLURM job left running by a Snakemake that was killed)."""
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes must be a whole number >= 1; got {processes!r}.")
+    the same run (``<train_dir>/lock``: e.g. a SLURM job left running by a Snakemake that was killed).
+
+    ``nodes`` > 1: ``processes`` ranks on each of ``nodes`` machines of this SLURM allocation, one
+    ``srun`` node task per machine (``dkd.train.nodes``), each with ``cpus`` CPUs (default: as many as
+    this process may use)."""
+    for name, value in (("processes", processes), ("nodes", nodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
     train_dir = Path(job.train_dir)
     with exclusive(train_dir / "lock", f"the run in {train_dir}"):
-        return _run_distillation(job, processes, cpu, log_stream)
+        return _run_distillation(job, processes, nodes, cpus, cpu, log_stream)
 
 
-def _run_distillation(job: DistillJob, processes: int, cpu: Optional[bool], log_stream) -> Distilled:
+def _run_distillation(job: DistillJob, processes: int, nodes: int, cpus: Optional[int], cpu: Optional[bool],
+                      log_stream) -> Distilled:
     train_dir = Path(job.train_dir)
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     device = torch.device("cpu" if cpu or not torch.cuda.is_available() else "cuda")
     finished = _is_finished(train_dir)
-    if processes > 1 and not finished:
+    stream = log_stream if log_stream is not None else sys.stderr
+    if nodes > 1 and not finished:
+        if shutil.which("srun") is None:
+            raise RuntimeError(f"a run on {nodes} nodes needs a SLURM allocation of {nodes} nodes (srun not found); "
+                               "run it through the slurm profile (DKD_SLURM_DISTILL_NODES) or on one node.")
         job.write()
-        _launch(job, processes, cpu=cpu, stream=log_stream if log_stream is not None else sys.stderr)
+        command = srun_command(job.path.resolve(), processes=processes, nodes=nodes,
+                               cpus=cpus or len(os.sched_getaffinity(0)))
+        received = _supervise(job, command, dict(os.environ), stream, processes * nodes, ranks=False)
+        if not _is_finished(train_dir):  # the node tasks stopped cleanly after a signal
+            raise _interrupted(job, received, processes * nodes, "a signal to the node tasks (srun exited with code 0)",
+                               getattr(stream, "name", "the job's log"))
+        finished = True
+    elif processes > 1 and not finished:
+        job.write()
+        _launch(job, processes, cpu=cpu, stream=stream)
         finished = True
     teacher, prompts = _teacher(job, device), _prompts(job)
     if finished:
@@ -236,30 +257,53 @@ def _run_distillation(job: DistillJob, processes: int, cpu: Optional[bool], log_
     return Distilled(job.config, teacher, result, training_cost(state), state.get("attempts", []))
 
 
-def launch_command(job_file: Path, processes: int, *, mixed_precision: str, threads: int) -> list[str]:
-    """``accelerate launch`` of ``processes`` ranks on this node running ``python -m dkd.train.launch
-    <job_file>``, a free rendezvous port picked by the OS, ``threads`` CPU threads per rank."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", mixed_precision,
-            "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads),
-            "--module", "dkd.train.launch", str(job_file)]
+def launch_command(job_file: Path, processes: int, *, mixed_precision: str, threads: int,
+                   machines: Machines = Machines()) -> list[str]:
+    """``accelerate launch`` of ``processes`` ranks on this machine running ``python -m
+    dkd.train.launch <job_file>``, ``threads`` CPU threads per rank; on one machine a free
+    rendezvous port picked by the OS, on several the rendezvous of ``machines``."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", *machines.accelerate_args(processes),
+            "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
+            "--num_cpu_threads_per_process", str(threads), "--module", "dkd.train.launch", str(job_file)]
 
 
-def _launch(job: DistillJob, processes: int, *, cpu: bool, stream: IO[str]) -> None:
-    """Run the ranks to the end, streaming their output into ``stream`` and forwarding signals."""
+def _launch(job: DistillJob, processes: int, *, cpu: bool, stream: IO[str], machines: Machines = Machines(),
+            threads: Optional[int] = None) -> None:
+    """Run this machine's ranks to the end (``threads`` CPU threads in all, default torch's), streaming
+    their output into ``stream`` and forwarding signals."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("ACCELERATE_USE_CPU", None)
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
     command = launch_command(job.path.resolve(), processes, mixed_precision=job.config.mixed_precision,
-                             threads=max(1, torch.get_num_threads() // processes))
-    where = getattr(stream, "name", "the job's log")
+                             threads=max(1, (threads or torch.get_num_threads()) // processes), machines=machines)
     log.info("training on %d processes (%s): %s", processes, "CPU" if cpu else "GPU", " ".join(command))
+    _supervise(job, command, env, stream, processes * machines.count, ranks=True)
+
+
+def _interrupted(job: DistillJob, received: list[int], processes: int, source: str, where: str) -> TrainingInterrupted:
+    """The error of an attempt stopped by a signal (``received`` by this process, or ``source``)."""
+    checkpoint = latest_checkpoint(Path(job.train_dir) / "checkpoints")
+    if received:
+        source = f"signal {received[0]} (forwarded to the {processes} training processes)"
+    at = (f"at step {load_state(checkpoint)['step']}; checkpoint {checkpoint}; the next attempt resumes from it"
+          if checkpoint else "before the first checkpoint; the next attempt starts over")
+    return TrainingInterrupted(f"{source} {at} (log: {where}).")
+
+
+def _supervise(job: DistillJob, command: list[str], env: dict, stream: IO[str], processes: int, *,
+               ranks: bool) -> list[int]:
+    """Run ``command`` (accelerate's launcher, or ``srun`` of the node tasks) to the end, streaming
+    its output into ``stream``; a received SIGTERM/SIGUSR1 goes to the launcher's children (the
+    ranks, ``ranks=True``) or to ``srun`` itself, which forwards it to every node task. Raises
+    ``TrainingInterrupted`` after a signal, ``LaunchError`` after a failure; returns the signals
+    received (``srun`` exits 0 when its node tasks stopped after one)."""
+    where = getattr(stream, "name", "the job's log")
     forwarded: set[tuple[int, int]] = set()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        with StopSignals(on_signal=lambda _: _forward(proc, stop.received, forwarded)) as stop:
-            tail = _stream(proc, stream, lambda: _forward(proc, stop.received, forwarded))
+        with StopSignals(on_signal=lambda _: forward_signals(proc, stop.received, forwarded, ranks)) as stop:
+            tail = stream_output(proc, stream, lambda: forward_signals(proc, stop.received, forwarded, ranks))
             code = proc.wait()
     finally:
         if proc.poll() is None:  # this process was stopped otherwise (an exception): end the ranks
@@ -268,58 +312,17 @@ def _launch(job: DistillJob, processes: int, *, cpu: bool, stream: IO[str]) -> N
                 proc.wait(timeout=60)
     received = stop.received
     if code == 0:
-        return
+        return received
     checkpoint = latest_checkpoint(Path(job.train_dir) / "checkpoints")
     cause = _ROOT_CAUSE.findall(tail)
     rank, rank_code = (int(cause[-1][0]), int(cause[-1][1])) if cause else (None, None)
+    launcher = "accelerate launch" if ranks else "srun"
     if received or rank_code == INTERRUPTED_EXIT:
-        source = f"signal {received[0]} (forwarded to the {processes} training processes)" if received else \
-            f"a signal to the training processes (rank {rank} exited with code {rank_code})"
-        at = (f"at step {load_state(checkpoint)['step']}; checkpoint {checkpoint}; the next attempt resumes from it"
-              if checkpoint else "before the first checkpoint; the next attempt starts over")
-        raise TrainingInterrupted(f"{source} {at} (log: {where}).")
+        raise _interrupted(job, received, processes,
+                           f"a signal to the training processes (rank {rank} exited with code {rank_code})", where)
     which = f"rank {rank} exited with code {rank_code}" if cause else "a rank failed"
-    raise LaunchError(f"distillation on {processes} processes failed: {which} (accelerate launch exit code {code}); "
+    raise LaunchError(f"distillation on {processes} processes failed: {which} ({launcher} exit code {code}); "
                       f"the ranks' output and traceback are in {where}; latest checkpoint: {checkpoint or 'none'}.")
-
-
-def _forward(proc: subprocess.Popen, received: list[int], forwarded: set) -> None:
-    """Send every received signal to each rank (the launcher's children) not sent it yet. Not to the
-    launcher: torchrun's agent would kill the ranks 30 s later, maybe before they checkpoint."""
-    if not received:
-        return
-    import psutil
-
-    try:
-        ranks = psutil.Process(proc.pid).children()
-    except psutil.NoSuchProcess:
-        return
-    for rank in ranks:
-        for signum in received:
-            if (rank.pid, signum) not in forwarded:
-                forwarded.add((rank.pid, signum))
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    rank.send_signal(signum)
-
-
-def _stream(proc: subprocess.Popen, stream: IO[str], tick: Callable[[], None], keep: int = 20000) -> str:
-    """Copy ``proc``'s output to ``stream`` as it comes (progress bars included), calling ``tick``
-    at least every half second; returns the output's last ``keep`` characters."""
-    decoder, tail, fd = codecs.getincrementaldecoder("utf-8")(errors="replace"), "", proc.stdout.fileno()
-    while True:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        tick()
-        if not ready:
-            continue
-        chunk = os.read(fd, 65536)
-        text = decoder.decode(chunk, final=not chunk)
-        if text:
-            stream.write(text)
-            stream.flush()
-            tail = (tail + text)[-keep:]
-        if not chunk:
-            proc.stdout.close()
-            return tail
 
 
 def _rank_main(job_file: str) -> int:
@@ -342,16 +345,42 @@ def _rank_main(job_file: str) -> int:
     return 0
 
 
+def _node_main(job_file: str, processes: int) -> int:
+    """One node task of a multi-node run (under ``srun --kill-on-bad-exit``): this node's ranks, to
+    the end. Exit code 0 when they finished or stopped after a signal (the job process tells the two
+    apart from the checkpoint), 1 after a failure: srun then ends the other nodes' tasks."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s node %(name)s %(message)s")
+    try:
+        job, machines = DistillJob.read(job_file), machines_from_slurm()
+        log.info("node %d of %d (rendezvous %s:%d)", machines.rank, machines.count, machines.address, machines.port)
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        _launch(job, processes, cpu=not torch.cuda.is_available(), stream=sys.stdout, machines=machines,
+                threads=int(cpus) if cpus.isdigit() else None)
+    except TrainingInterrupted as err:
+        log.warning("%s", err)
+        return 0
+    except (LaunchError, RuntimeError, ValueError) as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+USAGE = ("usage: python -m dkd.train.launch <job.json>  (one rank, run by accelerate launch)\n"
+         "       python -m dkd.train.launch --node --processes N <job.json>  (one node's N ranks, run by srun)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m dkd.train.launch <job.json>``: one rank's training (see ``run_distillation``)."""
+    """``python -m dkd.train.launch <job.json>``: one rank's training (see ``run_distillation``);
+    ``--node --processes N <job.json>``: one node task of a multi-node run."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m dkd.train.launch <job.json>  (run by accelerate launch, one per rank)",
-              file=sys.stderr)
-        return 2
-    return record(_rank_main)(args[0])
+    if len(args) == 1 and not args[0].startswith("-"):
+        return record(_rank_main)(args[0])
+    if len(args) == 4 and args[:2] == ["--node", "--processes"] and args[2].isdigit() and int(args[2]) > 0:
+        return _node_main(args[3], int(args[2]))
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

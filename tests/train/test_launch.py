@@ -81,10 +81,10 @@ def test_job_round_trips_and_a_malformed_job_is_one_clear_error(setup, tmp_path)
         assert broken.read_text() == text  # nothing lost
 
 
-def test_two_launched_processes_match_the_in_process_two_rank_reference(launched, setup, tmp_path, monkeypatch):
-    job, done, log = launched
-    teacher = load_teacher("tiny-sd", setup[1])
-    reference = ddp._OneProcessAsTwoRanks(ddp._config(checkpoint_every=100), teacher, ddp.PROMPTS, tmp_path)
+def two_rank_reference(teacher_folder: str, folder, monkeypatch) -> dict[str, torch.Tensor]:
+    """The trained weights of the 2-rank run, computed in this process (test_ddp's reference)."""
+    teacher = load_teacher("tiny-sd", teacher_folder)
+    reference = ddp._OneProcessAsTwoRanks(ddp._config(checkpoint_every=100), teacher, ddp.PROMPTS, folder)
     original = loop_module.fake_loss
 
     def fake_loss(teacher, fake, x0, embeds, vsd, generator):  # the fake update's micro-batch k: rank k's
@@ -92,7 +92,14 @@ def test_two_launched_processes_match_the_in_process_two_rank_reference(launched
         return original(teacher, fake, x0, embeds, vsd, reference.generator)
 
     monkeypatch.setattr(loop_module, "fake_loss", fake_loss)
-    expected = ddp._weights(reference.run(progress=False))
+    weights = ddp._weights(reference.run(progress=False))
+    monkeypatch.setattr(loop_module, "fake_loss", original)
+    return weights
+
+
+def test_two_launched_processes_match_the_in_process_two_rank_reference(launched, setup, tmp_path, monkeypatch):
+    job, done, log = launched
+    expected = two_rank_reference(setup[1], tmp_path, monkeypatch)
     got = ddp._weights(done.result)
     assert expected.keys() == got.keys() and len(got) > 0
     for name in got:

@@ -191,12 +191,10 @@ def _submitted(calls: Path) -> dict:
     return submitted
 
 
-def test_slurm_submits_gpu_jobs_side_by_side_with_their_requests(tmp_path):
-    """A real run against a fake SLURM whose jobs run forever: the executor is SLURM; the first
-    GPU jobs are all submitted at once although this machine counts one GPU (the workflow
-    profile's `gpus` limit is local-scoped; global, it would hold back all but one); each sbatch
-    call carries the profile's partition, account, GPUs, CPUs, time and --requeue; the job's own
-    Snakemake gets its GPU count (`distill:gpus=2`) without the local limit."""
+def _submit_first_wave(tmp_path, **env_values) -> tuple[dict, Path, str]:
+    """Run ``snakemake --profile slurm all`` of config/tiny.yaml against a fake SLURM whose jobs
+    run forever, until the first wave of jobs is submitted; returns ``_submitted``, the calls log
+    and Snakemake's output."""
     (tmp_path / "config").symlink_to(ROOT / "config")  # the run's working directory is tmp_path
     for backbone in ("tiny-sd", "tiny-pixart"):  # the teachers exist: distillation and teacher images are ready
         index = tmp_path / "results" / "tiny" / "backbones" / backbone / "model_index.json"
@@ -207,8 +205,8 @@ def test_slurm_submits_gpu_jobs_side_by_side_with_their_requests(tmp_path):
     for tool, script in FAKE_SLURM.items():
         (fake / tool).write_text(f"#!/bin/sh\n{script}\n")
         (fake / tool).chmod(0o755)
-    env = _environment(**CLUSTER, DKD_GPU_COUNT="1", DKD_SLURM_DISTILL_GPUS="2", CALLS=str(calls),
-                       PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    env = _environment(**CLUSTER, DKD_GPU_COUNT="1", CALLS=str(calls), PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
+                       **env_values)
     command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "all", "--configfile", "config/tiny.yaml",
                "--directory", str(tmp_path), "--slurm-init-seconds-before-status-checks", "1",
                "--slurm-status-command", "sacct"]
@@ -221,7 +219,16 @@ def test_slurm_submits_gpu_jobs_side_by_side_with_their_requests(tmp_path):
     finally:
         run.kill()  # nothing to clean up: the fake jobs never ran, and .snakemake/ is in tmp_path
         output = run.communicate(timeout=60)[0]
-    submitted = _submitted(calls)
+    return _submitted(calls), calls, output
+
+
+def test_slurm_submits_gpu_jobs_side_by_side_with_their_requests(tmp_path):
+    """A real run against a fake SLURM whose jobs run forever: the executor is SLURM; the first
+    GPU jobs are all submitted at once although this machine counts one GPU (the workflow
+    profile's `gpus` limit is local-scoped; global, it would hold back all but one); each sbatch
+    call carries the profile's partition, account, GPUs, CPUs, time and --requeue; the job's own
+    Snakemake gets its GPU count (`distill:gpus=2`) without the local limit."""
+    submitted, calls, output = _submit_first_wave(tmp_path, DKD_SLURM_DISTILL_GPUS="2")
     assert sorted(submitted, key=str) == sorted(FIRST_WAVE, key=str), output
     assert "sacct -X" in calls.read_text()  # the jobs were polled as running, all at once
     distill, job = submitted[("distill", "tiny-sd_lorad-s4-f2-linear-zero")]
@@ -234,3 +241,23 @@ def test_slurm_submits_gpu_jobs_side_by_side_with_their_requests(tmp_path):
     assert {"--gpus=1", "--requeue", "--cpus-per-task=1"} <= set(shard) and " -p gpu " in f" {' '.join(shard)} "
     params, _ = submitted[("params", None)]
     assert " -p cpu-short " in f" {' '.join(params)} " and not any(a.startswith("--gpus") for a in params)
+
+
+def test_slurm_submits_a_multi_node_distillation(tmp_path):
+    """DKD_SLURM_DISTILL_NODES=2: one task per node with the per-node GPUs (gres), CPUs and memory,
+    and the `mpi` resource, so that the jobstep executor runs the rule itself (which starts srun)."""
+    submitted, _, output = _submit_first_wave(tmp_path, DKD_SLURM_DISTILL_GPUS="4", DKD_SLURM_DISTILL_NODES="2",
+                                              DKD_SLURM_GPU_MODEL="a100")
+    distill, job = submitted[("distill", "tiny-sd_lorad-s4-f2-linear-zero")]
+    for flag in ("--nodes=2", "--ntasks=2", "--gres=gpu:a100:4", "--cpus-per-task=32", "--mem 256000", "--requeue"):
+        assert flag in " ".join(distill), (flag, output)
+    assert not any(a.startswith(("--gpus", "--ntasks-per-gpu")) for a in distill)
+    resources = job[job.index("--set-resources") + 1:]
+    assert "distill:mpi='srun'" in resources and "distill:nodes=2" in resources and "distill:gpus=4" in resources
+    shard, _ = submitted[("generate_shard", "tiny-sd_teacher_tiny-eval_0")]
+    assert "--nodes=2" not in shard and "--gpus=a100:1" in shard
+
+
+def test_a_malformed_node_count_is_one_clear_error(monkeypatch):
+    with pytest.raises(Exception, match=r"DKD_SLURM_DISTILL_NODES='0': expected a whole number >= 1"):
+        render(SLURM, monkeypatch, DKD_SLURM_DISTILL_NODES="0")
