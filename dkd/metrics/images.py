@@ -53,15 +53,16 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[P
 def center_crop_resize(img: Image.Image, size: int = SIZE) -> Image.Image:
     """Crop the long side of ``img`` to a centred square, then LANCZOS-resize it to ``size`` (RGB).
 
-    ``shared/reference.md`` section 3. For an odd difference the extra pixel is dropped on the
-    right/bottom (``left = (w - s) // 2``), as torchvision's ``CenterCrop`` rounds.
+    ``shared/reference.md`` section 3. The offsets round as torchvision's ``center_crop`` (DMD2's
+    evaluation) does: ``left = round((w - s) / 2)`` with Python's half-to-even rounding, so an
+    odd difference of 3 mod 4 puts the extra pixel on the left, of 1 mod 4 on the right.
     """
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     img = img.convert("RGB")
     width, height = img.size
     side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
+    left, top = int(round((width - side) / 2.0)), int(round((height - side) / 2.0))
     square = img.crop((left, top, left + side, top + side))
     return square.resize((size, size), resample=Image.LANCZOS)
 
@@ -76,9 +77,12 @@ def preprocess_folder(
     """Write ``center_crop_resize(image, size)`` of every image of ``src`` as a PNG under ``dst``.
 
     The output keeps the relative path with the suffix ``.png`` (``a/b.jpg`` -> ``dst/a/b.png``).
-    Each PNG is written atomically (temporary file + ``os.replace``) and files already present
-    in ``dst`` are skipped, so a killed job resumes. Two inputs mapping to one output (``x.jpg``
-    and ``x.png``) raise before anything is written. Returns ``{"count", "written", "skipped"}``.
+    Each PNG is written atomically (temporary file + ``os.replace``) and a PNG at least as new as
+    its source is skipped, so a killed job resumes; ``dst`` follows ``src``: a PNG older than its
+    source (an image generated again, e.g. after a retrained model) is rewritten, and a PNG whose
+    source is gone is removed, so that the metrics never read a stale or foreign image. Two inputs
+    mapping to one output (``x.jpg`` and ``x.png``) raise before anything is written. Returns
+    ``{"count", "written", "skipped", "removed"}``.
     """
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
@@ -94,13 +98,16 @@ def preprocess_folder(
                 f"preprocess_folder: {str(targets[target])!r} and {str(path)!r} both map to {str(target)!r}"
             )
         targets[target] = path
+    removed = [p for p in list_images(dst, recursive=True) if p not in targets] if dst.is_dir() else []
+    for stale in removed:
+        stale.unlink()
     written = 0
     for target, path in targets.items():
-        if target.exists():
+        if target.exists() and target.stat().st_mtime_ns >= path.stat().st_mtime_ns:
             continue
         with Image.open(path) as img:
             out = center_crop_resize(img, size)
         with atomic_open(target, "wb") as handle:
             out.save(handle, format="PNG")
         written += 1
-    return {"count": len(targets), "written": written, "skipped": len(targets) - written}
+    return {"count": len(targets), "written": written, "skipped": len(targets) - written, "removed": len(removed)}

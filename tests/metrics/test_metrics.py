@@ -7,6 +7,7 @@ random CNN, the CLIP score a randomly initialised open_clip ViT-S-32.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 
@@ -93,6 +94,20 @@ def test_center_crop_resize_keeps_the_centred_square():
     assert tall.shape == (16, 16, 3) and (tall == 7).all()
 
 
+@pytest.mark.parametrize("long_side", [257, 258, 259, 261, 263])
+def test_center_crop_offsets_round_as_torchvision(long_side):
+    """torchvision's center_crop (DMD2's evaluation) as the reference; by hand: the column of a
+    one-pixel marker at x = round((w - 256) / 2) (half to even) becomes the crop's first column."""
+    import torchvision.transforms.functional as TF
+
+    rng = np.random.default_rng(long_side)
+    img = Image.fromarray(rng.integers(0, 255, (256, long_side, 3), dtype=np.uint8))
+    expected = TF.center_crop(img, 256).resize((256, 256), Image.LANCZOS)
+    assert np.array_equal(np.asarray(center_crop_resize(img)), np.asarray(expected))
+    left = {257: 0, 258: 1, 259: 2, 261: 2, 263: 4}[long_side]
+    assert np.array_equal(np.asarray(center_crop_resize(img, 256))[:, 0], np.asarray(img)[:, left])
+
+
 def test_list_and_preprocess_folder(tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -104,14 +119,22 @@ def test_list_and_preprocess_folder(tmp_path):
     assert [p.name for p in list_images(src)] == ["a.webp", "b.JPG"]
     assert [p.name for p in list_images(src, recursive=True)] == ["a.webp", "b.JPG", "c.png"]
     dst = tmp_path / "dst"
-    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 3, "written": 3, "skipped": 0}
+    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 3, "written": 3, "skipped": 0, "removed": 0}
     outs = list_images(dst, recursive=True)
     assert [p.relative_to(dst).as_posix() for p in outs] == ["a.png", "b.png", "sub/c.png"]
     assert all(Image.open(p).size == (32, 32) for p in outs)
     inode = (dst / "b.png").stat().st_ino
-    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 3, "written": 0, "skipped": 3}
+    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 3, "written": 0, "skipped": 3, "removed": 0}
     assert (dst / "b.png").stat().st_ino == inode  # not rewritten
     assert not [p for p in dst.rglob(".*")]
+    # the source set changes (a model trained again): a newer image is cropped again, a gone one's crop removed
+    Image.new("RGB", (40, 20), BLUE).save(src / "b.JPG")
+    os.utime(src / "b.JPG", ns=((dst / "b.png").stat().st_mtime_ns + 10**9,) * 2)
+    (src / "sub" / "c.png").unlink()
+    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 2, "written": 1, "skipped": 1, "removed": 1}
+    assert [p.relative_to(dst).as_posix() for p in list_images(dst, recursive=True)] == ["a.png", "b.png"]
+    assert np.asarray(Image.open(dst / "b.png"))[16, 16].argmax() == 2  # blue now (a JPEG: not exactly 255)
+    (src / "sub" / "c.png").parent.rmdir()
     Image.new("RGB", (20, 20), RED).save(src / "b.png")
     with pytest.raises(ValueError, match="both map to"):
         preprocess_folder(src, tmp_path / "dst2")

@@ -242,7 +242,7 @@ def metric_targets():
     timed = evaluation.get("timing", {}).get("models", {})
     targets += [results(backbone, model, "timing.json") for backbone, models in timed.items() for model in models]
     for backbone, names in config.get("distill", {}).get("runs", {}).items():
-        targets += [results(backbone, run, "params.json") for run in names]
+        targets += [results(backbone, run, name) for run in names for name in ("params.json", "train.json")]
     for backbone, names in config.get("analysis", {}).get("weights", {}).items():
         targets += [results(backbone, run, "weights.json") for run in names]
     return targets
