@@ -20,7 +20,8 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     prompts = read_prompts(sm.input.prompts).prompts
     start, end = sm.params.range
     settings = dataclasses.asdict(sampler.spec) if model.startswith("pub-") else sm.params.teacher  # the card's
-    fingerprint = sampler_fingerprint(source, settings, sm.params.seed, prompts[start:end])
+    fingerprint = sampler_fingerprint(source, {"sampling": settings, "dtype": str(dtype)}, sm.params.seed,
+                                      prompts[start:end])
     counts = generate_shard(sampler, prompts, sm.params.images, start=start, end=end, seed=sm.params.seed,
                             batch_size=sm.params.batch_size, fingerprint=fingerprint)
     logging.info("%s: %s", sm.params.images, counts)

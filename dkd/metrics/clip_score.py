@@ -5,8 +5,10 @@ open_clip ``ViT-g-14`` with the ``laion2b_s12b_b42k`` weights; each caption is p
 image embedding and the L2-normalised embedding of its prefixed caption, and the reported
 CLIP score is the mean over images, on the 0.30 scale (not multiplied by 100, no clipping at 0).
 
-Images go through the model's own open_clip ``preprocess`` (resize + center crop to its input
-size), whatever their size. Pure apart from I/O: the model, transform and tokenizer are
+Each image is first center-cropped on its long side and LANCZOS-resized to 256 pixels, as for
+FID (``dkd.metrics.images.center_crop_resize``; DMD2's ``compute_clip_score`` does the same), then
+goes through the model's own open_clip ``preprocess`` (resize + center crop to its input size);
+``crop=None`` skips the first step. Pure apart from I/O: the model, transform and tokenizer are
 arguments, :func:`load_clip` builds the real ones.
 """
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..io import atomic_write_text
-from .images import list_images, to_rgb
+from .images import SIZE, center_crop_resize, list_images, to_rgb
 
 MODEL = "ViT-g-14"
 PRETRAINED = "laion2b_s12b_b42k"
@@ -48,7 +50,7 @@ def load_clip(name: str = MODEL, pretrained: Optional[str] = PRETRAINED, *, devi
 
 def image_text_cosines(
     images: Sequence[ImageLike], captions: Sequence[str], *, model: torch.nn.Module, preprocess: Callable,
-    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None,
+    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None, crop: Optional[int] = SIZE,
 ) -> np.ndarray:
     """Per-image cosine between ``model.encode_image`` of image ``i`` and ``model.encode_text``
     of ``prefix + captions[i]``, both L2-normalised (float64 array, values in ``[-1, 1]``).
@@ -70,7 +72,9 @@ def image_text_cosines(
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            pixels = torch.stack([preprocess(to_rgb(image)) for image in batch]).to(device, parameter.dtype)
+            rgb = [to_rgb(image) for image in batch]
+            rgb = [center_crop_resize(image, crop) for image in rgb] if crop else rgb
+            pixels = torch.stack([preprocess(image) for image in rgb]).to(device, parameter.dtype)
             tokens = tokenizer([prefix + caption for caption in captions[start : start + batch_size]]).to(device)
             image_emb = F.normalize(model.encode_image(pixels).float(), dim=-1)
             text_emb = F.normalize(model.encode_text(tokens).float(), dim=-1)
@@ -80,19 +84,19 @@ def image_text_cosines(
 
 def clip_score(
     images: Sequence[ImageLike], captions: Sequence[str], *, model: torch.nn.Module, preprocess: Callable,
-    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None, model_name: str = MODEL,
-    pretrained: Optional[str] = PRETRAINED, out_file: Optional[str | os.PathLike] = None,
+    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None, crop: Optional[int] = SIZE,
+    model_name: str = MODEL, pretrained: Optional[str] = PRETRAINED, out_file: Optional[str | os.PathLike] = None,
 ) -> dict:
     """Mean raw cosine over the images (:func:`image_text_cosines`).
 
     ``model_name`` / ``pretrained`` only label the result (pass the ones the model was built
-    with). Returns ``{"clip_score", "count", "model", "pretrained", "prefix"}``; with
+    with). Returns ``{"clip_score", "count", "model", "pretrained", "prefix", "crop"}``; with
     ``out_file`` it is also written atomically as JSON.
     """
     cosines = image_text_cosines(images, captions, model=model, preprocess=preprocess, tokenizer=tokenizer,
-                                 prefix=prefix, batch_size=batch_size, device=device)  # fmt: skip
+                                 prefix=prefix, batch_size=batch_size, device=device, crop=crop)  # fmt: skip
     result = {"clip_score": float(cosines.mean()), "count": int(cosines.size), "model": model_name,
-              "pretrained": pretrained, "prefix": prefix}  # fmt: skip
+              "pretrained": pretrained, "prefix": prefix, "crop": crop}  # fmt: skip
     if out_file is not None:
         atomic_write_text(out_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result

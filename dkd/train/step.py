@@ -79,7 +79,8 @@ def generator_loss(
     x_t = add_noise(x0.detach(), _randn_like(x0, generator), t, abar)
     with torch.no_grad():
         both = teacher.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), PromptEmbeds.cat([embeds, uncond]))
-        cond_out, uncond_out = both.chunk(2)
+        # CFG combined in float32 at least: in bf16 its rounding would match the network's own
+        cond_out, uncond_out = both.to(torch.promote_types(both.dtype, torch.float32)).chunk(2)
         real = cfg(uncond_out, cond_out, config.guidance_scale)
         fake_out = teacher.predict(x_t, t, embeds, denoiser=fake)
         x0_real = pred_x0(x_t, real, t, abar, kind, dtype=torch.float64)

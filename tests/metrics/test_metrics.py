@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 from cleanfid.fid import frechet_distance as cleanfid_frechet
 from torch import nn
@@ -98,8 +99,6 @@ def test_center_crop_resize_keeps_the_centred_square():
 def test_center_crop_offsets_round_as_torchvision(long_side):
     """torchvision's center_crop (DMD2's evaluation) as the reference; by hand: the column of a
     one-pixel marker at x = round((w - 256) / 2) (half to even) becomes the crop's first column."""
-    import torchvision.transforms.functional as TF
-
     rng = np.random.default_rng(long_side)
     img = Image.fromarray(rng.integers(0, 255, (256, long_side, 3), dtype=np.uint8))
     expected = TF.center_crop(img, 256).resize((256, 256), Image.LANCZOS)
@@ -309,8 +308,9 @@ CAPTIONS = ["a cat on a sofa", "two boats in a harbour", "a bowl of soup"]
 
 def test_clip_score_equals_hand_computed_cosine(clip, tmp_path):
     images = _images(3)
-    with torch.no_grad():
-        img = clip["model"].encode_image(torch.stack([clip["preprocess"](im) for im in images]))
+    with torch.no_grad():  # DMD2's protocol: long-side centre crop, LANCZOS to 256, then CLIP's transform
+        cropped = [TF.center_crop(im, min(im.size)).resize((256, 256), Image.LANCZOS) for im in images]
+        img = clip["model"].encode_image(torch.stack([clip["preprocess"](im) for im in cropped]))
         txt = clip["model"].encode_text(clip["tokenizer"](["A photo depicts " + c for c in CAPTIONS]))
     cosines = (img / img.norm(dim=-1, keepdim=True) * (txt / txt.norm(dim=-1, keepdim=True))).sum(-1).double()
     per_image = image_text_cosines(images, CAPTIONS, **clip, batch_size=2)  # a full and a partial batch
@@ -324,7 +324,12 @@ def test_clip_score_equals_hand_computed_cosine(clip, tmp_path):
     result = clip_score_folder(folder, CAPTIONS, **clip, model_name="ViT-S-32", pretrained=None)
     assert result["clip_score"] == pytest.approx(float(cosines.mean()), abs=1e-6) and -1 <= result["clip_score"] <= 1
     assert (result["count"], result["model"], result["pretrained"]) == (3, "ViT-S-32", None)
-    assert result["prefix"] == "A photo depicts "
+    assert result["prefix"] == "A photo depicts " and result["crop"] == 256
+    with torch.no_grad():
+        uncropped = clip["model"].encode_image(torch.stack([clip["preprocess"](im) for im in images]))
+    direct = (uncropped / uncropped.norm(dim=-1, keepdim=True) * (txt / txt.norm(dim=-1, keepdim=True))).sum(-1)
+    np.testing.assert_allclose(image_text_cosines(images, CAPTIONS, **clip, crop=None), direct.double().numpy(), atol=1e-6)
+    assert np.abs(direct.double().numpy() - per_image).max() > 1e-5  # the crop matters for a 64 x 48 image
     (folder / "00001.png").unlink()
     with pytest.raises(ValueError, match="2 images for 3 captions"):
         clip_score_folder(folder, CAPTIONS, **clip)

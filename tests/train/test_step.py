@@ -117,3 +117,19 @@ def test_same_generator_seed_gives_the_same_losses(teacher):
 def test_invalid_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VSDConfig(**kwargs)
+
+
+def test_cfg_is_combined_in_float32_under_bf16_autocast(teacher, monkeypatch):
+    """The real model's two bf16 predictions are combined in float32: bf16 rounding of the
+    combination would be as large as the network's own output rounding."""
+    from dkd.train import step as step_module
+
+    seen = []
+    original = step_module.cfg
+    monkeypatch.setattr(step_module, "cfg", lambda u, c, s: seen.append((u.dtype, c.dtype)) or original(u, c, s))
+    student, fake = _role(teacher, "student", "lorad", 4), _role(teacher, "fake", "lorad", 2)
+    embeds, uncond, noise, g = _batch(teacher)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x0 = generate(teacher, student, noise, embeds)
+        loss, _ = generator_loss(teacher, fake, x0, embeds, uncond, VSDConfig(), generator=g)
+    assert seen == [(torch.float32, torch.float32)] and torch.isfinite(loss)

@@ -22,7 +22,7 @@ rule generate_shard:
         teacher=teacher_sampling,
         source=model_source,
         catalog=lambda wc: published_catalog() if wc.model.startswith("pub-") else None,
-        dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
+        dtype=config.get("evaluation", {}).get("dtype", "float32"),
         batch_size=config.get("evaluation", {}).get("batch_size", 16),
     resources:
         mem_mb=32000,
