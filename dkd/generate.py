@@ -2,8 +2,9 @@
 published checkpoints, one seed per image index (``shared/reference.md`` section 3).
 
 An evaluation set is a list of prompts; image ``i`` is generated from prompt ``i`` with seed
-``seed + i`` and written to ``<folder>/<i:05d>.png`` (or, for HPSv2, ``<style>/<i:05d>.jpg``
-by the caller's layout). A shard is an index range: images already on disk are skipped, each
+``seed + i`` and written to ``<folder>/<i:05d>.png``: lossless PNG for every set, HPSv2's
+included (the ``hpsv2`` package's own layout is ``<style>/<i:05d>.jpg``; its scores differ from
+ours only by the JPEG loss). A shard is an index range: images already on disk are skipped, each
 image is written atomically, so a killed job resumes and any shard can be regenerated alone.
 """
 

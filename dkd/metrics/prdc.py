@@ -10,7 +10,9 @@ real neighbour (itself excluded), likewise for fake samples;
 
 Features of a folder come from the same clean-fid path and extractor as FID
 (:func:`dkd.metrics.fid.folder_features`; Inception-v3 pool features by default). ``prdc``
-holds three full distance matrices (``4 N^2`` bytes each in float32: about 3.6 GB for 30k).
+builds full distance matrices and ``argpartition``'s int64 indices: its peak is about ``12 N^2``
+bytes for N reference images (measured: 1.7 GB for 12k real and 9k fake), i.e. about 11 GB for
+30k and 20 GB for all 40,504 COCO2014 val images (the rule asks for 32 GB).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Table 5's "Inference" column is the wall-clock time of one text-to-image call at batch 1,
 *including* the text encoder and the VAE decoder (the paper's note under Table 6; diffusers
-0.25.0 on an A100). :func:`time_pipeline` times exactly that: prompt in, PIL image out, for our
+0.25.0 on an NVIDIA A40, PyTorch 2.4.0; appendix F.4). :func:`time_pipeline` times exactly that: prompt in, PIL image out, for our
 one-step samplers (``dkd.pipeline.OneStepPipeline`` / ``MultiStepPipeline``,
 ``dkd.generate.DiffusersSampler``: ``sampler([prompt], [seed])``) and for a plain diffusers
 pipeline (``pipe(prompt, generator=..., **call_kwargs).images[0]``). :func:`time_call` is the

@@ -30,11 +30,13 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 @dataclass(frozen=True)
 class MetricFormat:
     """How a metric is shown: ``header`` text, ``decimals`` of our values and Δ (None: text, shown
-    as is), and whether it is a ``model_level`` value (looked up with evalset None)."""
+    as is), whether it is a ``model_level`` value (looked up with evalset None), and a ``caveat``
+    footnoted on every Δ of it (a value measured on other hardware than the paper's)."""
 
     header: str
     decimals: Optional[int] = 3
     model_level: bool = False
+    caveat: Optional[str] = None
 
 
 def _hps(style: str) -> MetricFormat:
@@ -67,9 +69,11 @@ METRICS: Mapping[str, MetricFormat] = MappingProxyType({
     "digit_prob": MetricFormat("P(prompted digit)", 3),
     "digit_accuracy": MetricFormat("Digit accuracy", 3),
     "rank_fraction": MetricFormat("Rank fraction", 3, True),
-    "inference_s": MetricFormat("Inference (s)", 3, True),
+    "inference_s": MetricFormat("Inference (s)", 3, True, "the paper timed on an NVIDIA A40 (appendix F.4); "
+                                "ours ran on the device named in timing.json: the difference is mostly hardware"),
     "inference_time_reduction_pct": MetricFormat("Inference time reduction (%)", 2, True),
-    "gpu_days": MetricFormat("Training (GPU-days)", 1, True),
+    "gpu_days": MetricFormat("Training (GPU-days)", 1, True, "the paper counts A100-days; ours are days of the "
+                             "devices named in train.json: the difference is partly hardware"),
     "type": MetricFormat("Type", None, True),
     "image_free": MetricFormat("Image-free", None, True),
     "train_data": MetricFormat("Training data", None, True),
@@ -345,4 +349,5 @@ def _delta(ours, printed, fmt, ours_marks, paper_marks, notes) -> str:
     ours_number, paper_number = as_number(ours), as_number(printed)
     if fmt.decimals is None or ours_number is None or paper_number is None or isinstance(ours, str):
         return f"{MISSING} {notes.mark('no difference: one side is text, not a number')}"
-    return format_delta(ours_number, paper_number, fmt.decimals)
+    delta = format_delta(ours_number, paper_number, fmt.decimals)
+    return f"{delta} {notes.mark(fmt.caveat)}" if fmt.caveat else delta

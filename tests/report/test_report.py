@@ -308,3 +308,24 @@ def test_real_paper_csv_table2_paper_column(tmp_path):
             else:
                 assert _footnote(table, cell) == ['the paper prints no value here ("-" or blank)']
     assert table.frame.iloc[3]["FID paper"] == "20.86" and table.frame.iloc[0]["Trainable params (M) paper"] == "120.9"
+
+
+def test_hardware_bound_differences_carry_their_caveat(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    _json(folder / "timing.json", "sd15", LORAD, None, {"inference_s": 0.0612})
+    _json(folder / "train.json", "sd15", LORAD, None, {"gpu_days": 1.25})
+    paper_csv = tmp_path / "paper.csv"
+    paper_csv.write_text("table,backbone,method,metric,value\n5,sd15,LoRaD,inference_s,0.11\n"
+                         "5,sd15,LoRaD,gpu_days,2.1\n5,sd15,LoRaD,fid,10.79\n")
+    _json(folder / "fid.json", "sd15", LORAD, "coco2014", {"fid": 11.0})
+    spec = TableSpec.from_dict("table5", {"title": "Table 5", "paper": "5", "columns": ["fid", "inference_s", "gpu_days"],
+                                          "rows": [{"label": "LoRaD", "backbone": "sd15", "model": LORAD,
+                                                    "evalset": "coco2014"}]})
+    table = build_table(spec, read_results([folder]), read_paper(paper_csv))
+    row = table.frame.iloc[0]
+    # 0.0612 - 0.11 = -0.0488 -> "-0.049"; 1.25 - 2.1 = -0.8500000000000001 in floats -> "-0.9"; FID: no caveat
+    assert row["Inference (s) Δ"].startswith("-0.049 [") and row["Training (GPU-days) Δ"].startswith("-0.9 [")
+    assert row["FID Δ"] == "+0.21"
+    assert "NVIDIA A40" in _footnote(table, row["Inference (s) Δ"])[0]
+    assert "A100-days" in _footnote(table, row["Training (GPU-days) Δ"])[0]
