@@ -19,7 +19,10 @@ Eq. 11 only fixes the direction of the generator's gradient,
     ``grad = sigma_t^2 (eps_real - eps_fake) = alpha_t sigma_t (x0_fake - x0_real)``,
     with ``sigma_t^2 = 1 - abar_t`` and ``alpha_t = sqrt(abar_t)``. As in SwiftBrush (and SDS /
     VSD in general) the factor ``dx_t/dx = alpha_t`` of the chain rule is not applied: ``w(t)``
-    multiplies the eps difference directly.
+    multiplies the eps difference directly. Only the weighting is SwiftBrush's: SwiftBrush also
+    applies CFG 4.5 to its LoRA fake model, which DKD's Algorithm 1 (and this trainer) does not,
+    so ``"sds"`` is the DKD objective with another ``w(t)``, not a SwiftBrush reproduction (the
+    SwiftBrush rows of the tables use its published checkpoint).
 
 Both use the "detached target" trick: ``loss = 0.5 * mean((x - sg(x - grad))^2)``, so that
 ``d loss / d x = grad / x.numel()`` exactly, and one gradient-descent step moves ``x`` toward
