@@ -4,8 +4,8 @@ The job's own process (rule ``distill``) runs, inside a SLURM allocation of N no
 ``srun --nodes N --ntasks-per-node 1 python -m dkd.train.launch --node --processes G <job.json>``
 (:func:`srun_command`). Each of these node tasks reads its place from the step's environment
 (:func:`machines_from_slurm`: ``SLURM_NODEID``, ``SLURM_STEP_NUM_NODES``, the step's node list,
-whose first host is the rendezvous address, and a port derived from the job id, so every node
-computes the same one without talking to the others) and starts its G ranks with
+whose first node's address, ``NodeAddr`` in SLURM, is the rendezvous address, and a port derived
+from the job id, so every node computes the same one without talking to the others) and starts its G ranks with
 ``accelerate launch --num_machines N --machine_rank i ...`` (:class:`Machines` gives the
 arguments). The ranks of all nodes form one process group; rank 0 (on the first node) alone
 writes checkpoints and logs, as on one node.
@@ -71,17 +71,28 @@ def rendezvous_port(job_id: str) -> int:
     return PORT_BASE + int(job_id) % PORT_SPAN
 
 
+def _scontrol(*args: str) -> str:
+    try:
+        return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise RuntimeError(f"scontrol {' '.join(args)} failed: {err}") from err
+
+
 def _hostnames(nodelist: str) -> list[str]:
     """SLURM's compressed node list (``gpu[01-03,07]``) expanded with ``scontrol show hostnames``."""
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             check=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError) as err:
-        raise RuntimeError(f"could not expand the SLURM node list {nodelist!r} with scontrol: {err}") from err
-    hosts = out.split()
+    hosts = _scontrol("show", "hostnames", nodelist).split()
     if not hosts:
         raise RuntimeError(f"scontrol expanded the SLURM node list {nodelist!r} to no host.")
     return hosts
+
+
+def node_address(name: str) -> str:
+    """The address SLURM reaches node ``name`` at (its ``NodeAddr``; the name itself where
+    ``scontrol show node`` names none): node names need not be resolvable host names."""
+    for field in _scontrol("show", "node", name, "-o").split():
+        if field.startswith("NodeAddr=") and field != "NodeAddr=":
+            return field.removeprefix("NodeAddr=")
+    return name
 
 
 def machines_from_slurm(env: Optional[Mapping[str, str]] = None) -> Machines:
@@ -97,7 +108,7 @@ def machines_from_slurm(env: Optional[Mapping[str, str]] = None) -> Machines:
     hosts = _hostnames(nodelist)
     if len(hosts) != int(count):
         raise RuntimeError(f"SLURM's step has {count} nodes but its node list {nodelist!r} names {len(hosts)}.")
-    return Machines(count=int(count), rank=int(env["SLURM_NODEID"]), address=hosts[0],
+    return Machines(count=int(count), rank=int(env["SLURM_NODEID"]), address=node_address(hosts[0]),
                     port=rendezvous_port(env["SLURM_JOB_ID"]))
 
 

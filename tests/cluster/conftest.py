@@ -1,5 +1,6 @@
-"""A real one-node SLURM cluster for the tests of this folder, and the workflow run on it through the
-shipped `slurm` profile, as a user runs it: `snakemake --profile slurm <targets>`.
+"""A real SLURM cluster on this machine (one node; a second one joins it in the partition `multi`
+for multi-node jobs) for the tests of this folder, and the workflow run on it through the shipped
+`slurm` profile, as a user runs it: `snakemake --profile slurm <targets>`.
 
 The cluster is started once per session by tests/cluster/start_slurm.sh (slurm-wlm 22.05 and munge,
 installed with apt when missing) and stopped at the end. It needs root on Debian/Ubuntu; elsewhere
@@ -97,7 +98,8 @@ class Cluster:
         this node from ``scontrol listpids``), as the kernel's OOM killer or a node failure would;
         returns the PIDs killed."""
         killed = []
-        for line in self.run("scontrol", "listpids", job_id).splitlines()[1:]:
+        node = self.run("squeue", "-h", "-j", job_id, "-o", "%N").strip()  # two slurmd run on this host
+        for line in self.run("scontrol", "listpids", job_id, node).splitlines()[1:]:
             pid = int(line.split()[0])
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -11,7 +11,9 @@
 # Then, in the same shell:  eval "$(tests/cluster/start_slurm.sh env DIR)"; sinfo; sbatch ...
 # The cluster: one node named after this host, 2 CPUs (SLURM_TEST_CPUS), no GPU, no accounting
 # (so jobs are tracked with squeue: DKD_SLURM_STATUS_COMMAND=squeue), ports 6817/6818 unless
-# SLURM_TEST_PORT (slurmctld; slurmd uses the next one) says otherwise.
+# SLURM_TEST_PORT (slurmctld; slurmd uses the next one) says otherwise; the default partition
+# `debug` holds that node alone. A second node `n2` (a second slurmd on this host, port + 2, as
+# SLURM's multiple-slurmd mode allows) joins it in the partition `multi`, for multi-node jobs.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop|env DIR" >&2; exit 2; }
@@ -56,11 +58,11 @@ CredType=cred/munge
 SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmdPidFile=$dir/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+SlurmdLogFile=$dir/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 AccountingStorageType=accounting_storage/none
@@ -77,8 +79,10 @@ MinJobAge=300
 SchedulerParameters=sched_interval=5,bf_interval=5
 KillWait=15
 InactiveLimit=0
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=1000000 State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 Port=$((port + 1)) CPUs=$cpus RealMemory=1000000 State=UNKNOWN
+NodeName=n2 NodeHostname=$node NodeAddr=127.0.0.1 Port=$((port + 2)) CPUs=$cpus RealMemory=1000000 State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+PartitionName=multi Nodes=$node,n2 MaxTime=INFINITE State=UP
 CONF
     mv "$dir/slurm.conf.tmp" "$dir/slurm.conf"
 }
@@ -114,25 +118,27 @@ start() {
             --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munge.seed"
     fi
     alive "$dir/slurmctld.pid" slurmctld || slurmctld -f "$dir/slurm.conf"
-    alive "$dir/slurmd.pid" slurmd || slurmd -f "$dir/slurm.conf"
+    mkdir -p "$dir/spool/$node" "$dir/spool/n2"
+    alive "$dir/slurmd-$node.pid" slurmd || slurmd -N "$node" -f "$dir/slurm.conf"
+    alive "$dir/slurmd-n2.pid" slurmd || slurmd -N n2 -f "$dir/slurm.conf"
     for _ in $(seq 60); do  # until the node takes jobs
-        if sinfo -h -N -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
-            echo "start_slurm.sh: one-node cluster up ($node, $cpus CPUs); $(client_env)"
+        if [[ $(sinfo -h -N -o %t 2>/dev/null | grep -cE '^(idle|mix|alloc)') -ge 3 ]]; then  # a node per partition
+            echo "start_slurm.sh: cluster up ($node, $cpus CPUs; n2 in partition multi); $(client_env)"
             return
         fi
         sleep 1
     done
-    echo "start_slurm.sh: the node did not become idle in 60 s; logs in $dir/log" >&2
+    echo "start_slurm.sh: the nodes did not become idle in 60 s; logs in $dir/log" >&2
     sinfo -N -l >&2 || true
     exit 1
 }
 
 stop() {
     local name
-    for name in slurmd slurmctld munged; do
-        if alive "$dir/$name.pid" "$name"; then
+    for name in "slurmd-$node" slurmd-n2 slurmctld munged; do
+        if alive "$dir/$name.pid" "${name%%-*}"; then
             kill "$(cat "$dir/$name.pid")" 2>/dev/null || true
-            for _ in $(seq 30); do alive "$dir/$name.pid" "$name" || break; sleep 0.5; done
+            for _ in $(seq 30); do alive "$dir/$name.pid" "${name%%-*}" || break; sleep 0.5; done
         fi
         rm -f "$dir/$name.pid"
     done

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -201,3 +202,32 @@ def test_toy_results_on_slurm_equal_the_local_run_after_snakemake_is_stopped(clu
     assert ours.strip() == theirs.strip()
     assert json.loads((results / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"] \
         == json.loads((local / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"]
+
+
+def test_a_distillation_on_two_nodes_equals_two_local_processes(cluster, reference, tmp_path):
+    """DKD_SLURM_DISTILL_NODES=2 in the partition `multi`: one SLURM job holding two nodes (one task
+    each; no `srun -n1` around the rule, `mpi` resource), whose process starts one srun node task per
+    node, each with one rank; the rendezvous is on the first node's NodeAddr. The trained weights
+    equal a local run of the same job on two processes (one machine), bit for bit."""
+    from dkd.train.launch import DistillJob, run_distillation
+
+    config = prepare(tmp_path, reference, **{**SETTINGS, "max_steps": 6, "checkpoint_every": 3})
+    done = cluster.snakemake(target(tmp_path), "--configfile", str(config), timeout=480,
+                             DKD_SLURM_DISTILL_NODES="2", DKD_SLURM_GPU_PARTITION="multi")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    (job,) = cluster.jobs("distill")[-1:]
+    record = dict(f.split("=", 1) for f in cluster.run("scontrol", "-o", "show", "job", job.id).split() if "=" in f)
+    assert (record["NumNodes"], record["NumTasks"], record["Partition"]) == ("2", "2", "multi"), record
+    log = (run_dir(tmp_path) / "train" / "distill.log").read_text()
+    assert "1 process(es) x 2 node(s)" in log and "node 0 of 2" in log and "node 1 of 2" in log
+    train = json.loads((run_dir(tmp_path) / "train.json").read_text())
+    assert train["values"]["processes"] == 2 and train["values"]["steps"] == 6
+
+    slurm_job = DistillJob.read(run_dir(tmp_path) / "train" / "job.json")
+    on_slurm = run_distillation(slurm_job, processes=1)  # finished: loaded, not trained again
+    local = run_distillation(DistillJob(**{**slurm_job.__dict__, "train_dir": str(tmp_path / "local")}), processes=2)
+    for role in ("student", "fake"):
+        got = {n: p for n, p in getattr(on_slurm.result, role).named_parameters() if p.requires_grad}
+        expected = {n: p for n, p in getattr(local.result, role).named_parameters() if p.requires_grad}
+        assert got.keys() == expected.keys() and got
+        assert all(torch.equal(got[n], expected[n]) for n in got), role

@@ -36,10 +36,11 @@ while [[ $1 == --* ]]; do
 done
 list=$(for ((i=0; i<nodes; i++)); do printf '127.0.0.1,'; done); list=${list%,}
 pids=()
-for ((i=0; i<nodes; i++)); do  # each task in its own process group, ended as a whole like SLURM's step
-  SLURM_NODEID=$i SLURM_STEP_NUM_NODES=$nodes SLURM_STEP_NODELIST=$list SLURM_JOB_ID=$FAKE_SLURM_JOB_ID setsid "$@" &
+for ((i=0; i<nodes; i++)); do
+  SLURM_NODEID=$i SLURM_STEP_NUM_NODES=$nodes SLURM_STEP_NODELIST=$list SLURM_JOB_ID=$FAKE_SLURM_JOB_ID "$@" &
   pids+=($!)
 done
+killtree() { local child; for child in $(pgrep -P "$1"); do killtree "$child"; done; kill -KILL "$1" 2>/dev/null; }
 trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM
 trap 'kill -USR1 "${pids[@]}" 2>/dev/null' USR1
 code=0; left=$nodes
@@ -51,14 +52,20 @@ while (( left > 0 )); do
     [[ -z $pid || $running == *" $pid "* ]] && continue
     wait "$pid"; c=$?; pids[$i]=""; left=$((left - 1))
     (( c > code )) && code=$c
-    if (( c != 0 )); then  # --kill-on-bad-exit=1
-      for other in "${pids[@]}"; do [[ -n $other ]] && kill -KILL -- "-$other" 2>/dev/null; done
+    if (( c != 0 )); then  # --kill-on-bad-exit=1: the other tasks and every process they started, as SLURM does
+      for other in "${pids[@]}"; do [[ -n $other ]] && killtree "$other"; done
     fi
   done
 done
 exit $code
 """
-FAKE_SCONTROL = '#!/usr/bin/env bash\n[[ "$1 $2" == "show hostnames" ]] && echo "$3" | tr , "\\n"\n'
+FAKE_SCONTROL = r"""#!/usr/bin/env bash
+case "$1 $2" in
+  "show hostnames") echo "$3" | tr , "\n";;
+  "show node") [[ $3 == gpu07 ]] && echo "NodeName=gpu07 Arch=x86_64 NodeAddr=10.1.2.7 NodeHostName=gpu07" \
+               || echo "NodeName=$3 Arch=x86_64 NodeAddr=$3 NodeHostName=$3";;
+esac
+"""
 
 
 def _free_job_id() -> str:
@@ -109,7 +116,7 @@ def test_srun_command_and_the_node_task_environment(fake_slurm):
                            "--kill-on-bad-exit=1", "--unbuffered"]
     assert command[-6:] == ["-m", "dkd.train.launch", "--node", "--processes", "8", "/runs/a/job.json"]
     env = {"SLURM_NODEID": "1", "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NODELIST": "gpu07,gpu09", "SLURM_JOB_ID": "4242"}
-    assert machines_from_slurm(env) == Machines(count=2, rank=1, address="gpu07", port=24242)
+    assert machines_from_slurm(env) == Machines(count=2, rank=1, address="10.1.2.7", port=24242)  # gpu07's NodeAddr
     with pytest.raises(RuntimeError, match="must run under srun inside a SLURM job; SLURM_NODEID, SLURM_JOB_ID not set"):
         machines_from_slurm({k: v for k, v in env.items() if k not in ("SLURM_NODEID", "SLURM_JOB_ID")})
     with pytest.raises(RuntimeError, match="has 3 nodes but its node list 'gpu07,gpu09' names 2"):
