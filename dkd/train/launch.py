@@ -238,7 +238,7 @@ def _run_distillation(job: DistillJob, processes: int, nodes: int, cpus: Optiona
                                "run it through the slurm profile (DKD_SLURM_DISTILL_NODES) or on one node.")
         job.write()
         command = srun_command(job.path.resolve(), processes=processes, nodes=nodes,
-                               cpus=cpus or len(os.sched_getaffinity(0)))
+                               cpus=cpus or len(os.sched_getaffinity(0)), gpus=not cpu)
         received = _supervise(job, command, dict(os.environ), stream, processes * nodes, ranks=False)
         if not _is_finished(train_dir):  # the node tasks stopped cleanly after a signal
             raise _interrupted(job, received, processes * nodes, "a signal to the node tasks (srun exited with code 0)",

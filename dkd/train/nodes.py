@@ -112,12 +112,13 @@ def machines_from_slurm(env: Optional[Mapping[str, str]] = None) -> Machines:
                     port=rendezvous_port(env["SLURM_JOB_ID"]))
 
 
-def srun_command(job_file: Path, *, processes: int, nodes: int, cpus: int) -> list[str]:
-    """The job process's command: one node task per node, each with ``cpus`` CPUs and
-    (SLURM's default for a step) the job's GPUs on its node, starting ``processes`` ranks."""
+def srun_command(job_file: Path, *, processes: int, nodes: int, cpus: int, gpus: bool = True) -> list[str]:
+    """The job process's command: one node task per node, each with ``cpus`` CPUs and, with
+    ``gpus``, one GPU per rank (``--gres=gpu:<processes>``, asked for explicitly rather than left to
+    the step defaults of the SLURM version), starting ``processes`` ranks."""
     for name, value in (("processes", processes), ("nodes", nodes), ("cpus", cpus)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
     return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={cpus}",
-            "--kill-on-bad-exit=1", "--unbuffered", sys.executable, "-m", "dkd.train.launch", "--node", "--processes", str(processes),
-            str(job_file)]
+            *([f"--gres=gpu:{processes}"] if gpus else []), "--kill-on-bad-exit=1", "--unbuffered", sys.executable,
+            "-m", "dkd.train.launch", "--node", "--processes", str(processes), str(job_file)]

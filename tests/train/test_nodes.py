@@ -112,8 +112,9 @@ def test_machines_and_their_accelerate_arguments():
 
 def test_srun_command_and_the_node_task_environment(fake_slurm):
     command = srun_command("/runs/a/job.json", processes=8, nodes=2, cpus=32)
-    assert command[:7] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=32",
-                           "--kill-on-bad-exit=1", "--unbuffered"]
+    assert command[:8] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=32",
+                           "--gres=gpu:8", "--kill-on-bad-exit=1", "--unbuffered"]
+    assert "--gres=gpu:8" not in srun_command("job.json", processes=8, nodes=2, cpus=32, gpus=False)
     assert command[-6:] == ["-m", "dkd.train.launch", "--node", "--processes", "8", "/runs/a/job.json"]
     env = {"SLURM_NODEID": "1", "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NODELIST": "gpu07,gpu09", "SLURM_JOB_ID": "4242"}
     assert machines_from_slurm(env) == Machines(count=2, rank=1, address="10.1.2.7", port=24242)  # gpu07's NodeAddr
