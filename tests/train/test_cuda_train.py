@@ -29,6 +29,7 @@ from dkd.train.config import DistillConfig
 from dkd.train.embeddings import EmbeddingCache
 from dkd.train.loop import Distiller, build_role, distill
 from dkd.train.speed import tune_for_speed
+from tests.train.test_loop import killed_at_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 PROMPTS = [f"a photo of {thing} number {i}, {style}" for i in range(8)
@@ -73,17 +74,8 @@ def test_dkd_trains_in_bf16_and_resumes(tiny_sd, tmp_path, monkeypatch):
     assert all(p.dtype == torch.float32 and p.isfinite().all() for p in reference.values())
     assert all(not torch.equal(reference[n], initial[n]) for n in reference)
 
-    original = Distiller.train_step
-
-    def dying(self):
-        if self.step == 3:
-            raise KeyboardInterrupt("killed between checkpoints")
-        return original(self)
-
-    monkeypatch.setattr(Distiller, "train_step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        distill(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "b", progress=False)
-    monkeypatch.setattr(Distiller, "train_step", original)
+    killed_at_step(3, lambda: distill(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "b", progress=False),
+                   monkeypatch)  # between the checkpoints of steps 2 and 4
     resumed = _trained(distill(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "b", progress=False))
     identical = sum(torch.equal(resumed[n], reference[n]) for n in reference)
     print(f"\nresumed run: {identical} of {len(reference)} trained tensors bit-identical to the uninterrupted run")

@@ -70,20 +70,30 @@ def test_complete_run_writes_log_checkpoints_and_trains(uninterrupted, teacher_f
     assert any(not torch.equal(initial[n], weights["student"][n]) for n in initial)
 
 
-def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, teacher_folder, tmp_path, monkeypatch):
-    out_a, weights_a = uninterrupted
+def killed_at_step(step: int, run, monkeypatch) -> None:
+    """``run()`` (a distillation) killed as it starts step ``step`` (a KeyboardInterrupt: no
+    checkpoint is written, as after SIGKILL); ``Distiller.train_step`` is restored afterwards."""
     original = Distiller.train_step
 
     def dying(self):
-        if self.step == 3:  # after the checkpoint of step 2, before that of step 4
+        if self.step == step:
             raise KeyboardInterrupt("killed")
         return original(self)
 
     monkeypatch.setattr(Distiller, "train_step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        monkeypatch.setattr(Distiller, "train_step", original)
+
+
+def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+    out_a, weights_a = uninterrupted
+    # after the checkpoint of step 2, before that of step 4
+    killed_at_step(3, lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path,
+                                      progress=False), monkeypatch)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]
-    monkeypatch.setattr(Distiller, "train_step", original)
     result = distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert result.steps == 4
     _assert_same(_weights(result), weights_a)
@@ -94,17 +104,8 @@ def test_resume_may_change_speed_and_logging_settings(uninterrupted, teacher_fol
     """Gradient checkpointing (recomputed activations) and the log period are not part of a run's
     identity: a run resumed with them ends as the uninterrupted run."""
     _, weights_a = uninterrupted
-    original = Distiller.train_step
-
-    def dying(self):
-        if self.step == 3:
-            raise KeyboardInterrupt("killed")
-        return original(self)
-
-    monkeypatch.setattr(Distiller, "train_step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
-    monkeypatch.setattr(Distiller, "train_step", original)
+    killed_at_step(3, lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path,
+                                      progress=False), monkeypatch)
     config = _config(gradient_checkpointing=True, log_every=2)
     result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert result.steps == 4 and result.student.is_gradient_checkpointing
