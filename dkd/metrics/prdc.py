@@ -10,10 +10,10 @@ real neighbour (itself excluded), likewise for fake samples;
 
 Features of a folder come from the same clean-fid path and extractor as FID
 (:func:`dkd.metrics.fid.folder_features`; Inception-v3 pool features by default). ``prdc``
-builds full distance matrices and ``argpartition``'s int64 indices: its peak is about ``14 N^2``
-bytes for N = the larger of the two image counts (``benchmarks/prdc_memory.py``: 2.0 GB for 12k real
-and 9k fake; extrapolated, 12 GB for 30k and 22 GB for all 40,504 COCO2014 val images; the rule
-asks for 32 GB).
+builds full distance matrices and ``argpartition``'s int64 indices: its peak is 12-14 ``N^2``
+bytes for N = the larger of the two image counts (``benchmarks/prdc_memory.py``: 1.9-2.0 GB for 12k
+real and 9k fake; extrapolated, 11-12 GB for 30k and 20-22 GB for all 40,504 COCO2014 val images;
+the rule asks for 32 GB).
 """
 
 from __future__ import annotations
