@@ -2,13 +2,21 @@
 
 On resume the rows past the resumed step (written by the killed attempt after its last
 checkpoint) are dropped, so that the log of a resumed run equals an uninterrupted run's.
-TensorBoard scalars are written too when ``tensorboard`` is installed.
+
+TensorBoard scalars are written too when ``tensorboard`` is installed (a dependency of the
+package), into ``tensorboard/<CSV name>/`` beside the CSV (``log``, ``curve``: one TensorBoard run
+each). A resumed attempt starts its event file with TensorBoard's purge marker at the first step
+it trains again (``SummaryWriter(purge_step=...)``): readers drop the killed attempt's points from
+that step on, as the CSV drops its rows. The marker purges every tag of its folder, hence one
+folder per CSV.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
+from typing import Iterator, Optional
 
 
 class CsvLogger:
@@ -21,7 +29,8 @@ class CsvLogger:
                 self.columns = reader.fieldnames
                 rows = [row for row in reader if int(row["step"]) <= resume_after]
             self._rewrite(rows)
-        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard") if tensorboard else None
+        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard" / self.path.stem, resume_after + 1) \
+            if tensorboard else None
 
     def _rewrite(self, rows: list[dict]) -> None:
         tmp = self.path.with_suffix(".csv.tmp")
@@ -48,10 +57,27 @@ class CsvLogger:
                 self._tensorboard.add_scalar(key, value, step)
             self._tensorboard.flush()
 
+    def close(self) -> None:
+        """Close the TensorBoard event file (the CSV is closed after every row)."""
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
-def _tensorboard_writer(folder: Path):
+
+@contextlib.contextmanager
+def closing_all(*loggers: Optional[CsvLogger]) -> Iterator[None]:
+    """Close every logger that is not None on leaving the block, however it is left."""
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            if logger is not None:
+                logger.close()
+
+
+def _tensorboard_writer(folder: Path, purge_step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(folder))
+    return SummaryWriter(str(folder), purge_step=purge_step)

@@ -34,7 +34,7 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_stat
                          set_rng_state, trainable_state)
 from .config import DistillConfig, OptimConfig
 from .embeddings import EmbeddingCache
-from .logger import CsvLogger
+from .logger import CsvLogger, closing_all
 from .signals import StopSignals
 from .speed import tune_for_speed
 from .step import fake_loss, generate, generator_loss
@@ -343,7 +343,7 @@ class Distiller:
             record = {**self.config.to_dict(), "fingerprint": self.fingerprint}
             (self.output_dir / "config.json").write_text(json.dumps(record, indent=2))
         logger = CsvLogger(self.output_dir / "log.csv", resume_after=self.step) if self.acc.is_main_process else None
-        curve = CsvLogger(self.output_dir / "curve.csv", resume_after=self.step, tensorboard=False) \
+        curve = CsvLogger(self.output_dir / "curve.csv", resume_after=self.step) \
             if self.acc.is_main_process and evaluate is not None else None
         if self.step == 0:
             self._evaluate(evaluate, curve, done=False)
@@ -351,7 +351,7 @@ class Distiller:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
                    desc="distill")
         checkpoint, latest = None, {}
-        with StopSignals() as stop:
+        with StopSignals() as stop, closing_all(logger, curve):
             while self.step < self.total_steps:
                 start = time.perf_counter()
                 latest.update(self.train_step())  # a row holds each metric's latest value (the generator's

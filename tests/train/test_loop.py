@@ -17,6 +17,7 @@ from dkd.train import loop as loop_module
 from dkd.train.checkpoint import list_checkpoints, load_state, training_cost
 from dkd.train.config import DistillConfig
 from dkd.train.loop import Distiller, NonFiniteLossError, TrainingInterrupted, distill
+from tests.train.test_logger import tensorboard_scalars
 
 PROMPTS = [f"a handwritten digit {d} number {i}" for i in range(4) for d in range(4)]
 
@@ -98,6 +99,11 @@ def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, te
     assert result.steps == 4
     _assert_same(_weights(result), weights_a)
     assert _log(tmp_path, timing=False) == _log(out_a, timing=False)
+    # TensorBoard: the killed attempt's step 3 is purged, each step appears once with the same values
+    resumed, reference = (tensorboard_scalars(folder / "tensorboard" / "log") for folder in (tmp_path, out_a))
+    assert resumed.keys() == reference.keys() and "loss_fake" in resumed
+    assert all(resumed[tag] == reference[tag] for tag in resumed if tag != "samples_per_s")
+    assert [step for step, _ in resumed["samples_per_s"]] == [1, 2, 3, 4]
 
 
 def test_resume_may_change_speed_and_logging_settings(uninterrupted, teacher_folder, tmp_path, monkeypatch):
@@ -215,6 +221,8 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
                     progress=False, evaluate=evaluate)
     assert calls == [0, 2, 4]
     assert (out / "curve.csv").read_text() == (resumed / "curve.csv").read_text()
+    (curve,) = tensorboard_scalars(resumed / "tensorboard" / "curve").items()  # TensorBoard keeps float32
+    assert curve[0] == "metric" and curve[1] == [(0, 0.0), (2, torch.tensor(0.2).item()), (4, torch.tensor(0.4).item())]
     _assert_same(_weights(final), uninterrupted[1])
     with pytest.raises(ValueError, match="eval_every"):
         _config(eval_every=0)
