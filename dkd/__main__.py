@@ -64,6 +64,36 @@ def _swap_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from .data import read_prompts
+    from .generate import generate_shard, sampler_fingerprint
+    from .io import atomic_write_text, image_path
+    from .pipeline import OneStepPipeline
+
+    if not Path(args.model).is_dir():
+        raise FileNotFoundError(f"{args.model}: no such folder (expected an exported student's pipeline/ folder)")
+    prompts = [*args.prompt, *(read_prompts(args.prompts).prompts if args.prompts else [])]
+    if not prompts:
+        raise ValueError("no prompt: give --prompt TEXT (repeatable) and/or --prompts FILE (.txt or .jsonl)")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = OneStepPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device,
+                                           backbone=args.backbone)
+    fingerprint = sampler_fingerprint(args.model, {"dtype": args.dtype, "device": device}, args.seed, prompts)
+    counts = generate_shard(pipe, prompts, args.out, seed=args.seed, batch_size=args.batch_size,
+                            fingerprint=fingerprint)
+    index = [{"image": image_path(args.out, i).name, "prompt": prompt, "seed": args.seed + i} for i, prompt in enumerate(prompts)]
+    atomic_write_text(Path(args.out) / "prompts.jsonl", "".join(json.dumps(row) + "\n" for row in index))
+    print(f"{args.out}: {counts['written']} image(s) written, {counts['skipped']} already there", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dkd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     swap.add_argument("--subfolder", default=None, help="subfolder of both sources (default: root, unet, transformer)")
     swap.add_argument("--include-conv", action="store_true", help="also swap Conv2d weights")
     swap.set_defaults(run=_clear_errors(_swap_weights))
+
+    sample = commands.add_parser(
+        "sample", help="images from an exported one-step student: one network call per batch, a seed per image"
+    )
+    sample.add_argument("model", help="the exported pipeline/ folder of a distillation run")
+    sample.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    sample.add_argument("--prompts", default=None, help="a prompt file: .txt (one per line) or .jsonl ('prompt')")
+    sample.add_argument("--out", required=True, help="folder for <index:05d>.png and prompts.jsonl")
+    sample.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i (default 0)")
+    sample.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
+    sample.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="weights' precision (default float32, as the evaluation)")
+    sample.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    sample.add_argument("--backbone", default=None, help="backbone name when the folder has no dkd_student.json")
+    sample.set_defaults(run=_clear_errors(_sample))
 
     from .data.cli import add_subcommands as add_data_subcommands
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 
@@ -97,3 +98,31 @@ def test_multistep_pipeline_checks_its_settings(teacher_folder):
         MultiStepPipeline(teacher, steps=0)
     with pytest.raises(ValueError, match="seeds"):
         MultiStepPipeline(teacher, steps=1)(PROMPTS[:2], [1])
+
+
+def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teacher_folder, tmp_path, capsys):
+    """`python -m dkd sample`: prompts from --prompt and a file, image i from seed SEED + i, equal to
+    the pipeline's own images; a second call finds them done; bad input is one error line."""
+    from PIL import Image
+
+    from dkd.__main__ import main
+
+    _, _, exported = _trained(teacher_folder, tmp_path, "lorad")
+    (tmp_path / "prompts.txt").write_text(f"{PROMPTS[1]}\n\n{PROMPTS[2]}\n")
+    out = tmp_path / "samples"
+    command = ["sample", str(exported / "pipeline"), "--prompt", PROMPTS[0], "--prompts", str(tmp_path / "prompts.txt"),
+               "--out", str(out), "--seed", "5", "--batch-size", "2"]
+    assert main(command) == 0
+    expected = OneStepPipeline.from_pretrained(exported / "pipeline")(PROMPTS[:3], [5, 6, 7])
+    got = [Image.open(out / f"{i:05d}.png") for i in range(3)]
+    assert [im.tobytes() for im in got] == [im.tobytes() for im in expected]
+    index = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert index == [{"image": f"{i:05d}.png", "prompt": PROMPTS[i], "seed": 5 + i} for i in range(3)]
+    assert "3 image(s) written" in capsys.readouterr().err
+    assert main(command) == 0 and "0 image(s) written, 3 already there" in capsys.readouterr().err
+
+    for bad, message in [(["sample", str(tmp_path / "missing"), "--prompt", "x", "--out", str(out)], "no such folder"),
+                         (["sample", str(exported / "pipeline"), "--out", str(out)], "no prompt"),
+                         ([*command, "--batch-size", "0"], "--batch-size")]:
+        assert main(bad) == 2
+        assert message in capsys.readouterr().err
