@@ -7,13 +7,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from dkd.train.logger import CsvLogger, closing_all
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of one TensorBoard run folder, by tag: (step, value) in file order."""
+    # imported here: tests/train/test_cuda_train.py imports test_loop, which imports this helper,
+    # on GPU machines that may lack tensorboard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(folder))
     events.Reload()
     return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
