@@ -28,10 +28,15 @@ def teacher_folder(tmp_path_factory):
     return str(save_tiny_backbone("sd", tmp_path_factory.mktemp("tiny-sd"), seed=4))
 
 
-def _trained(teacher_folder, out, method):
-    teacher = load_teacher("tiny-sd", teacher_folder)
-    config = DistillConfig(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", method, rank=4),
-                           fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=4,
+@pytest.fixture(scope="module")
+def pixart_folder(tmp_path_factory):
+    return str(save_tiny_backbone("pixart", tmp_path_factory.mktemp("tiny-pixart"), seed=4))
+
+
+def _trained(teacher_folder, out, method, backbone="tiny-sd"):
+    teacher = load_teacher(backbone, teacher_folder)
+    config = DistillConfig(backbone=backbone, student=AdapterSpec(backbone, "student", method, rank=4),
+                           fake=AdapterSpec(backbone, "fake", "lorad", rank=2), batch_size=4, per_device_batch=4,
                            max_steps=2, checkpoint_every=10, seed=1)
     result = distill(config, teacher, PROMPTS, out / "run", progress=False)
     return teacher, result.student.eval(), export_student(result.student, config.student, teacher, out / "export", 999)
@@ -54,6 +59,25 @@ def test_exported_pipeline_reproduces_the_in_memory_student(teacher_folder, tmp_
     alone = pipe(prompts[2:], seeds[2:])[0]
     assert alone.tobytes() == images[2].tobytes()  # an image does not depend on its batch
     assert (exported / "adapter").is_dir() == (method != "ft")
+
+
+def test_exported_pixart_pipeline_reproduces_the_in_memory_student(pixart_folder, tmp_path):
+    """PixArt-α (T5 prompts with their attention mask, 8-channel output of which eps is the first 4):
+    the exported folder gives the in-memory LoRaD student's latents exactly, and loads in diffusers'
+    PixArtAlphaPipeline."""
+    from diffusers import PixArtAlphaPipeline
+
+    teacher, student, exported = _trained(pixart_folder, tmp_path, "lorad", backbone="tiny-pixart")
+    prompts, seeds = PROMPTS[:3], [11, 12, 13]
+    with torch.no_grad():
+        expected = generate(teacher, student, seeded_noise(seeds, teacher.latent_shape), teacher.encode(prompts))
+    pipe = OneStepPipeline.from_pretrained(exported / "pipeline")
+    torch.testing.assert_close(pipe.latents(prompts, seeds), expected, rtol=0, atol=0)
+    assert not torch.equal(expected, generate(teacher, teacher.denoiser, seeded_noise(seeds, teacher.latent_shape),
+                                              teacher.encode(prompts)))  # the student moved away from the teacher
+    loaded = PixArtAlphaPipeline.from_pretrained(exported / "pipeline")
+    merged = dict(pipe.teacher.denoiser.named_parameters())
+    assert all(torch.equal(merged[n], p) for n, p in loaded.transformer.named_parameters())
 
 
 def test_adapter_folder_loads_with_peft(teacher_folder, tmp_path):
