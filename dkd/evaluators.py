@@ -23,11 +23,14 @@ KINDS = ("paper", "toy")
 
 @dataclass(frozen=True)
 class Evaluator:
-    """``kind`` "paper" or "toy"; ``classifier``: the toy classifier's folder (toy only)."""
+    """``kind`` "paper" or "toy"; ``classifier``: the toy classifier's folder (toy only);
+    ``inception_dir``: the folder holding clean-fid's Inception file (paper; None: clean-fid
+    downloads it to /tmp)."""
 
     kind: str = "paper"
     classifier: Optional[str] = None
     device: Optional[str] = None
+    inception_dir: Optional[str] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -40,7 +43,7 @@ class Evaluator:
         from .metrics.fid import build_extractor
 
         if self.kind == "paper":
-            return build_extractor(None, device=self.device)
+            return build_extractor(None, device=self.device, inception_dir=self.inception_dir)
         from .toy.evaluator import DigitFeatures, load_classifier
 
         return build_extractor(DigitFeatures(load_classifier(self.classifier)), device=self.device)

@@ -99,12 +99,30 @@ def resolve_extractor_name(feature_extractor: Optional[Extractor], name: Optiona
     )
 
 
-def build_extractor(feature_extractor: Optional[Extractor] = None, *, mode: str = "clean", device=None) -> Extractor:
-    """clean-fid's Inception for ``mode`` when ``feature_extractor`` is None (downloads its
-    torchscript weights on first use), else the given model, put in eval mode on ``device``."""
+def build_extractor(feature_extractor: Optional[Extractor] = None, *, mode: str = "clean", device=None,
+                    inception_dir: Optional[str | os.PathLike] = None) -> Extractor:
+    """clean-fid's Inception for ``mode`` when ``feature_extractor`` is None, else the given model,
+    put in eval mode on ``device``.
+
+    clean-fid downloads the Inception torchscript file to ``/tmp`` on first use. With
+    ``inception_dir`` (modes "clean" and "legacy_tensorflow") the file is loaded from that folder
+    instead, never downloaded (``dkd.models`` fetches it there: compute nodes without network).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     device = torch.device(device) if device is not None else default_device()
+    if feature_extractor is None and inception_dir is not None:
+        from cleanfid.inception_torchscript import InceptionV3W
+
+        from ..models import INCEPTION_FILE
+
+        if mode == "legacy_pytorch":
+            raise ValueError("inception_dir holds the torchscript Inception of modes 'clean' and 'legacy_tensorflow'; "
+                             "mode 'legacy_pytorch' uses another network")
+        if not (Path(inception_dir) / INCEPTION_FILE).is_file():
+            raise FileNotFoundError(f"clean-fid's Inception weights {Path(inception_dir) / INCEPTION_FILE} are missing: "
+                                    "fetch them with dkd.models (the workflow's fetch_model rule) or put the file there")
+        feature_extractor = InceptionV3W(str(inception_dir), download=False, resize_inside=mode == "legacy_tensorflow")
     if feature_extractor is None:
         from cleanfid import features
 

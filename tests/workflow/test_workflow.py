@@ -79,8 +79,23 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
                 "generate_shard": sum(n * sets[name].get("shards", 1) for name, n in per_set.items()),
                 "images": sum(per_set.values()), "reference_stats": 2, "features_metrics": sum(scored.values()),
                 "clip": sum(scored.values()), "hps": 6, "timing": timed, "weights": 4, "fig16": 1, "report": 1,
-                "all": 1}
+                "all": 1, "fetch_model": len(config["backbones"]) + published + 3}  # + Inception, CLIP, HPS
     assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
+    # every job that loads pretrained files from the hub waits for the local rule that fetched them
+    needs = {"distill": lambda b, m: {f"teacher-{b}"}, "weights": lambda b, m: {f"teacher-{b}"},
+             "generate_shard": lambda b, m: {f"published-{m[4:]}"} if m.startswith("pub-") else
+             {f"teacher-{b}"} if m == "teacher" else set(),
+             "reference_stats": lambda b, m: {"inception"}, "features_metrics": lambda b, m: {"inception"},
+             "clip": lambda b, m: {"clip"}, "hps": lambda b, m: {"hps"}}
+    jobs = re.findall(r"^rule (\w+):\n    input: (.*)\n    output: (.*)$", run.stdout, flags=re.M)
+    checked = 0
+    for rule, inputs, outputs in jobs:
+        if rule in needs:
+            found = re.search(r"results/([^/,]+)/([^/,]+)/", outputs)
+            backbone, model = found.groups() if found else ("", "")
+            assert needs[rule](backbone, model) <= set(re.findall(r"models/([\w.-]+)\.json", inputs)), (rule, inputs)
+            checked += 1
+    assert checked == sum(expected[rule] for rule in needs)
     for table in [*config["report"]["tables"], "fig16"]:
         run = snakemake(table, "-n", *overrides)
         assert run.returncode == 0, table + run.stdout + run.stderr

@@ -82,10 +82,41 @@ def teacher_source(wildcards):
 
 
 def teacher_inputs(wildcards):
-    """The built teacher's index file as an input (nothing for downloaded teachers)."""
+    """The built teacher's index file as an input, or the marker of a hub teacher's fetched files."""
     if wildcards.backbone in BUILT_BACKBONES:
         return {"teacher": results("backbones", wildcards.backbone, "model_index.json")}
-    return {}
+    return model_marker(f"teacher-{wildcards.backbone}", "teacher_files")
+
+
+# -- pretrained files: fetched on the login node by the local rule fetch_model (dkd.models) -------
+INCEPTION_DIR = data_path("models", "inception")  # clean-fid's Inception file, loaded from here
+
+
+def _is_hub_id(source):
+    """``owner/name`` that is no existing path (dkd.backbones.load.resolve_source's rule)."""
+    return not Path(source).expanduser().exists() and not source.startswith((".", "/", "~")) and source.count("/") == 1
+
+
+def model_groups():
+    """{group: dkd.models.files_for arguments} of every pretrained file set the config loads from the
+    hub: hub teachers, the paper evaluator's Inception and CLIP, HPS, published checkpoints."""
+    groups = {f"teacher-{name}": {"what": "teacher", "source": backbone["source"]}
+              for name, backbone in config.get("backbones", {}).items()
+              if name not in BUILT_BACKBONES and _is_hub_id(backbone["source"])}
+    evaluation = config.get("evaluation", {})
+    if evaluation.get("evaluator", "paper") == "paper" and evaluation.get("sets"):
+        groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
+    if hps_sets() and not evaluation["hps"].get("checkpoint"):
+        groups["hps"] = {"what": "hps", "version": evaluation["hps"].get("version", "v2.0")}
+    for names in evaluation.get("published", {}).get("models", {}).values():
+        groups.update({f"published-{name}": {"what": "published", "name": name, "catalog": published_catalog()}
+                       for name in names})
+    return groups
+
+
+def model_marker(group, key):
+    """{key: the marker file of ``group``'s fetched files}, or {} when the config loads nothing from the hub there."""
+    return {key: data_path("models", f"{group}.json")} if group in model_groups() else {}
 
 
 def curve_settings(wildcards):
@@ -161,7 +192,7 @@ def model_inputs(wildcards):
     if wildcards.model in TEACHER_MODELS.split("|"):
         return teacher_inputs(wildcards)
     if wildcards.model.startswith("pub-"):
-        return {"catalog": published_catalog()}
+        return {"catalog": published_catalog(), **model_marker(f"published-{wildcards.model[4:]}", "published_files")}
     return {"student": results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")}
 
 
@@ -200,13 +231,15 @@ def image_targets():
 def evaluator_settings(wildcards=None):
     """dkd.evaluators.Evaluator fields: the paper's models, or the toy classifier built by a rule."""
     kind = config.get("evaluation", {}).get("evaluator", "paper")
-    return {"kind": kind, "classifier": results("evaluator") if kind == "toy" else None}
+    if kind == "toy":
+        return {"kind": kind, "classifier": results("evaluator")}
+    return {"kind": kind, "classifier": None, "inception_dir": INCEPTION_DIR}
 
 
 def evaluator_inputs(wildcards):
     if config.get("evaluation", {}).get("evaluator", "paper") == "toy":
         return {"classifier": results("evaluator", "classifier.json")}
-    return {}
+    return {**model_marker("inception", "inception"), **model_marker("clip", "clip_model")}
 
 
 def reference_folder(wildcards):

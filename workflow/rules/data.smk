@@ -3,7 +3,9 @@
 # training prompts. They live under the data folder (config `data.root`), shared by every results
 # folder; downloads resume and are checksummed. Local rules: compute nodes often have no network.
 # Without network each rule fails with one message naming the files to fetch and where to put them
-# (or set data.<set>.local to a folder that holds them).
+# (or set data.<set>.local to a folder that holds them). The pretrained weights the jobs load are
+# fetched the same way, by the local rule fetch_model (one group per hub teacher, evaluation model and
+# published checkpoint: workflow/rules/common.smk model_groups, dkd.models).
 
 
 rule data_coco:
@@ -61,3 +63,25 @@ rule data_journeydb:
         "../../envs/dkd.yaml"
     script:
         "../../scripts/data.py"
+
+
+rule fetch_model:
+    """The pretrained files of one group of model_groups() (a hub teacher, a published checkpoint,
+    the evaluation models) into the Hugging Face cache, or clean-fid's Inception into
+    data/models/inception/; the marker lists the local paths (dkd.models)."""
+    output:
+        marker=data_path("models/{group}.json"),
+    log:
+        log_path("models/{group}.log"),
+    wildcard_constraints:
+        group=r"[A-Za-z0-9_.-]+",
+    params:
+        group=lambda wc: model_groups()[wc.group],
+    localrule: True
+    resources:
+        mem_mb=4000,
+        runtime=600,
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/fetch_model.py"

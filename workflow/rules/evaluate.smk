@@ -82,6 +82,7 @@ rule clip:
 
 rule hps:
     input:
+        unpack(lambda wc: model_marker("hps", "hps_model")),
         images=lambda wc: [results(wc.backbone, wc.model, evalset, "images.json") for evalset in hps_sets().values()],
         prompts=lambda wc: [prompt_file(_evalset(evalset)["prompts"]) for evalset in hps_sets().values()],
     output:

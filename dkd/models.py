@@ -1,0 +1,174 @@
+"""Pretrained files a configuration needs, fetched once where there is network.
+
+Compute nodes of many clusters have no network. The workflow's local rule ``fetch_model`` runs
+:func:`fetch_all` on the login node for each model a config names (teachers from hub ids, the
+evaluation models, published checkpoints) before any job that loads it. Hub files go to the
+Hugging Face cache (``HF_HOME``; put it on a file system the compute nodes share), where the jobs'
+own loading code (``from_pretrained``, ``hf_hub_download``, open_clip) finds them: the hub client
+falls back to the cache when the network is unreachable, and uses only the cache with
+``HF_HUB_OFFLINE=1``. Each kind is fetched by the library that later loads it, so exactly the
+files it loads are fetched:
+
+* ``pipeline``: a diffusers pipeline on the hub, ``DiffusionPipeline.download`` (the components of
+  ``model_index.json``, safetensors where the repo has them; with ``custom_pipeline`` also that
+  diffusers community pipeline's code);
+* ``hub_file``: one file of a hub repo, ``huggingface_hub.hf_hub_download`` (the HPS checkpoint, a
+  published distilled U-Net or LoRA);
+* ``open_clip``: open_clip weights ``source`` (model name) with ``tag`` (pretrained tag),
+  ``open_clip.pretrained.download_pretrained``;
+* ``inception``: clean-fid's Inception-v3 torchscript file into the folder ``source``
+  (resumable, checksummed, atomic: :mod:`dkd.data.download`). clean-fid itself downloads it to
+  ``/tmp``, which is local to each node; :func:`dkd.metrics.fid.build_extractor` loads it from
+  this folder instead (``inception_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .data.download import RemoteFile, ensure_files, is_offline
+from .io import atomic_write_text
+
+KINDS = ("pipeline", "hub_file", "open_clip", "inception")
+INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+INCEPTION_FILE = "inception-2015-12-05.pt"  # the name clean-fid's InceptionV3W loads from its folder
+
+
+class ModelUnavailableError(FileNotFoundError):
+    """Pretrained files that are neither present nor downloadable here."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """One set of pretrained files: ``kind`` (see the module doc), ``source`` (hub id, open_clip
+    model name, or the Inception folder), ``filename`` (``hub_file``), ``tag`` (``open_clip``),
+    ``custom_pipeline`` (``pipeline``: a diffusers community pipeline name)."""
+
+    kind: str
+    source: str
+    filename: Optional[str] = None
+    tag: Optional[str] = None
+    custom_pipeline: Optional[str] = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"model files kind must be one of {KINDS}; got {self.kind!r}.")
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"{self.kind}: source must be a non-empty string; got {self.source!r}.")
+        needs = {"hub_file": "filename", "open_clip": "tag"}.get(self.kind)
+        if needs and not getattr(self, needs):
+            raise ValueError(f"{self.kind} {self.source!r} needs {needs}.")
+        allowed = {"pipeline": "custom_pipeline", "hub_file": "filename", "open_clip": "tag"}.get(self.kind)
+        extra = [f for f in ("filename", "tag", "custom_pipeline") if f != allowed and getattr(self, f) is not None]
+        if extra:
+            raise ValueError(f"{self.kind} {self.source!r}: {', '.join(extra)} do(es) not apply to this kind.")
+
+    def describe(self) -> str:
+        detail = self.filename or self.tag or self.custom_pipeline
+        return f"{self.kind} {self.source}" + (f" ({detail})" if detail else "")
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+def fetch(files: ModelFiles, *, progress: bool = True) -> str:
+    """The local path of ``files``, downloaded now unless already there (a local folder given as a
+    ``pipeline`` source is returned as is). One :class:`ModelUnavailableError` naming the files
+    when they cannot be had here (offline, or the download fails)."""
+    if files.kind == "inception":
+        hint = "or put the file there by hand"
+        return str(ensure_files([RemoteFile(INCEPTION_URL, INCEPTION_FILE)], directory=files.source, hint=hint,
+                                progress=progress)[0])
+    if files.kind == "pipeline" and Path(files.source).expanduser().is_dir():
+        return str(Path(files.source).expanduser())
+    if is_offline():
+        raise ModelUnavailableError(
+            f"{files.describe()}: offline (HF_HUB_OFFLINE is set) and not fetched yet. Fetch it where there is "
+            "network (on a cluster: the login node, with HF_HOME on a file system the compute nodes share).")
+    try:
+        return _download(files)
+    except Exception as error:  # noqa: BLE001 - one clear error whatever the hub client or open_clip raises
+        raise ModelUnavailableError(f"{files.describe()}: download failed: {type(error).__name__}: {error}") from error
+
+
+def _download(files: ModelFiles) -> str:
+    if files.kind == "pipeline":
+        from diffusers import DiffusionPipeline
+
+        extra = {"custom_pipeline": files.custom_pipeline} if files.custom_pipeline else {}
+        return str(DiffusionPipeline.download(files.source, **extra))
+    if files.kind == "hub_file":
+        from huggingface_hub import hf_hub_download
+
+        return str(hf_hub_download(files.source, files.filename))
+    import open_clip
+
+    config = open_clip.get_pretrained_cfg(files.source, files.tag)
+    if not config:
+        raise ValueError(f"open_clip knows no pretrained weights {files.tag!r} for {files.source!r}")
+    return str(open_clip.pretrained.download_pretrained(config))
+
+
+def published_files(spec) -> list[ModelFiles]:
+    """The hub files a :class:`dkd.generate.MultiStepSpec` loads: its pipeline (and community
+    pipeline), a replacement denoiser file, a LoRA file (diffusers' default name when none is given)."""
+    def on_hub(source: Optional[str]) -> bool:
+        return bool(source) and not Path(source).expanduser().exists()
+
+    files = [ModelFiles("pipeline", spec.source, custom_pipeline=spec.custom_pipeline)] if on_hub(spec.source) else []
+    if on_hub(spec.denoiser_weights):
+        files.append(ModelFiles("hub_file", spec.denoiser_weights, filename=spec.denoiser_weight_name))
+    if on_hub(spec.adapter):
+        files.append(ModelFiles("hub_file", spec.adapter,
+                                filename=spec.adapter_weight_name or "pytorch_lora_weights.safetensors"))
+    return files
+
+
+def files_for(what: str, **options) -> list[ModelFiles]:
+    """The pretrained files of one thing the workflow loads (its rule ``fetch_model`` names it, so
+    that the Snakemake process itself needs no ``dkd`` import):
+
+    * ``teacher``, ``source=<hub id>``: the teacher's diffusers pipeline;
+    * ``published``, ``name=<entry>``, ``catalog=<yaml>``: a published checkpoint's files;
+    * ``clip``: the CLIP-score model (open_clip ViT-g-14 ``laion2b_s12b_b42k``);
+    * ``hps``, ``version=<v2.0|v2.1>``: the HPS checkpoint (its ViT-H-14 needs no other weights);
+    * ``inception``, ``folder=<dir>``: clean-fid's Inception file, into ``folder``.
+    """
+    if what == "teacher":
+        return [ModelFiles("pipeline", options["source"])]
+    if what == "published":
+        from .published import load_published
+
+        entries = load_published(options.get("catalog"), check_paper=options.get("catalog") is None)
+        if options["name"] not in entries:
+            raise ValueError(f"no published checkpoint {options['name']!r} in {options.get('catalog')}")
+        return published_files(entries[options["name"]].to_spec())
+    if what == "clip":
+        from .metrics.clip_score import MODEL, PRETRAINED
+
+        return [ModelFiles("open_clip", MODEL, tag=PRETRAINED)]
+    if what == "hps":
+        from .metrics.hps import CHECKPOINTS, DEFAULT_VERSION, HUB_REPO
+
+        version = options.get("version") or DEFAULT_VERSION
+        if version not in CHECKPOINTS:
+            raise ValueError(f"HPS version must be one of {sorted(CHECKPOINTS)}; got {version!r}")
+        return [ModelFiles("hub_file", HUB_REPO, filename=CHECKPOINTS[version])]
+    if what == "inception":
+        return [ModelFiles("inception", str(options["folder"]))]
+    raise ValueError(f"unknown pretrained files {what!r}: one of teacher, published, clip, hps, inception")
+
+
+def fetch_all(files: Sequence[ModelFiles | dict], *, out_file: Optional[str | os.PathLike] = None,
+              progress: bool = True) -> list[dict]:
+    """:func:`fetch` each of ``files`` (``ModelFiles`` or their ``to_dict()``); returns one row per
+    item with its local ``path``, also written to ``out_file`` (JSON, atomically) when given."""
+    items = [item if isinstance(item, ModelFiles) else ModelFiles(**item) for item in files]
+    rows = [{**item.to_dict(), "path": fetch(item, progress=progress)} for item in items]
+    if out_file is not None:
+        atomic_write_text(out_file, json.dumps({"files": rows}, indent=2))
+    return rows
