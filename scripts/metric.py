@@ -3,11 +3,12 @@ features), `clip` and `hps` (over the HPSv2 style sets): result files of one mod
 
 import json
 import logging
+from pathlib import Path
 
 import torch
 
 from dkd import evaluators
-from dkd.data import read_prompts
+from dkd.data import check_reference_mode, read_prompts
 from dkd.io import rule_log
 from dkd.report.results import write_result
 
@@ -15,6 +16,8 @@ sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     evaluator = evaluators.Evaluator(**sm.params.evaluator, device="cuda" if torch.cuda.is_available() else "cpu")
     if sm.rule == "reference_stats":
+        if sm.params.reference_mode:  # a COCO set folder made by hand with another reference mode is refused
+            check_reference_mode(Path(sm.params.reference).parent, sm.params.reference_mode)
         info = evaluators.reference(evaluator, sm.params.reference, stats=sm.output.stats,
                                     features=sm.output.features, scratch=sm.params.scratch)
         logging.info("reference %s: %s", sm.wildcards.evalset, info)

@@ -15,6 +15,7 @@ from .coco import (
     COCO2017,
     CocoImage,
     CocoSplit,
+    check_reference_mode,
     parse_captions,
     prepare_coco,
     prepare_coco2014,
@@ -26,6 +27,7 @@ from .download import ChecksumError, DataUnavailableError, RemoteFile, download_
 from .hub import journeydb_prompts, prepare_hpsv2, prepare_journeydb, read_hpsv2_style, sample_prompts
 
 __all__ = [
+    "check_reference_mode",
     "SUFFIXES",
     "PromptFileError",
     "PromptSet",

@@ -339,3 +339,20 @@ def prepare_coco2014(*, out: str | os.PathLike, **options) -> dict[str, Path]:
 def prepare_coco2017(*, out: str | os.PathLike, **options) -> dict[str, Path]:
     """:func:`prepare_coco` for COCO2017 val (5,000 captions: every image, by default)."""
     return prepare_coco(COCO2017, out=out, **options)
+
+
+def check_reference_mode(folder: str | os.PathLike, mode: str) -> None:
+    """Refuse a COCO set folder whose FID reference was made with another ``mode`` than the one
+    asked for (its ``info.json`` says which): a folder prepared by hand, e.g. with the CLI's default
+    "selected" where the config asks for "all", would otherwise give FIDs against another reference."""
+    if mode not in REFERENCE_MODES:
+        raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {mode!r}")
+    path = Path(folder) / "info.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; prepare the set with `python -m dkd data` or the workflow")
+    info = json.loads(path.read_text())
+    if info.get("reference") != mode:
+        raise ValueError(
+            f"{path}: the reference folder was made with reference={info.get('reference')!r}, the config asks "
+            f"for {mode!r} (data.<set>.reference). Delete {folder} and let the workflow rebuild it, or run "
+            f"`python -m dkd data {info.get('split', '<split>')} --reference {mode}`.")

@@ -343,3 +343,18 @@ def test_cli_runs_the_function_and_reports_errors(fake, tmp_path, capsys, monkey
     args = parser.parse_args(["data", "coco2017", "--out", str(out), "--quiet"])
     assert args.run(args) == 2
     assert capsys.readouterr().err.startswith("error: 2 required file(s) missing")
+
+
+def test_a_set_made_with_another_reference_mode_is_refused(fake, tmp_path):
+    """The CLI's default reference is the selected images; the paper config asks for all val images:
+    a folder prepared by hand with the default is refused before any FID is computed against it."""
+    from dkd.data import check_reference_mode
+
+    paths = prepare_coco("coco2014", out=tmp_path, base_url=fake["base_url"], count=3, progress=False)
+    folder = paths["info"].parent
+    check_reference_mode(folder, "selected")
+    with pytest.raises(ValueError, match=r"made with reference='selected', the config asks for 'all'.*"
+                                         r"python -m dkd data coco2014 --reference all"):
+        check_reference_mode(folder, "all")
+    with pytest.raises(FileNotFoundError, match="info.json: missing"):
+        check_reference_mode(tmp_path / "elsewhere", "all")

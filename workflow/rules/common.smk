@@ -251,6 +251,14 @@ def reference_folder(wildcards):
     return str(Path(_data_set(reference)[0], "reference")) if reference.startswith("data:") else reference
 
 
+def reference_mode(wildcards):
+    """The FID reference mode the config asks of a COCO set (data.<split>.reference), or None; the rule
+    reference_stats refuses a set folder made with another one (dkd.data.check_reference_mode)."""
+    reference = _evalset(wildcards.evalset).get("reference") or ""
+    name = reference.removeprefix("data:")
+    return data_settings(name).get("reference") if reference.startswith("data:") and name in COCO_COUNTS else None
+
+
 def reference_inputs(wildcards):
     """The file that marks a built reference folder complete (toy digits, a COCO set), as an input."""
     inputs = evaluator_inputs(wildcards)

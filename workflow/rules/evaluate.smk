@@ -16,6 +16,7 @@ rule reference_stats:
         log_path("reference-stats/{evalset}.log"),
     params:
         reference=reference_folder,
+        reference_mode=reference_mode,
         evaluator=evaluator_settings,
         scratch=lambda wc: results("reference-stats", f"{wc.evalset}-256"),
     resources:
