@@ -94,7 +94,9 @@ INCEPTION_DIR = data_path("models", "inception")  # clean-fid's Inception file, 
 
 def _is_hub_id(source):
     """``owner/name`` that is no existing path (dkd.backbones.load.resolve_source's rule)."""
-    return not Path(source).expanduser().exists() and not source.startswith((".", "/", "~")) and source.count("/") == 1
+    path = Path(source)
+    return not path.expanduser().exists() and not path.is_absolute() and not source.startswith((".", "~")) \
+        and len(path.parts) == 2
 
 
 def model_groups():
