@@ -1,5 +1,5 @@
-"""Rule `report`: every configured table (ours beside the paper's), the claims, sample grids and
-the weight-analysis plots."""
+"""Rule `report`: report.md with every configured table (ours beside the paper's; each table's own
+file is written by its rule, scripts/table.py), the claims, sample grids and the weight-analysis plots."""
 
 import logging
 import os
@@ -29,5 +29,5 @@ with rule_log(sm.log[0], sm.threads):
     figures = [{"caption": caption(path), "path": os.path.relpath(path, folder)}
                for path in [*sm.output.grids, *sm.input.plots]]
     written = write_report(folder, tables, title=spec.get("title", "DKD reproduction"), intro=spec.get("intro", ""),
-                           figures=figures, claims=check_claims(spec.get("claims", []), results))
+                           figures=figures, claims=check_claims(spec.get("claims", []), results), table_files=False)
     logging.info("wrote %s", [str(path) for path in written])

@@ -110,11 +110,13 @@ def render_report(tables: Sequence[Table], *, title: str, intro: str, figures: S
 
 
 def write_report(folder: str | os.PathLike, tables: Sequence[Table], *, title: str, intro: str,
-                 figures: Sequence = (), claims: Sequence = ()) -> list[Path]:
-    """Write ``<folder>/tables/<name>.md`` per table and ``<folder>/report.md``, atomically; all
-    markdown is rendered first, so bad input writes nothing. Returns the paths written."""
+                 figures: Sequence = (), claims: Sequence = (), table_files: bool = True) -> list[Path]:
+    """Write ``<folder>/tables/<name>.md`` per table (unless ``table_files`` is False: the workflow
+    renders each table in its own rule) and ``<folder>/report.md``, atomically; all markdown is
+    rendered first, so bad input writes nothing. Returns the paths written."""
     report = render_report(tables, title=title, intro=intro, figures=figures, claims=claims)
     folder = Path(folder)
-    written = [atomic_write_text(folder / "tables" / f"{table.name}.md", render_table(table)) for table in tables]
+    written = [atomic_write_text(folder / "tables" / f"{table.name}.md", render_table(table))
+               for table in (tables if table_files else ())]
     written.append(atomic_write_text(folder / "report.md", report))
     return written

@@ -277,6 +277,9 @@ def test_report_and_atomic_write(results, paper, tmp_path):
     assert "| CLIP rises | no | see table |" in report and "| untested | — | — |" in report
     assert "| FID ours | FID paper | FID Δ |" in re.sub(r" +", " ", report)
     assert sorted(p.name for p in out.rglob("*")) == ["report.md", "table2.md", "tables"]  # no temp file left
+    alone = tmp_path / "report-only"  # the workflow: each table file is written by the table's own rule
+    assert write_report(alone, [table], title="t", intro="", table_files=False) == [alone / "report.md"]
+    assert render_table(table) in (alone / "report.md").read_text() and not (alone / "tables").exists()
     # Bad input writes nothing and keeps the earlier report.
     with pytest.raises(ValueError, match=r"claims\[0\]: 'holds' must be true, false or null"):
         write_report(out, [table], title="new", intro="", claims=[{"claim": "c", "holds": "yes", "evidence": ""}])

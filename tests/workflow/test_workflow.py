@@ -79,7 +79,8 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
                 "generate_shard": sum(n * sets[name].get("shards", 1) for name, n in per_set.items()),
                 "images": sum(per_set.values()), "reference_stats": 2, "features_metrics": sum(scored.values()),
                 "clip": sum(scored.values()), "hps": 6, "timing": timed, "weights": 4, "fig16": 1, "report": 1,
-                "all": 1, "fetch_model": len(config["backbones"]) + published + 3}  # + Inception, CLIP, HPS
+                "all": 1, "fetch_model": len(config["backbones"]) + published + 3,  # + Inception, CLIP, HPS
+                **{name: 1 for name in config["report"]["tables"]}}  # each table's own rule
     assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
     # every job that loads pretrained files from the hub waits for the local rule that fetched them
     needs = {"distill": lambda b, m: {f"teacher-{b}"}, "weights": lambda b, m: {f"teacher-{b}"},
@@ -171,7 +172,8 @@ def test_a_bad_run_name_fails_at_parse_time(tmp_path):
 
 
 def test_toy_dry_run_plans_every_table_target(tmp_path):
-    """Each report table of config/toy.yaml is a named target, and `all` plans the whole benchmark:
+    """Each report table of config/toy.yaml is a named target (its rule renders results/tables/<table>.md),
+    and `all` plans the whole benchmark:
     the toy's data, teacher and evaluator, 11 distillation runs, 13 models' images and metrics,
     4 weight analyses, the convergence plot and the report."""
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
@@ -185,7 +187,8 @@ def test_toy_dry_run_plans_every_table_target(tmp_path):
         "params": 1, "toy_data": 1, "toy_backbone": 1, "toy_evaluator": 1, "distill": runs, "generate_shard": models,
         "images": models, "reference_stats": 1, "features_metrics": models, "clip": models,
         "weights": len(config["analysis"]["weights"]["toy"]), "report": 1, "fig16": 1, "all": 1,
-        "total": 5 + runs + 4 * models + 7,
+        **{name: 1 for name in config["report"]["tables"]},  # each table's own rule
+        "total": 5 + runs + 4 * models + 7 + len(config["report"]["tables"]),
     }
     for table in [*config["report"]["tables"], "fig16"]:
         run = snakemake(table, "-n", "--configfile", "config/toy.yaml", *overrides)

@@ -1,4 +1,4 @@
-# The report: results/report.md and results/tables/<table>.md, our numbers beside the paper's
+# The report: results/tables/<table>.md (one rule each) and results/report.md, our numbers beside the paper's
 # (config/paper/results.csv), sample grids per model (grid.png beside each model's images), the
 # weight analysis plots and the claims.
 
@@ -6,6 +6,7 @@
 rule report:
     input:
         results=metric_targets(),
+        tables=[results("tables", f"{name}.md") for name in config.get("report", {}).get("tables", {})],
         images=[images for images, _ in report_grids()],
         plots=weight_plots() + ([results("fig16.png")] if curve_files() else []),
     output:
@@ -26,15 +27,28 @@ rule report:
         "../../scripts/report.py"
 
 
-# Named targets: `snakemake table2` (or fig2 ...) makes every result file one table needs.
-for _table in config.get("report", {}).get("tables", {}):
+# One rule per table, named after it: `snakemake table2` makes the result files that table needs
+# and renders results/tables/table2.md from them alone, so a table is done without waiting for the
+# others (or for a failed job of another table); `report` then gathers every table.
+for _table, _spec in config.get("report", {}).get("tables", {}).items():
 
     rule:
         name:
             _table
         input:
             table_inputs(_table),
+        output:
+            table=results("tables", f"{_table}.md"),
+        log:
+            log_path("tables", f"{_table}.log"),
+        params:
+            spec=_spec,
+            paper=config["paper"].get("results"),
         localrule: True
+        conda:
+            "../../envs/dkd.yaml"
+        script:
+            "../../scripts/table.py"
 
 
 rule fig16:

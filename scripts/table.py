@@ -1,0 +1,12 @@
+"""Rule `<table>` (`snakemake table3`): one table of the report, ours beside the paper's, from the
+result files that table reads alone."""
+
+from dkd.io import atomic_write_text, rule_log
+from dkd.report import build_table, read_paper, read_results, render_table, table_specs
+
+sm = snakemake  # noqa: F821
+with rule_log(sm.log[0], sm.threads):
+    (spec,) = table_specs({sm.rule: sm.params.spec})
+    paper = read_paper(sm.params.paper) if sm.params.paper else None
+    table = build_table(spec, read_results([str(path) for path in sm.input]), paper)
+    atomic_write_text(sm.output.table, render_table(table))
