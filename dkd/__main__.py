@@ -85,11 +85,17 @@ def _sample(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = OneStepPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device,
                                            backbone=args.backbone)
+    index = [{"image": image_path(args.out, i).name, "prompt": prompt, "seed": args.seed + i}
+             for i, prompt in enumerate(prompts)]
+    index_file = Path(args.out) / "prompts.jsonl"
+    if index_file.is_file() and [json.loads(line) for line in index_file.read_text().splitlines()] != index:
+        raise ValueError(f"{args.out} holds the images of other prompts or seeds ({index_file}): "
+                         "choose another --out, or delete that folder")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(index_file, "".join(json.dumps(row) + "\n" for row in index))  # first: a rerun resumes
     fingerprint = sampler_fingerprint(args.model, {"dtype": args.dtype, "device": device}, args.seed, prompts)
     counts = generate_shard(pipe, prompts, args.out, seed=args.seed, batch_size=args.batch_size,
                             fingerprint=fingerprint)
-    index = [{"image": image_path(args.out, i).name, "prompt": prompt, "seed": args.seed + i} for i, prompt in enumerate(prompts)]
-    atomic_write_text(Path(args.out) / "prompts.jsonl", "".join(json.dumps(row) + "\n" for row in index))
     print(f"{args.out}: {counts['written']} image(s) written, {counts['skipped']} already there", file=sys.stderr)
     return 0
 
@@ -129,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("model", help="the exported pipeline/ folder of a distillation run")
     sample.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     sample.add_argument("--prompts", default=None, help="a prompt file: .txt (one per line) or .jsonl ('prompt')")
-    sample.add_argument("--out", required=True, help="folder for <index:05d>.png and prompts.jsonl")
+    sample.add_argument("--out", required=True, help="folder for <index:05d>.png and prompts.jsonl (a rerun with the "
+                        "same prompts and seed resumes; images made on another device or dtype are redone)")
     sample.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i (default 0)")
     sample.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
     sample.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",

@@ -153,6 +153,26 @@ def _replace_denoiser(pipe, spec: MultiStepSpec) -> None:
         )
 
 
+COMMUNITY_MIRROR = "diffusers/community-pipelines-mirror"  # the dataset diffusers fetches community code from
+
+
+def community_pipeline_file(name: str) -> str:
+    """The code of diffusers community pipeline ``name`` at this diffusers release, as a local file
+    (downloaded from diffusers' mirror dataset, or found in the hub cache).
+
+    This is the file ``from_pretrained(custom_pipeline=name)`` loads, but diffusers first asks PyPI
+    for its release list (``get_diffusers_versions``) whatever ``HF_HUB_OFFLINE`` says, which fails
+    on a node without network; resolved here, the mirror file comes from the cache like any hub file.
+    """
+    import diffusers
+    from huggingface_hub import hf_hub_download
+
+    if not COMMUNITY_PIPELINE.match(name):
+        raise ValueError(f"{name!r} is no diffusers community pipeline name (letters, digits, '_')")
+    release = "v" + ".".join(diffusers.__version__.split(".")[:3])
+    return hf_hub_download(COMMUNITY_MIRROR, f"{release}/{name}.py", repo_type="dataset")
+
+
 class DiffusersSampler:
     """A diffusers text-to-image pipeline run as ``MultiStepSpec`` says, one generator per image.
 
@@ -164,7 +184,9 @@ class DiffusersSampler:
         from diffusers import DiffusionPipeline
 
         local = Path(spec.source).expanduser().is_dir()
-        extra = {"custom_pipeline": spec.custom_pipeline} if spec.custom_pipeline else {}
+        # the community pipeline's file from diffusers' own mirror (trusted as diffusers trusts it by name)
+        extra = {"custom_pipeline": community_pipeline_file(spec.custom_pipeline), "trust_remote_code": True} \
+            if spec.custom_pipeline else {}
         pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local, **extra)
         if spec.denoiser_weights:
             _replace_denoiser(pipe, spec)

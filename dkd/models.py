@@ -4,9 +4,10 @@ Compute nodes of many clusters have no network. The workflow's local rule ``fetc
 :func:`fetch_all` on the login node for each model a config names (teachers from hub ids, the
 evaluation models, published checkpoints) before any job that loads it. Hub files go to the
 Hugging Face cache (``HF_HOME``; put it on a file system the compute nodes share), where the jobs'
-own loading code (``from_pretrained``, ``hf_hub_download``, open_clip) finds them: the hub client
-falls back to the cache when the network is unreachable, and uses only the cache with
-``HF_HUB_OFFLINE=1``. Each kind is fetched by the library that later loads it, so exactly the
+own loading code (``from_pretrained``, ``hf_hub_download``, open_clip) finds them; run the jobs
+with ``HF_HUB_OFFLINE=1`` (the README's two-step recipe: ``snakemake downloads`` with network,
+then the rest offline), since a firewall that drops packets makes the hub client time out rather
+than fall back to the cache. Each kind is fetched by the library that later loads it, so exactly the
 files it loads are fetched:
 
 * ``pipeline``: a diffusers pipeline on the hub, ``DiffusionPipeline.download`` (the components of
@@ -17,7 +18,9 @@ files it loads are fetched:
 * ``open_clip``: open_clip weights ``source`` (model name) with ``tag`` (pretrained tag),
   ``open_clip.pretrained.download_pretrained``;
 * ``inception``: clean-fid's Inception-v3 torchscript file into the folder ``source``
-  (resumable, checksummed, atomic: :mod:`dkd.data.download`). clean-fid itself downloads it to
+  (resumable and atomic, its checksum recorded on first download and verified after:
+  :mod:`dkd.data.download`; offline, its ``DataUnavailableError`` names the URL and folder).
+  clean-fid itself downloads it to
   ``/tmp``, which is local to each node; :func:`dkd.metrics.fid.build_extractor` loads it from
   this folder instead (``inception_dir``).
 """
@@ -99,6 +102,10 @@ def _download(files: ModelFiles) -> str:
     if files.kind == "pipeline":
         from diffusers import DiffusionPipeline
 
+        if files.custom_pipeline:  # the mirror file the jobs load (dkd.generate.community_pipeline_file)
+            from .generate import community_pipeline_file
+
+            community_pipeline_file(files.custom_pipeline)
         extra = {"custom_pipeline": files.custom_pipeline} if files.custom_pipeline else {}
         return str(DiffusionPipeline.download(files.source, **extra))
     if files.kind == "hub_file":

@@ -16,7 +16,7 @@ with rule_log(sm.log[0], sm.threads):
     for images, grid in zip(sm.params.images, sm.output.grids):
         save_grid([p for p in (image_path(images, i) for i in range(20)) if p.is_file()], grid, columns=10)
     results = read_results(list(sm.input.results))  # sources: paths from the repository root
-    paper = read_paper(sm.params.paper) if sm.params.paper else None
+    paper = read_paper(sm.input.paper[0]) if sm.input.paper else None
     tables = [build_table(table, results, paper) for table in table_specs(spec["tables"])]
     def caption(path):
         where = Path(path).parent.relative_to(folder)

@@ -7,6 +7,6 @@ from dkd.report import build_table, read_paper, read_results, render_table, tabl
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads):
     (spec,) = table_specs({sm.rule: sm.params.spec})
-    paper = read_paper(sm.params.paper) if sm.params.paper else None
-    table = build_table(spec, read_results([str(path) for path in sm.input]), paper)
+    paper = read_paper(sm.input.paper[0]) if sm.input.paper else None
+    table = build_table(spec, read_results(list(sm.input.results)), paper)
     atomic_write_text(sm.output.table, render_table(table))

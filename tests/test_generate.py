@@ -66,3 +66,29 @@ def test_a_new_fingerprint_regenerates_only_its_range(one_step, tmp_path):
     stamp = os.stat(image_path(out, 5)).st_mtime_ns
     changed = generate_shard(one_step, PROMPTS, out, start=0, end=3, seed=1, fingerprint="model-b", progress=False)
     assert changed["written"] == 3 and os.stat(image_path(out, 5)).st_mtime_ns == stamp
+
+
+def test_a_community_pipeline_loads_from_the_mirror_file_without_asking_pypi(folder, tmp_path, monkeypatch):
+    """`custom_pipeline` (InstaFlow's `instaflow_one_step`): the code comes from diffusers' mirror
+    dataset at this release through hf_hub_download (cached by the fetch_model rule); diffusers'
+    own by-name resolution, which asks PyPI first, is never used (stand-ins: no network here)."""
+    import diffusers
+    import huggingface_hub
+    from diffusers.utils import dynamic_modules_utils
+
+    code = tmp_path / "mirror" / "fake_one_step.py"
+    code.parent.mkdir()
+    code.write_text("from diffusers import StableDiffusionPipeline\n\n\n"
+                    "class FakeOneStepPipeline(StableDiffusionPipeline):\n    pass\n")
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, filename, **kw: asked.append((repo, filename, kw)) or str(code))
+
+    def no_network():
+        raise OSError("pypi.org is unreachable")
+
+    monkeypatch.setattr(dynamic_modules_utils, "get_diffusers_versions", no_network)
+    sampler = DiffusersSampler(MultiStepSpec(source=str(folder), steps=1, custom_pipeline="fake_one_step"))
+    assert type(sampler.pipe).__name__ == "FakeOneStepPipeline"
+    release = ".".join(diffusers.__version__.split(".")[:3])
+    assert asked == [("diffusers/community-pipelines-mirror", f"v{release}/fake_one_step.py", {"repo_type": "dataset"})]

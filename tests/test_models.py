@@ -68,19 +68,21 @@ def test_each_kind_is_fetched_by_the_library_that_loads_it(monkeypatch, tmp_path
     monkeypatch.setattr(diffusers.DiffusionPipeline, "download",
                         staticmethod(lambda source, **kw: calls.append(("pipeline", source, kw)) or "/cache/p"))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download",
-                        lambda repo, name: calls.append(("file", repo, name)) or "/cache/f")
+                        lambda repo, name, **kw: calls.append(("file", repo, name)) or "/cache/f")
     monkeypatch.setattr(open_clip.pretrained, "download_pretrained",
                         lambda cfg: calls.append(("clip", cfg["hf_hub"])) or "/cache/c")
     rows = fetch_all([ModelFiles("pipeline", "a/b", custom_pipeline="instaflow_one_step"),
                       ModelFiles("hub_file", "c/d", filename="w.bin").to_dict(), *files_for("clip")],
                      out_file=tmp_path / "marker.json")
-    assert calls == [("pipeline", "a/b", {"custom_pipeline": "instaflow_one_step"}), ("file", "c/d", "w.bin"),
+    release = ".".join(diffusers.__version__.split(".")[:3])
+    assert calls == [("file", "diffusers/community-pipelines-mirror", f"v{release}/instaflow_one_step.py"),
+                     ("pipeline", "a/b", {"custom_pipeline": "instaflow_one_step"}), ("file", "c/d", "w.bin"),
                      ("clip", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K/")]
     assert [row["path"] for row in rows] == ["/cache/p", "/cache/f", "/cache/c"]
     assert json.loads((tmp_path / "marker.json").read_text()) == {"files": rows}
     assert fetch(ModelFiles("pipeline", str(tmp_path))) == str(tmp_path)  # a local folder: nothing to fetch
 
-    def failing(repo, name):
+    def failing(repo, name, **kw):
         raise OSError("connection refused")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing)

@@ -147,6 +147,7 @@ def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teache
 
     for bad, message in [(["sample", str(tmp_path / "missing"), "--prompt", "x", "--out", str(out)], "no such folder"),
                          (["sample", str(exported / "pipeline"), "--out", str(out)], "no prompt"),
-                         ([*command, "--batch-size", "0"], "--batch-size")]:
+                         ([*command, "--batch-size", "0"], "--batch-size"),
+                         ([*command, "--seed", "6"], "holds the images of other prompts or seeds")]:
         assert main(bad) == 2
         assert message in capsys.readouterr().err

@@ -6,9 +6,10 @@ checkpoint) are dropped, so that the log of a resumed run equals an uninterrupte
 TensorBoard scalars are written too when ``tensorboard`` is installed (a dependency of the
 package), into ``tensorboard/<CSV name>/`` beside the CSV (``log``, ``curve``: one TensorBoard run
 each). A resumed attempt starts its event file with TensorBoard's purge marker at the first step
-it trains again (``SummaryWriter(purge_step=...)``): readers drop the killed attempt's points from
-that step on, as the CSV drops its rows. The marker purges every tag of its folder, hence one
-folder per CSV.
+it trains again (``SummaryWriter(purge_step=...)``): TensorBoard's ``EventAccumulator`` drops the
+killed attempt's points from that step on, as the CSV drops its rows (the marker purges every tag
+of its folder, hence one folder per CSV). TensorBoard's default (Rust) data server ignores the
+marker and treats a step that goes back per tag instead.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from typing import Iterator, Optional
 
 
 class CsvLogger:
-    def __init__(self, path: str | Path, resume_after: int = 0, tensorboard: bool = True):
+    """``resume_after``: the step the run resumes after (rows up to it are kept), or None for a run
+    that starts from scratch (every row of an earlier attempt is dropped, step 0 included)."""
+
+    def __init__(self, path: str | Path, resume_after: Optional[int] = None, tensorboard: bool = True):
         self.path = Path(path)
         self.columns: list[str] | None = None
+        keep_until = -1 if resume_after is None else resume_after
         if self.path.is_file():
             with self.path.open(newline="") as handle:
                 reader = csv.DictReader(handle)
                 self.columns = reader.fieldnames
-                rows = [row for row in reader if int(row["step"]) <= resume_after]
+                rows = [row for row in reader if int(row["step"]) <= keep_until]
             self._rewrite(rows)
-        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard" / self.path.stem, resume_after + 1) \
+        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard" / self.path.stem, keep_until + 1) \
             if tensorboard else None
 
     def _rewrite(self, rows: list[dict]) -> None:

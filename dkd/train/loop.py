@@ -335,23 +335,29 @@ class Distiller:
         self.acc.wait_for_everyone()
 
     def run(self, progress: bool = True, evaluate: Optional[Callable] = None) -> DistillResult:
-        from tqdm.auto import tqdm
-
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.resume()
         if self.acc.is_main_process:
             record = {**self.config.to_dict(), "fingerprint": self.fingerprint}
             (self.output_dir / "config.json").write_text(json.dumps(record, indent=2))
-        logger = CsvLogger(self.output_dir / "log.csv", resume_after=self.step) if self.acc.is_main_process else None
-        curve = CsvLogger(self.output_dir / "curve.csv", resume_after=self.step) \
+        resume_after = self.step or None  # None: from scratch, an earlier attempt's step-0 curve row is dropped too
+        logger = CsvLogger(self.output_dir / "log.csv", resume_after) if self.acc.is_main_process else None
+        curve = CsvLogger(self.output_dir / "curve.csv", resume_after) \
             if self.acc.is_main_process and evaluate is not None else None
+        with closing_all(logger, curve):
+            return self._train(progress, evaluate, logger, curve)
+
+    def _train(self, progress: bool, evaluate: Optional[Callable], logger: Optional[CsvLogger],
+               curve: Optional[CsvLogger]) -> DistillResult:
+        from tqdm.auto import tqdm
+
         if self.step == 0:
             self._evaluate(evaluate, curve, done=False)
         self._start_attempt()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
                    desc="distill")
         checkpoint, latest = None, {}
-        with StopSignals() as stop, closing_all(logger, curve):
+        with StopSignals() as stop:
             while self.step < self.total_steps:
                 start = time.perf_counter()
                 latest.update(self.train_step())  # a row holds each metric's latest value (the generator's

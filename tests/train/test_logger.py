@@ -26,7 +26,7 @@ def csv_rows(path: Path) -> list[tuple[int, float]]:
         return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(handle)]
 
 
-def attempt(path: Path, resume_after: int, steps: range, scale: float, close: bool = True) -> None:
+def attempt(path: Path, resume_after: int | None, steps: range, scale: float, close: bool = True) -> None:
     """One attempt writing loss = scale x step; ``close=False``: killed (the writer is never closed)."""
     logger = CsvLogger(path, resume_after=resume_after)
     for step in steps:
@@ -40,7 +40,7 @@ def test_a_resumed_attempt_replaces_the_killed_attempts_rows_and_scalars(tmp_pat
     step 3 and logs steps 4-6 with other values: the CSV and TensorBoard both hold steps 1-3 of
     attempt 1 and 4-6 of attempt 2, each step once."""
     path = tmp_path / "log.csv"
-    attempt(path, 0, range(1, 6), 1.0, close=False)
+    attempt(path, None, range(1, 6), 1.0, close=False)
     attempt(path, 3, range(4, 7), 10.0)
     expected = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
     assert csv_rows(path) == expected
@@ -49,10 +49,10 @@ def test_a_resumed_attempt_replaces_the_killed_attempts_rows_and_scalars(tmp_pat
 
 def test_a_restart_from_scratch_drops_everything_the_killed_attempt_logged(tmp_path):
     path = tmp_path / "log.csv"
-    attempt(path, 0, range(1, 3), 1.0, close=False)  # killed before its first checkpoint
-    attempt(path, 0, range(1, 4), 7.0)
-    assert csv_rows(path) == [(1, 7.0), (2, 14.0), (3, 21.0)]
-    assert tensorboard_scalars(tmp_path / "tensorboard" / "log") == {"loss": [(1, 7.0), (2, 14.0), (3, 21.0)]}
+    attempt(path, None, range(0, 3), 1.0, close=False)  # killed before its first checkpoint (a step-0 row:
+    attempt(path, None, range(0, 4), 7.0)               # the evaluation curve's, before training)
+    assert csv_rows(path) == [(0, 0.0), (1, 7.0), (2, 14.0), (3, 21.0)]
+    assert tensorboard_scalars(tmp_path / "tensorboard" / "log") == {"loss": [(0, 0.0), (1, 7.0), (2, 14.0), (3, 21.0)]}
 
 
 def test_each_csv_is_its_own_tensorboard_run_and_closing_all_closes_them(tmp_path):

@@ -97,6 +97,11 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
             assert needs[rule](backbone, model) <= set(re.findall(r"models/([\w.-]+)\.json", inputs)), (rule, inputs)
             checked += 1
     assert checked == sum(expected[rule] for rule in needs)
+    # `snakemake downloads` (with network, before HF_HUB_OFFLINE=1): the data and fetch rules (local), nothing else
+    run = snakemake("downloads", "-n", *overrides)
+    assert run.returncode == 0, run.stdout + run.stderr
+    fetched = {rule: expected[rule] for rule in ("data_coco", "data_hpsv2", "data_journeydb", "fetch_model")}
+    assert _job_counts(run.stdout) == {**fetched, "downloads": 1, "total": sum(fetched.values()) + 1}
     for table in [*config["report"]["tables"], "fig16"]:
         run = snakemake(table, "-n", *overrides)
         assert run.returncode == 0, table + run.stdout + run.stderr

@@ -110,15 +110,32 @@ def model_groups():
         groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
     if hps_sets() and not evaluation["hps"].get("checkpoint"):
         groups["hps"] = {"what": "hps", "version": evaluation["hps"].get("version", "v2.0")}
-    for names in evaluation.get("published", {}).get("models", {}).values():
-        groups.update({f"published-{name}": {"what": "published", "name": name, "catalog": published_catalog()}
-                       for name in names})
+    published = [f"pub-{name}" for names in evaluation.get("published", {}).get("models", {}).values() for name in names]
+    published += [model for models in evaluation.get("timing", {}).get("models", {}).values() for model in models]
+    published += [row.get("model") or "" for table in config.get("report", {}).get("tables", {}).values()
+                  for row in table.get("rows", [])]
+    groups.update({f"published-{model[4:]}": {"what": "published", "name": model[4:], "catalog": published_catalog()}
+                   for model in published if model.startswith("pub-")})
     return groups
 
 
 def model_marker(group, key):
-    """{key: the marker file of ``group``'s fetched files}, or {} when the config loads nothing from the hub there."""
-    return {key: data_path("models", f"{group}.json")} if group in model_groups() else {}
+    """{key: the marker file of ``group``'s fetched files}, or {} when the config loads nothing from the hub
+    there. ancient(): fetching again (a newer marker) does not make the jobs that load the files rerun."""
+    return {key: ancient(data_path("models", f"{group}.json"))} if group in model_groups() else {}
+
+
+def download_targets():
+    """What `snakemake downloads` fetches where there is network: every prompt set, reference folder
+    and pretrained file the config uses; the rest of the workflow can then run with HF_HUB_OFFLINE=1."""
+    names = [config.get("distill", {}).get("prompts", "")]
+    for spec in config.get("evaluation", {}).get("sets", {}).values():
+        names += [spec.get("prompts") or "", spec.get("reference") or ""]
+    files = []
+    for name in dict.fromkeys(n for n in names if isinstance(n, str) and n.startswith("data:")):
+        folder, prompts = _data_set(name)
+        files += [prompts] + ([str(Path(folder, "info.json"))] if folder else [])
+    return list(dict.fromkeys(files)) + [data_path("models", f"{group}.json") for group in model_groups()]
 
 
 def curve_settings(wildcards):
@@ -238,10 +255,23 @@ def evaluator_settings(wildcards=None):
     return {"kind": kind, "classifier": None, "inception_dir": INCEPTION_DIR}
 
 
-def evaluator_inputs(wildcards):
+def fid_evaluator_inputs(wildcards):
+    """What FID and precision/recall load: the toy classifier, or clean-fid's fetched Inception."""
     if config.get("evaluation", {}).get("evaluator", "paper") == "toy":
         return {"classifier": results("evaluator", "classifier.json")}
-    return {**model_marker("inception", "inception"), **model_marker("clip", "clip_model")}
+    return model_marker("inception", "inception")
+
+
+def clip_evaluator_inputs(wildcards):
+    """What the CLIP score loads: the toy classifier, or the fetched open_clip model."""
+    if config.get("evaluation", {}).get("evaluator", "paper") == "toy":
+        return {"classifier": results("evaluator", "classifier.json")}
+    return model_marker("clip", "clip_model")
+
+
+def evaluator_inputs(wildcards):
+    """Both (the evaluation hook of a run's training curve)."""
+    return {**fid_evaluator_inputs(wildcards), **clip_evaluator_inputs(wildcards)}
 
 
 def reference_folder(wildcards):
@@ -263,7 +293,7 @@ def reference_mode(wildcards):
 
 def reference_inputs(wildcards):
     """The file that marks a built reference folder complete (toy digits, a COCO set), as an input."""
-    inputs = evaluator_inputs(wildcards)
+    inputs = fid_evaluator_inputs(wildcards)
     reference = _evalset(wildcards.evalset).get("reference") or ""
     if reference == "toy":
         inputs["reference"] = results("data", "reference.json")
@@ -338,6 +368,19 @@ METRIC_FILES = {
 # A distillation run's files (teachers and published models have none).
 RUN_LEVEL_FILES = ("params.json", "weights.json", "train.json")
 MODEL_LEVEL_FILES = (*RUN_LEVEL_FILES, "timing.json")
+
+
+def paper_results():
+    """The paper's numbers (config paper.results) as an input of the tables: editing them re-renders."""
+    path = config.get("paper", {}).get("results")
+    return [path] if path else []
+
+
+def report_results():
+    """Every result file of the report: the configured metrics and each table's own files (the same
+    files its table rule renders from, so report.md and tables/<table>.md agree)."""
+    files = metric_targets() + [f for name in config.get("report", {}).get("tables", {}) for f in table_inputs(name)]
+    return list(dict.fromkeys(files))
 
 
 def table_inputs(name):

@@ -85,3 +85,11 @@ rule fetch_model:
         "../../envs/dkd.yaml"
     script:
         "../../scripts/fetch_model.py"
+
+
+rule downloads:
+    """Every prompt set, reference folder and pretrained file the config uses (download_targets):
+    `snakemake downloads` where there is network, then the rest with HF_HUB_OFFLINE=1."""
+    input:
+        download_targets(),
+    localrule: True

@@ -58,7 +58,7 @@ rule features_metrics:
 
 rule clip:
     input:
-        unpack(evaluator_inputs),
+        unpack(clip_evaluator_inputs),
         images=results("{backbone}/{model}/{evalset}/images.json"),
         prompts=lambda wc: prompt_file(config["evaluation"]["sets"][wc.evalset]["prompts"]),
     output:

@@ -5,7 +5,8 @@
 
 rule report:
     input:
-        results=metric_targets(),
+        results=report_results(),
+        paper=paper_results(),
         tables=[results("tables", f"{name}.md") for name in config.get("report", {}).get("tables", {})],
         images=[images for images, _ in report_grids()],
         plots=weight_plots() + ([results("fig16.png")] if curve_files() else []),
@@ -16,7 +17,6 @@ rule report:
         log_path("report.log"),
     params:
         report=config.get("report", {}),
-        paper=config["paper"].get("results"),
         images=[str(Path(images).with_name("images")) for images, _ in report_grids()],
     resources:
         mem_mb=2000,
@@ -36,14 +36,14 @@ for _table, _spec in config.get("report", {}).get("tables", {}).items():
         name:
             _table
         input:
-            table_inputs(_table),
+            results=table_inputs(_table),
+            paper=paper_results(),
         output:
             table=results("tables", f"{_table}.md"),
         log:
             log_path("tables", f"{_table}.log"),
         params:
             spec=_spec,
-            paper=config["paper"].get("results"),
         localrule: True
         conda:
             "../../envs/dkd.yaml"
