@@ -1,0 +1,52 @@
+# Pretrained files the jobs load (hub teachers, the evaluation models, published checkpoints):
+# fetched on the login node by the local rule fetch_model (data.smk, dkd.models), one marker per
+# group that every loading job waits for. Helpers only, included after common.smk.
+from pathlib import Path
+
+INCEPTION_DIR = data_path("models", "inception")  # clean-fid's Inception file, loaded from here
+
+
+def _is_hub_id(source):
+    """``owner/name`` that is no existing path (dkd.backbones.load.resolve_source's rule)."""
+    path = Path(source)
+    return not path.expanduser().exists() and not path.is_absolute() and not source.startswith((".", "~")) \
+        and len(path.parts) == 2
+
+
+def model_groups():
+    """{group: dkd.models.files_for arguments} of every pretrained file set the config loads from the
+    hub: hub teachers, the paper evaluator's Inception and CLIP, HPS, published checkpoints."""
+    groups = {f"teacher-{name}": {"what": "teacher", "source": backbone["source"]}
+              for name, backbone in config.get("backbones", {}).items()
+              if name not in BUILT_BACKBONES and _is_hub_id(backbone["source"])}
+    evaluation = config.get("evaluation", {})
+    if evaluation.get("evaluator", "paper") == "paper" and evaluation.get("sets"):
+        groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
+    if hps_sets() and not evaluation["hps"].get("checkpoint"):
+        groups["hps"] = {"what": "hps", "version": evaluation["hps"].get("version", "v2.0")}
+    published = [f"pub-{name}" for names in evaluation.get("published", {}).get("models", {}).values() for name in names]
+    published += [model for models in evaluation.get("timing", {}).get("models", {}).values() for model in models]
+    published += [row.get("model") or "" for table in config.get("report", {}).get("tables", {}).values()
+                  for row in table.get("rows", [])]
+    groups.update({f"published-{model[4:]}": {"what": "published", "name": model[4:], "catalog": published_catalog()}
+                   for model in published if model.startswith("pub-")})
+    return groups
+
+
+def model_marker(group, key):
+    """{key: the marker file of ``group``'s fetched files}, or {} when the config loads nothing from the hub
+    there. ancient(): fetching again (a newer marker) does not make the jobs that load the files rerun."""
+    return {key: ancient(data_path("models", f"{group}.json"))} if group in model_groups() else {}
+
+
+def download_targets():
+    """What `snakemake downloads` fetches where there is network: every prompt set, reference folder
+    and pretrained file the config uses; the rest of the workflow can then run with HF_HUB_OFFLINE=1."""
+    names = [config.get("distill", {}).get("prompts", "")]
+    for spec in config.get("evaluation", {}).get("sets", {}).values():
+        names += [spec.get("prompts") or "", spec.get("reference") or ""]
+    files = []
+    for name in dict.fromkeys(n for n in names if isinstance(n, str) and n.startswith("data:")):
+        folder, prompts = _data_set(name)
+        files += [prompts] + ([str(Path(folder, "info.json"))] if folder else [])
+    return list(dict.fromkeys(files)) + [data_path("models", f"{group}.json") for group in model_groups()]
