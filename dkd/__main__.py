@@ -82,15 +82,15 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError("no prompt: give --prompt TEXT (repeatable) and/or --prompts FILE (.txt or .jsonl)")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = OneStepPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device,
-                                           backbone=args.backbone)
     index = [{"image": image_path(args.out, i).name, "prompt": prompt, "seed": args.seed + i}
              for i, prompt in enumerate(prompts)]
     index_file = Path(args.out) / "prompts.jsonl"
     if index_file.is_file() and [json.loads(line) for line in index_file.read_text().splitlines()] != index:
         raise ValueError(f"{args.out} holds the images of other prompts or seeds ({index_file}): "
                          "choose another --out, or delete that folder")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = OneStepPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device,
+                                           backbone=args.backbone)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(index_file, "".join(json.dumps(row) + "\n" for row in index))  # first: a rerun resumes
     fingerprint = sampler_fingerprint(args.model, {"dtype": args.dtype, "device": device}, args.seed, prompts)

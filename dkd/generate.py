@@ -173,6 +173,12 @@ def community_pipeline_file(name: str) -> str:
     return hf_hub_download(COMMUNITY_MIRROR, f"{release}/{name}.py", repo_type="dataset")
 
 
+def community_pipeline_kwargs(name: Optional[str]) -> dict:
+    """``DiffusionPipeline.from_pretrained``/``download`` arguments that run community pipeline
+    ``name`` from its mirror file (trusted as diffusers trusts it by name); none for ``None``."""
+    return {"custom_pipeline": community_pipeline_file(name), "trust_remote_code": True} if name else {}
+
+
 class DiffusersSampler:
     """A diffusers text-to-image pipeline run as ``MultiStepSpec`` says, one generator per image.
 
@@ -184,10 +190,8 @@ class DiffusersSampler:
         from diffusers import DiffusionPipeline
 
         local = Path(spec.source).expanduser().is_dir()
-        # the community pipeline's file from diffusers' own mirror (trusted as diffusers trusts it by name)
-        extra = {"custom_pipeline": community_pipeline_file(spec.custom_pipeline), "trust_remote_code": True} \
-            if spec.custom_pipeline else {}
-        pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local, **extra)
+        pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local,
+                                                 **community_pipeline_kwargs(spec.custom_pipeline))
         if spec.denoiser_weights:
             _replace_denoiser(pipe, spec)
         if spec.scheduler:

@@ -102,12 +102,10 @@ def _download(files: ModelFiles) -> str:
     if files.kind == "pipeline":
         from diffusers import DiffusionPipeline
 
-        if files.custom_pipeline:  # the mirror file the jobs load (dkd.generate.community_pipeline_file)
-            from .generate import community_pipeline_file
+        from .generate import community_pipeline_kwargs
 
-            community_pipeline_file(files.custom_pipeline)
-        extra = {"custom_pipeline": files.custom_pipeline} if files.custom_pipeline else {}
-        return str(DiffusionPipeline.download(files.source, **extra))
+        # with a community pipeline: its mirror file, which the jobs load too (no second fetch, no PyPI)
+        return str(DiffusionPipeline.download(files.source, **community_pipeline_kwargs(files.custom_pipeline)))
     if files.kind == "hub_file":
         from huggingface_hub import hf_hub_download
 

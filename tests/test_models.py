@@ -76,7 +76,7 @@ def test_each_kind_is_fetched_by_the_library_that_loads_it(monkeypatch, tmp_path
                      out_file=tmp_path / "marker.json")
     release = ".".join(diffusers.__version__.split(".")[:3])
     assert calls == [("file", "diffusers/community-pipelines-mirror", f"v{release}/instaflow_one_step.py"),
-                     ("pipeline", "a/b", {"custom_pipeline": "instaflow_one_step"}), ("file", "c/d", "w.bin"),
+                     ("pipeline", "a/b", {"custom_pipeline": "/cache/f", "trust_remote_code": True}), ("file", "c/d", "w.bin"),
                      ("clip", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K/")]
     assert [row["path"] for row in rows] == ["/cache/p", "/cache/f", "/cache/c"]
     assert json.loads((tmp_path / "marker.json").read_text()) == {"files": rows}

@@ -124,7 +124,8 @@ def test_multistep_pipeline_checks_its_settings(teacher_folder):
         MultiStepPipeline(teacher, steps=1)(PROMPTS[:2], [1])
 
 
-def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teacher_folder, tmp_path, capsys):
+def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teacher_folder, tmp_path, capsys,
+                                                                          monkeypatch):
     """`python -m dkd sample`: prompts from --prompt and a file, image i from seed SEED + i, equal to
     the pipeline's own images; a second call finds them done; bad input is one error line."""
     from PIL import Image
@@ -147,7 +148,13 @@ def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teache
 
     for bad, message in [(["sample", str(tmp_path / "missing"), "--prompt", "x", "--out", str(out)], "no such folder"),
                          (["sample", str(exported / "pipeline"), "--out", str(out)], "no prompt"),
-                         ([*command, "--batch-size", "0"], "--batch-size"),
-                         ([*command, "--seed", "6"], "holds the images of other prompts or seeds")]:
+                         ([*command, "--batch-size", "0"], "--batch-size")]:
         assert main(bad) == 2
         assert message in capsys.readouterr().err
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the folder was checked")
+
+    monkeypatch.setattr(OneStepPipeline, "from_pretrained", load)  # a refused folder costs no model load
+    assert main([*command, "--seed", "6"]) == 2
+    assert "holds the images of other prompts or seeds" in capsys.readouterr().err
