@@ -14,10 +14,10 @@ from dkd.report.results import write_result
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
+    if sm.rule == "reference_stats" and sm.params.reference_mode:  # a COCO set folder made by hand with
+        check_reference_mode(Path(sm.params.reference).parent, sm.params.reference_mode)  # another mode: refused
     evaluator = evaluators.Evaluator(**sm.params.evaluator, device="cuda" if torch.cuda.is_available() else "cpu")
     if sm.rule == "reference_stats":
-        if sm.params.reference_mode:  # a COCO set folder made by hand with another reference mode is refused
-            check_reference_mode(Path(sm.params.reference).parent, sm.params.reference_mode)
         info = evaluators.reference(evaluator, sm.params.reference, stats=sm.output.stats,
                                     features=sm.output.features, scratch=sm.params.scratch)
         logging.info("reference %s: %s", sm.wildcards.evalset, info)

@@ -39,3 +39,31 @@ def test_data_coco_rule_writes_prompts_reference_and_log(tmp_path):
     assert "wrote" in (results / "logs" / "data" / "coco2017-5.log").read_text()
     again = snakemake(str(data / "coco2017-5" / "prompts.txt"), "-n", *overrides)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_reference_stats_refuses_a_set_folder_made_with_another_reference_mode(tmp_path):
+    """A COCO set prepared by hand with `--reference all` while the config leaves data.coco2017.reference
+    at its default (the captions' images): the FID reference would not be the one the config describes,
+    so the rule fails with one error naming both modes; the config asking for `all` passes that check."""
+    from dkd.data import prepare_coco
+
+    fake = _fake(tmp_path / "server", COCO2017)
+    data, results = tmp_path / "data", tmp_path / "results"
+    prepare_coco("coco2017", out=data, count=5, reference="all", base_url=fake["base_url"], progress=False)
+    (data / "models").mkdir()
+    (data / "models" / "inception.json").write_text('{"files": []}\n')  # as if fetched (no network here)
+    evaluation = {"sets": {"coco2017": {"prompts": "data:coco2017", "count": 5, "shards": 1, "seed": 0,
+                                        "reference": "data:coco2017", "metrics": ["fid"]}}}
+    target = str(results / "reference-stats" / "coco2017.npz")
+    logs = []
+    for reference in (None, "all"):
+        coco = {"count": 5, "base_url": fake["base_url"], **({"reference": reference} if reference else {})}
+        configfile = tmp_path / f"config-{reference}.yaml"
+        configfile.write_text(yaml.safe_dump({
+            "results": str(results), "paper": {"parameter_counts": "config/paper/parameter_counts.csv"},
+            "data": {"root": str(data), "coco2017": coco}, "evaluation": evaluation}))
+        run = snakemake(target, "--cores", "1", "--configfile", str(configfile))
+        assert run.returncode != 0 and "rule data_coco" not in run.stdout + run.stderr  # the folder is used as is
+        logs.append((results / "logs" / "reference-stats" / "coco2017.log").read_text())
+    assert "made with reference='all', the config asks for 'selected'" in logs[0]
+    assert "made with reference" not in logs[1]  # past the check: it fails on the stand-in Inception marker

@@ -234,11 +234,14 @@ def reference_folder(wildcards):
 
 
 def reference_mode(wildcards):
-    """The FID reference mode the config asks of a COCO set (data.<split>.reference), or None; the rule
-    reference_stats refuses a set folder made with another one (dkd.data.check_reference_mode)."""
+    """The FID reference mode a COCO set's data rule uses (data.<split>.reference, else its default), or
+    None; the rule reference_stats refuses a set folder made with another one (dkd.data.check_reference_mode)."""
     reference = _evalset(wildcards.evalset).get("reference") or ""
     name = reference.removeprefix("data:")
-    return data_settings(name).get("reference") if reference.startswith("data:") and name in COCO_COUNTS else None
+    if not reference.startswith("data:") or name not in COCO_COUNTS:
+        return None
+    settings = data_settings(name)  # dkd.data.prepare_coco's default: the captions' images, unless a caption file
+    return settings.get("reference") or (None if settings.get("captions_file") else "selected")  # may name none
 
 
 def reference_inputs(wildcards):
