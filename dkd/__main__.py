@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     sample.set_defaults(run=_clear_errors(_sample))
 
     from .data.cli import add_subcommands as add_data_subcommands
+    from .train.cli import add_subcommand as add_distill_subcommand
+
+    add_distill_subcommand(commands)  # python -m dkd distill RUN --backbone B --prompts FILE --out DIR
 
     add_data_subcommands(commands)  # python -m dkd data coco2014|coco2017|hpsv2|journeydb ...
     args = parser.parse_args(argv)

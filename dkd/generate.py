@@ -41,6 +41,9 @@ class MultiStepSpec:
     diffusers' own mirror, so no third-party code runs);
     ``denoiser_weights``: a state dict that replaces the whole U-Net/transformer (DMD2 ships one):
     a local file, a local folder + ``denoiser_weight_name``, or a hub repo + ``denoiser_weight_name``;
+    ``denoiser_from``: a hub repo or folder whose ``unet/`` or ``transformer/`` (config and weights)
+    replaces the pipeline's denoiser (PixArt-α 256, whose repo holds only ``transformer/``: the
+    rest comes from ``source``, ``dkd.backbones.components_source``);
     ``adapter``: optional LoRA weights loaded with ``pipe.load_lora_weights``
     (``adapter_weight_name`` picks the file), fused at ``adapter_scale``;
     ``scheduler``: a diffusers scheduler class name, built ``from_config`` of the checkpoint's
@@ -64,6 +67,7 @@ class MultiStepSpec:
     denoiser_weight_name: Optional[str] = None
     eta: Optional[float] = None
     custom_pipeline: Optional[str] = None
+    denoiser_from: Optional[str] = None
 
     def __post_init__(self):
         if self.steps <= 0 or self.guidance_scale < 0:
@@ -132,6 +136,21 @@ def _denoiser_file(spec: MultiStepSpec) -> Path:
         ) from error
 
 
+def _denoiser_part(spec: MultiStepSpec, dtype: torch.dtype) -> dict:
+    """{"unet" or "transformer": the denoiser of ``spec.denoiser_from``}, loaded with the class that
+    ``spec.source``'s ``model_index.json`` names, to be passed to ``from_pretrained`` in its place."""
+    import diffusers
+
+    index = diffusers.DiffusionPipeline.load_config(spec.source, local_files_only=Path(spec.source).is_dir())
+    name = next((key for key in ("unet", "transformer") if key in index), None)
+    if name is None:
+        raise ValueError(f"{spec.source}: the pipeline has neither a unet nor a transformer to take from "
+                         f"{spec.denoiser_from}.")
+    model_class = getattr(diffusers, index[name][1])
+    return {name: model_class.from_pretrained(spec.denoiser_from, subfolder=name, dtype=dtype,
+                                              local_files_only=Path(spec.denoiser_from).is_dir())}
+
+
 def _replace_denoiser(pipe, spec: MultiStepSpec) -> None:
     """Load a full U-Net/transformer state dict into the pipeline's denoiser; every key must match."""
     from .analysis.io import load_state_dict
@@ -190,7 +209,8 @@ class DiffusersSampler:
         from diffusers import DiffusionPipeline
 
         local = Path(spec.source).expanduser().is_dir()
-        pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local,
+        parts = _denoiser_part(spec, dtype) if spec.denoiser_from else {}
+        pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local, **parts,
                                                  **community_pipeline_kwargs(spec.custom_pipeline))
         if spec.denoiser_weights:
             _replace_denoiser(pipe, spec)
@@ -319,7 +339,7 @@ def make_sampler(backbone: str, model: str, *, source: str, teacher: Optional[di
     * ``"pub-<name>"``: a published checkpoint of ``catalog`` as its model card samples it
       (:func:`published_spec`; ``source`` is not used).
     """
-    from .backbones import backbone_spec
+    from .backbones import backbone_spec, components_source
     from .pipeline import MultiStepPipeline, OneStepPipeline
 
     if model.startswith(PUBLISHED_PREFIX):
@@ -329,7 +349,9 @@ def make_sampler(backbone: str, model: str, *, source: str, teacher: Optional[di
         if not teacher:
             raise ValueError(f"no multi-step settings for the teacher of {backbone!r} (evaluation.teachers).")
         if backbone_spec(backbone).latent:
-            return DiffusersSampler(MultiStepSpec(**{**teacher, "source": source}), dtype=dtype, device=device)
+            parts = components_source(backbone, source)  # a hub repo with only the denoiser: PixArt-α 256
+            where = {"source": parts, "denoiser_from": source} if parts else {"source": source}
+            return DiffusersSampler(MultiStepSpec(**{**teacher, **where}), dtype=dtype, device=device)
         extra = {key: teacher[key] for key in ("scheduler", "scheduler_kwargs") if teacher.get(key)}
         return MultiStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device,
                                                  steps=teacher.get("steps", 25),

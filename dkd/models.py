@@ -13,8 +13,11 @@ files it loads are fetched:
 * ``pipeline``: a diffusers pipeline on the hub, ``DiffusionPipeline.download`` (the components of
   ``model_index.json``, safetensors where the repo has them; with ``custom_pipeline`` also that
   diffusers community pipeline's code);
+  ``without`` names components not to fetch (a denoiser that comes from another repo);
 * ``hub_file``: one file of a hub repo, ``huggingface_hub.hf_hub_download`` (the HPS checkpoint, a
   published distilled U-Net or LoRA);
+* ``hub_folder``: one folder of a hub repo, ``huggingface_hub.snapshot_download`` (PixArt-α 256's
+  ``transformer/``, the only part its repo holds: ``dkd.backbones.components_source``);
 * ``open_clip``: open_clip weights ``source`` (model name) with ``tag`` (pretrained tag),
   ``open_clip.pretrained.download_pretrained``;
 * ``inception``: clean-fid's Inception-v3 torchscript file into the folder ``source``
@@ -36,7 +39,9 @@ from typing import Optional, Sequence
 from .data.download import RemoteFile, ensure_files, is_offline
 from .io import atomic_write_text
 
-KINDS = ("pipeline", "hub_file", "open_clip", "inception")
+KINDS = ("pipeline", "hub_file", "hub_folder", "open_clip", "inception")
+OPTIONS = {"pipeline": ("custom_pipeline", "without"), "hub_file": ("filename",), "hub_folder": ("subfolder",),
+           "open_clip": ("tag",), "inception": ()}  # the fields each kind takes
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_FILE = "inception-2015-12-05.pt"  # the name clean-fid's InceptionV3W loads from its folder
 
@@ -48,34 +53,43 @@ class ModelUnavailableError(FileNotFoundError):
 @dataclass(frozen=True)
 class ModelFiles:
     """One set of pretrained files: ``kind`` (see the module doc), ``source`` (hub id, open_clip
-    model name, or the Inception folder), ``filename`` (``hub_file``), ``tag`` (``open_clip``),
-    ``custom_pipeline`` (``pipeline``: a diffusers community pipeline name)."""
+    model name, or the Inception folder), ``filename`` (``hub_file``), ``subfolder`` (``hub_folder``),
+    ``tag`` (``open_clip``), ``custom_pipeline`` (``pipeline``: a diffusers community pipeline name)
+    and ``without`` (``pipeline``: components left out)."""
 
     kind: str
     source: str
     filename: Optional[str] = None
     tag: Optional[str] = None
     custom_pipeline: Optional[str] = None
+    subfolder: Optional[str] = None
+    without: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"model files kind must be one of {KINDS}; got {self.kind!r}.")
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"{self.kind}: source must be a non-empty string; got {self.source!r}.")
-        needs = {"hub_file": "filename", "open_clip": "tag"}.get(self.kind)
+        needs = {"hub_file": "filename", "hub_folder": "subfolder", "open_clip": "tag"}.get(self.kind)
         if needs and not getattr(self, needs):
             raise ValueError(f"{self.kind} {self.source!r} needs {needs}.")
-        allowed = {"pipeline": "custom_pipeline", "hub_file": "filename", "open_clip": "tag"}.get(self.kind)
-        extra = [f for f in ("filename", "tag", "custom_pipeline") if f != allowed and getattr(self, f) is not None]
+        extra = [f for f in ("filename", "tag", "custom_pipeline", "subfolder", "without")
+                 if f not in OPTIONS[self.kind] and getattr(self, f) is not None]
         if extra:
             raise ValueError(f"{self.kind} {self.source!r}: {', '.join(extra)} do(es) not apply to this kind.")
+        if self.without is not None:
+            if isinstance(self.without, str) or not all(isinstance(name, str) and name for name in self.without):
+                raise ValueError(f"{self.kind} {self.source!r}: without must be a list of component names.")
+            object.__setattr__(self, "without", tuple(self.without))
 
     def describe(self) -> str:
-        detail = self.filename or self.tag or self.custom_pipeline
+        detail = self.filename or self.subfolder or self.tag or self.custom_pipeline
+        detail = detail or (f"without {', '.join(self.without)}" if self.without else None)
         return f"{self.kind} {self.source}" + (f" ({detail})" if detail else "")
 
     def to_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in asdict(self).items() if value is not None}
 
 
 def fetch(files: ModelFiles, *, progress: bool = True) -> str:
@@ -104,12 +118,19 @@ def _download(files: ModelFiles) -> str:
 
         from .generate import community_pipeline_kwargs
 
-        # with a community pipeline: its mirror file, which the jobs load too (no second fetch, no PyPI)
-        return str(DiffusionPipeline.download(files.source, **community_pipeline_kwargs(files.custom_pipeline)))
+        # with a community pipeline: its mirror file, which the jobs load too (no second fetch, no PyPI);
+        # a component passed to download() (even as None) is not fetched
+        left_out = dict.fromkeys(files.without or ())
+        return str(DiffusionPipeline.download(files.source, **left_out,
+                                              **community_pipeline_kwargs(files.custom_pipeline)))
     if files.kind == "hub_file":
         from huggingface_hub import hf_hub_download
 
         return str(hf_hub_download(files.source, files.filename))
+    if files.kind == "hub_folder":
+        from huggingface_hub import snapshot_download
+
+        return str(Path(snapshot_download(files.source, allow_patterns=[f"{files.subfolder}/*"]), files.subfolder))
     import open_clip
 
     config = open_clip.get_pretrained_cfg(files.source, files.tag)
@@ -137,14 +158,22 @@ def files_for(what: str, **options) -> list[ModelFiles]:
     """The pretrained files of one thing the workflow loads (its rule ``fetch_model`` names it, so
     that the Snakemake process itself needs no ``dkd`` import):
 
-    * ``teacher``, ``source=<hub id>``: the teacher's diffusers pipeline;
+    * ``teacher``, ``source=<hub id>``, ``backbone=<name>``: the teacher's diffusers pipeline (a repo
+      holding only the denoiser: that folder, and the rest of its components pipeline);
     * ``published``, ``name=<entry>``, ``catalog=<yaml>``: a published checkpoint's files;
     * ``clip``: the CLIP-score model (open_clip ViT-g-14 ``laion2b_s12b_b42k``);
     * ``hps``, ``version=<v2.0|v2.1>``: the HPS checkpoint (its ViT-H-14 needs no other weights);
     * ``inception``, ``folder=<dir>``: clean-fid's Inception file, into ``folder``.
     """
     if what == "teacher":
-        return [ModelFiles("pipeline", options["source"])]
+        from .backbones import backbone_spec, components_source
+
+        source, backbone = options["source"], options.get("backbone")
+        parts = components_source(backbone, source) if backbone else None
+        if parts is None:
+            return [ModelFiles("pipeline", source)]
+        subfolder = backbone_spec(backbone).denoiser_subfolder
+        return [ModelFiles("pipeline", parts, without=(subfolder,)), ModelFiles("hub_folder", source, subfolder=subfolder)]
     if what == "published":
         from .published import load_published
 

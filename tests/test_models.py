@@ -29,6 +29,14 @@ def test_model_files_check_their_fields():
     with pytest.raises(ValueError, match="filename do"):
         ModelFiles("pipeline", "a/b", filename="x.bin")
     assert ModelFiles("pipeline", "a/b").to_dict() == {"kind": "pipeline", "source": "a/b"}
+    with pytest.raises(ValueError, match="needs subfolder"):
+        ModelFiles("hub_folder", "a/b")
+    with pytest.raises(ValueError, match="without do"):
+        ModelFiles("hub_file", "a/b", filename="x.bin", without=["unet"])
+    with pytest.raises(ValueError, match="without must be a list"):
+        ModelFiles("pipeline", "a/b", without="unet")
+    files = ModelFiles("pipeline", "a/b", without=["transformer"])
+    assert files.without == ("transformer",) and ModelFiles(**files.to_dict()) == files  # the marker's JSON
 
 
 def test_each_group_names_the_files_its_loader_reads():
@@ -41,6 +49,14 @@ def test_each_group_names_the_files_its_loader_reads():
     assert files_for("published", name="instaflow-0.9b") == [
         ModelFiles("pipeline", catalog["instaflow-0.9b"]["base"], custom_pipeline="instaflow_one_step")]
     assert files_for("teacher", source="owner/model") == [ModelFiles("pipeline", "owner/model")]
+    assert files_for("teacher", source="stabilityai/stable-diffusion-2-1-base", backbone="sd21") == [
+        ModelFiles("pipeline", "stabilityai/stable-diffusion-2-1-base")]
+    # PixArt-alpha 256's repo holds only transformer/: the rest of 1024-MS's pipeline, without its transformer
+    assert files_for("teacher", source="PixArt-alpha/PixArt-XL-2-256x256", backbone="pixart256") == [
+        ModelFiles("pipeline", "PixArt-alpha/PixArt-XL-2-1024-MS", without=("transformer",)),
+        ModelFiles("hub_folder", "PixArt-alpha/PixArt-XL-2-256x256", subfolder="transformer")]
+    assert files_for("teacher", source="/data/pixart256", backbone="pixart256") == [
+        ModelFiles("pipeline", "/data/pixart256")]  # a complete folder of one's own
     assert files_for("clip") == [ModelFiles("open_clip", "ViT-g-14", tag="laion2b_s12b_b42k")]
     assert files_for("hps", version="v2.1") == [ModelFiles("hub_file", "xswu/HPSv2", filename="HPS_v2.1_compressed.pt")]
     assert files_for("inception", folder="/x") == [ModelFiles("inception", "/x")]
@@ -71,14 +87,19 @@ def test_each_kind_is_fetched_by_the_library_that_loads_it(monkeypatch, tmp_path
                         lambda repo, name, **kw: calls.append(("file", repo, name)) or "/cache/f")
     monkeypatch.setattr(open_clip.pretrained, "download_pretrained",
                         lambda cfg: calls.append(("clip", cfg["hf_hub"])) or "/cache/c")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, **kw: calls.append(("folder", repo, kw)) or "/cache/s")
     rows = fetch_all([ModelFiles("pipeline", "a/b", custom_pipeline="instaflow_one_step"),
-                      ModelFiles("hub_file", "c/d", filename="w.bin").to_dict(), *files_for("clip")],
+                      ModelFiles("hub_file", "c/d", filename="w.bin").to_dict(), *files_for("clip"),
+                      *files_for("teacher", source="PixArt-alpha/PixArt-XL-2-256x256", backbone="pixart256")],
                      out_file=tmp_path / "marker.json")
     release = ".".join(diffusers.__version__.split(".")[:3])
     assert calls == [("file", "diffusers/community-pipelines-mirror", f"v{release}/instaflow_one_step.py"),
                      ("pipeline", "a/b", {"custom_pipeline": "/cache/f", "trust_remote_code": True}), ("file", "c/d", "w.bin"),
-                     ("clip", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K/")]
-    assert [row["path"] for row in rows] == ["/cache/p", "/cache/f", "/cache/c"]
+                     ("clip", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K/"),
+                     ("pipeline", "PixArt-alpha/PixArt-XL-2-1024-MS", {"transformer": None}),
+                     ("folder", "PixArt-alpha/PixArt-XL-2-256x256", {"allow_patterns": ["transformer/*"]})]
+    assert [row["path"] for row in rows] == ["/cache/p", "/cache/f", "/cache/c", "/cache/p", "/cache/s/transformer"]
     assert json.loads((tmp_path / "marker.json").read_text()) == {"files": rows}
     assert fetch(ModelFiles("pipeline", str(tmp_path))) == str(tmp_path)  # a local folder: nothing to fetch
 

@@ -1,6 +1,6 @@
 """Backbones: the teachers (SD1.5, SD2.1, PixArt-alpha-256, tiny ones) and their parts."""
 
-from .load import BackboneNotFoundError, load_teacher, resolve_source
+from .load import BackboneNotFoundError, components_source, load_teacher, resolve_source
 from .specs import BACKBONES, BackboneSpec, backbone_spec, build_denoiser, config_dir
 from .teacher import Teacher, denoise
 from .text import PromptEmbeds, encode_prompts
@@ -8,6 +8,7 @@ from .text import PromptEmbeds, encode_prompts
 __all__ = [
     "BACKBONES",
     "BackboneNotFoundError",
+    "components_source",
     "BackboneSpec",
     "PromptEmbeds",
     "Teacher",

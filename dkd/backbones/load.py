@@ -42,6 +42,14 @@ def resolve_source(name: str, source: Optional[str]) -> tuple[str, bool]:
     return source, False
 
 
+def components_source(name: str, source: str) -> str | None:
+    """The hub pipeline whose scheduler, tokenizer, text encoder and VAE go with the denoiser at
+    ``source`` when that is the backbone's own hub repo and it holds only the denoiser (PixArt-α
+    256: ``BackboneSpec.components_id``); None when ``source`` is a complete pipeline."""
+    spec = backbone_spec(name)
+    return spec.components_id if spec.components_id and source == spec.hub_id else None
+
+
 def _load(cls, source: str, subfolder: str, local: bool, what: str, name: str, **kwargs):
     try:
         return cls.from_pretrained(source, subfolder=subfolder, local_files_only=local, **kwargs)
@@ -66,16 +74,18 @@ def load_teacher(
 ) -> Teacher:
     """Load backbone ``name`` from ``source`` (a local diffusers folder or hub id; default: the
     backbone's hub id), in ``dtype`` on ``device``, with its text encoder and VAE if asked
-    (a pixel-space backbone, ``spec.latent`` False, has no VAE)."""
+    (a pixel-space backbone, ``spec.latent`` False, has no VAE). A hub repo that holds only the
+    denoiser gets the other parts from :func:`components_source`."""
     import diffusers
     import transformers
     from diffusers import AutoencoderKL, DDPMScheduler
 
     spec = backbone_spec(name)
     source, local = resolve_source(name, source)
-    common = dict(source=source, local=local, name=name)
     denoiser = _load(getattr(diffusers, spec.denoiser_class), subfolder=spec.denoiser_subfolder, what="denoiser",
-                     dtype=dtype, **common)
+                     dtype=dtype, source=source, local=local, name=name)
+    parts = components_source(name, source)
+    common = dict(source=parts or source, local=local and parts is None, name=name)
     # The training noise schedule: DDPM betas of the shipped scheduler config (PixArt ships a
     # DPM-Solver config with the same betas).
     scheduler = _load(DDPMScheduler, subfolder="scheduler", what="scheduler", **common)

@@ -25,7 +25,10 @@ class BackboneSpec:
 
     ``hub_id`` is None for the tiny backbones and the toy, which exist only as local folders
     written by ``dkd.backbones.tiny.save_tiny_backbone`` / ``dkd.toy.backbone``; they load
-    through the same code path.
+    through the same code path. ``components_id``: the hub pipeline that supplies the scheduler,
+    tokenizer, text encoder and VAE when the ``hub_id`` repo holds only the denoiser
+    (``PixArt-alpha/PixArt-XL-2-256x256`` has only ``transformer/``; diffusers loads it into
+    ``PixArt-XL-2-1024-MS``'s pipeline, huggingface/diffusers#6789).
     """
 
     name: str
@@ -34,6 +37,7 @@ class BackboneSpec:
     text_max_length: int  # tokens of the text encoder (CLIP 77, PixArt's T5 120)
     resolution: int  # image size in pixels
     latent: bool = True  # False: the denoiser works on pixels (the toy), there is no VAE
+    components_id: str | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -57,7 +61,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec("sd15", "sd", "stable-diffusion-v1-5/stable-diffusion-v1-5", 77, 512),
         BackboneSpec("sd21", "sd", "stabilityai/stable-diffusion-2-1-base", 77, 512),
-        BackboneSpec("pixart256", "pixart", "PixArt-alpha/PixArt-XL-2-256x256", 120, 256),
+        BackboneSpec("pixart256", "pixart", "PixArt-alpha/PixArt-XL-2-256x256", 120, 256,
+                     components_id="PixArt-alpha/PixArt-XL-2-1024-MS"),
         BackboneSpec("tiny-sd", "sd", None, 77, 16),
         BackboneSpec("tiny-pixart", "pixart", None, 120, 16),
         BackboneSpec("toy", "sd", None, 16, 8, latent=False),  # pixel-space digits (dkd.toy)

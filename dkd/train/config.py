@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 from ..adapters import AdapterSpec
 from ..backbones import backbone_spec
-from .step import VSDConfig
+from .step import VSDConfig, require_numbers
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -25,6 +25,9 @@ class OptimConfig:
     warmup_steps: int = 0
 
     def __post_init__(self):
+        require_numbers(lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, grad_clip=self.grad_clip)
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int):
+            raise ValueError(f"warmup_steps must be a whole number; got {self.warmup_steps!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr!r}.")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

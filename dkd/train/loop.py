@@ -30,6 +30,7 @@ from torch.profiler import record_function
 from ..adapters import apply_adapter
 from ..backbones import PromptEmbeds, Teacher
 from ..data.prompts import epoch_permutation
+from ..io import atomic_write_text
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
                          set_rng_state, trainable_state)
 from .config import DistillConfig, OptimConfig
@@ -339,7 +340,7 @@ class Distiller:
         self.resume()
         if self.acc.is_main_process:
             record = {**self.config.to_dict(), "fingerprint": self.fingerprint}
-            (self.output_dir / "config.json").write_text(json.dumps(record, indent=2))
+            atomic_write_text(self.output_dir / "config.json", json.dumps(record, indent=2))
         resume_after = self.step or None  # None: from scratch, an earlier attempt's step-0 curve row is dropped too
         logger = CsvLogger(self.output_dir / "log.csv", resume_after) if self.acc.is_main_process else None
         curve = CsvLogger(self.output_dir / "curve.csv", resume_after) \

@@ -18,6 +18,16 @@ from .losses import WEIGHTINGS, cfg, fake_denoising_loss, vsd_generator_loss
 from .schedule import add_noise, denoising_target, one_step_x0, pred_x0, sample_timesteps, timestep_range
 
 
+def require_numbers(**values) -> None:
+    """One clear error for a setting that must be a number (or a tuple of numbers) and is not; YAML 1.1
+    reads ``1e-4``, without a dot, as text."""
+    for name, value in values.items():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
+            hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if any(isinstance(v, str) for v in items) else ""
+            raise ValueError(f"{name} must be a number; got {value!r}{hint}.")
+
+
 @dataclass(frozen=True)
 class VSDConfig:
     """Settings of the VSD objective (paper 4.1, F.1; ``shared/reference.md`` section 2).
@@ -36,6 +46,7 @@ class VSDConfig:
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {self.weighting!r}.")
+        require_numbers(guidance_scale=self.guidance_scale)
         if not self.guidance_scale >= 0:
             raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale!r}.")
         if isinstance(self.t_init, bool) or not isinstance(self.t_init, int) or self.t_init < 0:
@@ -44,6 +55,7 @@ class VSDConfig:
             low_high = tuple(getattr(self, name))
             if len(low_high) != 2:
                 raise ValueError(f"{name} must be (low_frac, high_frac); got {low_high!r}.")
+            require_numbers(**{name: low_high})
             timestep_range(*low_high, num_train_timesteps=1000)
             object.__setattr__(self, name, low_high)
 

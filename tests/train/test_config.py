@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from dkd.adapters import AdapterSpec
 from dkd.train.config import DistillConfig, OptimConfig
@@ -72,7 +73,19 @@ def test_unknown_setting_is_named():
 @pytest.mark.parametrize("kwargs,message", [
     ({"lr": 0}, "lr must be > 0"), ({"lr": 1e-4, "betas": (0.9, 1.0)}, "betas"),
     ({"lr": 1e-4, "grad_clip": 0}, "grad_clip"), ({"lr": 1e-4, "warmup_steps": -1}, "warmup_steps"),
+    ({"lr": "3e-4"}, r"lr must be a number; got '3e-4' \(YAML reads 1e-4 as text: write 1.0e-4\)"),
+    ({"lr": 1e-4, "betas": (0.9, "x")}, "betas must be a number"), ({"lr": 1e-4, "warmup_steps": 2.5}, "whole number"),
 ])
 def test_invalid_optimiser(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OptimConfig(**kwargs)
+
+
+def test_a_number_read_as_text_from_yaml_is_one_clear_error():
+    """PyYAML (YAML 1.1) reads `guidance_scale: 2e0` and `lr: 1e-4` as strings."""
+    data = yaml.safe_load("vsd: {guidance_scale: 2e0}\noptim_fake: {lr: 1e-2}\n")
+    assert data["vsd"]["guidance_scale"] == "2e0"
+    with pytest.raises(ValueError, match="guidance_scale must be a number; got '2e0'"):
+        DistillConfig.from_dict({**_config().to_dict(), "vsd": data["vsd"]})
+    with pytest.raises(ValueError, match="lr must be a number; got '1e-2'"):
+        DistillConfig.from_dict({**_config().to_dict(), "optim_fake": data["optim_fake"]})

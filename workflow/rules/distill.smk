@@ -25,9 +25,9 @@ rule distill:
     priority: 10
     params:
         settings=lambda wc: config["distill"]["settings"],
+        run_settings=lambda wc: config["distill"].get("run_settings", {}).get(wc.run, {}),
         source=teacher_source,
         dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
-        train_dir=lambda wc: results(wc.backbone, wc.run, "train"),
         curve=curve_settings,
     resources:
         mem_mb=64000,

@@ -16,7 +16,7 @@ def _is_hub_id(source):
 def model_groups():
     """{group: dkd.models.files_for arguments} of every pretrained file set the config loads from the
     hub: hub teachers, the paper evaluator's Inception and CLIP, HPS, published checkpoints."""
-    groups = {f"teacher-{name}": {"what": "teacher", "source": backbone["source"]}
+    groups = {f"teacher-{name}": {"what": "teacher", "source": backbone["source"], "backbone": name}
               for name, backbone in config.get("backbones", {}).items()
               if name not in BUILT_BACKBONES and _is_hub_id(backbone["source"])}
     evaluation = config.get("evaluation", {})

@@ -1,0 +1,58 @@
+"""A named distillation run end to end, as the workflow's ``distill`` rule and ``python -m dkd distill``
+run it: the adapters its name says (``dkd.runs``: ``lorad-s256-f32-linear-zero`` is DKD), the given
+settings, training (or resuming) in ``<out>/train`` on one or several processes (``dkd.train.launch``),
+then the export to ``<out>/adapter`` and ``<out>/pipeline`` (``dkd.train.export``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+from ..runs import parse_run_name
+from .config import DistillConfig
+from .export import export_student
+from .launch import DistillJob, Distilled, run_distillation
+
+log = logging.getLogger(__name__)
+
+NAMED_BY_RUN = ("backbone", "student", "fake")  # settings the run name and backbone fix
+
+
+def merge_settings(settings: Mapping, override: Mapping) -> dict:
+    """``settings`` with ``override`` merged in, nested mappings key by key (a workflow config's
+    ``distill.settings`` and a run's ``distill.run_settings.<run>``); neither input changes."""
+    merged = dict(settings)
+    for key, value in override.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = merge_settings(merged[key], value) if both else value
+    return merged
+
+
+def run_config(backbone: str, run: str, settings: Mapping) -> DistillConfig:
+    """The ``DistillConfig`` of run ``run`` on ``backbone`` with ``settings`` (``DistillConfig`` fields,
+    nested ones as mappings); settings that would contradict the name are one error."""
+    named = sorted(set(settings) & set(NAMED_BY_RUN))
+    if named:
+        raise ValueError(f"settings {named} are fixed by the backbone and the run name {run!r}; drop them.")
+    student, fake = parse_run_name(backbone, run)
+    return DistillConfig.from_dict({**settings, "backbone": backbone, "student": student, "fake": fake})
+
+
+def distill_run(backbone: str, run: str, *, settings: Mapping, source: str, dtype: str, prompts: str | os.PathLike,
+                out: str | os.PathLike, processes: int = 1, nodes: int = 1, cpus: Optional[int] = None,
+                curve: Optional[dict] = None) -> Distilled:
+    """Train run ``run`` of ``backbone`` (teacher from ``source``: folder or hub id, ``dtype`` on a GPU)
+    on the prompt file ``prompts``, resuming from ``<out>/train`` when a checkpoint is there, and export
+    it into ``out``; returns the finished run (a finished one is loaded, not trained again). ``processes``
+    per node and ``nodes``: see :func:`dkd.train.launch.run_distillation`; ``curve``: the evaluation
+    hook's settings (Fig. 16) or None."""
+    config = run_config(backbone, run, settings)
+    job = DistillJob(config=config, source=str(source), dtype=dtype, prompts=str(prompts),
+                     train_dir=str(Path(out) / "train"), curve=curve)
+    log.info("%s %s on %d process(es) x %d node(s)", backbone, run, processes, nodes)
+    done = run_distillation(job, processes=processes, nodes=nodes, cpus=cpus)
+    export_student(done.result.student, config.student, done.teacher, out, t_init=config.vsd.t_init)
+    log.info("exported %s after %d steps (%.3g GPU-days)", out, done.result.steps, done.cost["gpu_days"])
+    return done
