@@ -89,11 +89,11 @@ def reference(evaluator: Evaluator, folder: str | os.PathLike, *, stats: str | o
 def image_metrics(evaluator: Evaluator, images: str | os.PathLike, *, stats: str | os.PathLike,
                   features: str | os.PathLike, scratch: str | os.PathLike) -> dict[str, tuple[dict, dict]]:
     """FID (clean-fid's Fréchet distance against the cached reference statistics ``stats``) and
-    precision/recall (Kynkäänniemi et al., k = 3, via prdc, against the reference ``features``),
-    from one pass of the feature extractor over ``images``: ``{"fid": (values, provenance),
-    "pr": (values, provenance)}``."""
+    precision/recall (Kynkäänniemi et al., k = 3, via prdc, against the reference ``features``, on
+    equal-size sets: ``dkd.metrics.prdc.equal_size_subsets``), from one pass of the feature extractor
+    over ``images``: ``{"fid": (values, provenance), "pr": (values, provenance)}``."""
     from .metrics.fid import check_stats, clean_fid_version, feature_stats, frechet_distance, load_stats
-    from .metrics.prdc import precision_recall
+    from .metrics.prdc import precision_recall_equal_sizes
 
     ref = load_stats(stats)
     check_stats(ref, feature_extractor=evaluator.extractor_name, mode="clean", source=f"reference stats {stats}")
@@ -102,7 +102,7 @@ def image_metrics(evaluator: Evaluator, images: str | os.PathLike, *, stats: str
               "clean_fid_version": clean_fid_version()}
     mu, sigma = feature_stats(array)
     fid = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
-    pr = precision_recall(np.load(features), array)
+    pr = precision_recall_equal_sizes(np.load(features), array, seed=0)
     return {
         "fid": ({"fid": fid}, {**common, "count_gen": int(array.shape[0]), "count_ref": ref["count"]}),
         "pr": ({"precision": pr.pop("precision"), "recall": pr.pop("recall")}, {**common, **pr}),

@@ -92,3 +92,38 @@ def test_a_community_pipeline_loads_from_the_mirror_file_without_asking_pypi(fol
     assert type(sampler.pipe).__name__ == "FakeOneStepPipeline"
     release = ".".join(diffusers.__version__.split(".")[:3])
     assert asked == [("diffusers/community-pipelines-mirror", f"v{release}/fake_one_step.py", {"repo_type": "dataset"})]
+
+
+def test_the_sd_teacher_rows_make_as_many_network_calls_as_the_paper_counts(folder, tmp_path):
+    """config/config.yaml's SD teacher rows (Tables 1, 5) on a tiny SD that ships SD's own scheduler
+    (PNDM, skip_prk_steps): the U-Net is called as many times as the paper's NFE
+    (config/paper/results.csv), once per step on the CFG batch; PNDM itself would make one call more."""
+    import csv
+    from pathlib import Path
+
+    import yaml
+    from diffusers import DiffusionPipeline, PNDMScheduler
+
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config, skip_prk_steps=True, steps_offset=1)
+    pipe.save_pretrained(tmp_path / "pndm")
+    folder = tmp_path / "pndm"
+
+    root = Path(__file__).resolve().parents[1]
+    teachers = yaml.safe_load((root / "config" / "config.yaml").read_text())["evaluation"]["teachers"]
+    with open(root / "config" / "paper" / "results.csv", newline="") as handle:
+        nfe = {row["backbone"]: int(row["value"]) for row in csv.DictReader(handle)
+               if row["metric"] == "nfe" and row["method"].startswith(("SD1.5 (cfg", "SD2.1 (cfg"))}
+    assert set(nfe) == {"sd15", "sd21"}
+    for backbone, expected in nfe.items():
+        sampler = DiffusersSampler(MultiStepSpec(source=str(folder), **teachers[backbone]))
+        calls = []
+        sampler.pipe.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+        sampler(PROMPTS[:2], [0, 1])
+        assert calls == [4] * expected, (backbone, len(calls))  # 2 prompts x (cond, uncond)
+    own = {key: value for key, value in teachers["sd15"].items() if key != "scheduler"}
+    sampler = DiffusersSampler(MultiStepSpec(source=str(folder), **own))
+    calls = []
+    sampler.pipe.unet.register_forward_hook(lambda module, args, out: calls.append(1))
+    sampler(PROMPTS[:1], [0])
+    assert type(sampler.pipe.scheduler).__name__ == "PNDMScheduler" and len(calls) == nfe["sd15"] + 1

@@ -10,7 +10,7 @@ from importlib import import_module
 from .clip_score import clip_score, clip_score_folder, image_text_cosines, load_clip
 from .fid import compute_fid, feature_stats, folder_features, frechet_distance, load_stats, reference_stats
 from .images import center_crop_resize, list_images, preprocess_folder
-from .prdc import precision_recall, precision_recall_folders
+from .prdc import equal_size_subsets, precision_recall, precision_recall_equal_sizes, precision_recall_folders
 
 _LAZY = {
     "STYLES": "hps", "HPSModel": "hps", "HPSPreprocess": "hps", "hps_benchmark": "hps", "hps_scores": "hps",
@@ -18,9 +18,9 @@ _LAZY = {
 }
 
 __all__ = [
-    "center_crop_resize", "clip_score", "clip_score_folder", "compute_fid", "feature_stats", "folder_features",
-    "frechet_distance", "image_text_cosines", "list_images", "load_clip", "load_stats", "precision_recall",
-    "precision_recall_folders", "preprocess_folder", "reference_stats", *_LAZY,
+    "center_crop_resize", "clip_score", "clip_score_folder", "compute_fid", "equal_size_subsets", "feature_stats",
+    "folder_features", "frechet_distance", "image_text_cosines", "list_images", "load_clip", "load_stats",
+    "precision_recall", "precision_recall_equal_sizes", "precision_recall_folders", "preprocess_folder", "reference_stats", *_LAZY,
 ]  # fmt: skip
 
 

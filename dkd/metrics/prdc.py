@@ -8,12 +8,16 @@ real neighbour (itself excluded), likewise for fake samples;
 * recall    = share of real samples inside at least one fake ball;
 * density / coverage (Naeem et al. 2020) come for free and are reported too.
 
+Both scores depend on the sizes of the two sets (more samples, smaller balls), so they are computed
+on sets of equal size, as Kynkaenniemi et al. do: :func:`equal_size_subsets` draws a seeded random
+subset of the larger one (COCO2014: 30,000 of the 40,504 reference images against 30,000 generated;
+FID keeps every image).
+
 Features of a folder come from the same clean-fid path and extractor as FID
 (:func:`dkd.metrics.fid.folder_features`; Inception-v3 pool features by default). ``prdc``
 builds full distance matrices and ``argpartition``'s int64 indices: its peak is 12-14 ``N^2``
 bytes for N = the larger of the two image counts (``benchmarks/prdc_memory.py``: 1.9-2.0 GB for 12k
-real and 9k fake; extrapolated, 11-12 GB for 30k and 20-22 GB for all 40,504 COCO2014 val images;
-the rule asks for 32 GB).
+real and 9k fake; extrapolated, 11-12 GB for the 30k/30k of COCO2014).
 """
 
 from __future__ import annotations
@@ -43,6 +47,26 @@ def _features(name: str, features, k: int) -> np.ndarray:
     return features
 
 
+def equal_size_subsets(real_features, fake_features, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The two feature sets cut to the smaller one's size: a random subset of the larger set's rows
+    (``numpy.random.default_rng(seed)``, kept in their order); the smaller set as it is."""
+    real, fake = np.asarray(real_features), np.asarray(fake_features)
+    count = min(len(real), len(fake))
+
+    def subset(x: np.ndarray) -> np.ndarray:
+        return x if len(x) == count else x[np.sort(np.random.default_rng(seed).choice(len(x), count, replace=False))]
+
+    return subset(real), subset(fake)
+
+
+def precision_recall_equal_sizes(real_features, fake_features, *, k: int = K, seed: int = 0) -> dict:
+    """:func:`precision_recall` on :func:`equal_size_subsets` of the two sets (``count_real`` =
+    ``count_fake``), plus ``subset_seed`` and the sets' full sizes ``total_real``, ``total_fake``."""
+    real, fake = np.asarray(real_features), np.asarray(fake_features)
+    return precision_recall(*equal_size_subsets(real, fake, seed=seed), k=k) | {
+        "subset_seed": seed, "total_real": int(len(real)), "total_fake": int(len(fake))}
+
+
 def precision_recall(real_features, fake_features, *, k: int = K) -> dict:
     """``prdc.compute_prdc(real, fake, nearest_k=k)`` as plain floats, with the counts and ``k``.
 
@@ -66,10 +90,13 @@ def precision_recall_folders(
     real_folder: str | os.PathLike, fake_folder: str | os.PathLike, *, k: int = K, mode: str = "clean",
     feature_extractor: Optional[Extractor] = None, extractor_name: Optional[str] = None, batch_size: int = 32,
     num_workers: int = 0, device=None, out_file: Optional[str | os.PathLike] = None, verbose: bool = False,
+    seed: int = 0,
 ) -> dict:
-    """:func:`precision_recall` on the features of two image folders, extracted as for FID.
+    """:func:`precision_recall` on the features of two image folders, extracted as for FID, cut to
+    equal sizes (:func:`equal_size_subsets` with ``seed``).
 
-    Returns its dict plus ``feature_extractor``, ``mode`` and ``clean_fid_version``; with
+    Returns its dict plus ``subset_seed``, ``total_real``, ``total_fake``, ``feature_extractor``,
+    ``mode`` and ``clean_fid_version``; with
     ``out_file`` the dict is also written atomically as JSON.
     """
     model = build_extractor(feature_extractor, mode=mode, device=device)
@@ -77,7 +104,7 @@ def precision_recall_folders(
                    verbose=verbose)  # fmt: skip
     real = folder_features(real_folder, **options)
     fake = folder_features(fake_folder, **options)
-    result = precision_recall(real, fake, k=k) | {
+    result = precision_recall_equal_sizes(real, fake, k=k, seed=seed) | {
         "feature_extractor": resolve_extractor_name(feature_extractor, extractor_name),
         "mode": mode,
         "clean_fid_version": clean_fid_version(),

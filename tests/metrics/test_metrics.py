@@ -25,6 +25,7 @@ from dkd.metrics import (
     clip_score,
     clip_score_folder,
     compute_fid,
+    equal_size_subsets,
     feature_stats,
     folder_features,
     frechet_distance,
@@ -33,6 +34,7 @@ from dkd.metrics import (
     load_clip,
     load_stats,
     precision_recall,
+    precision_recall_equal_sizes,
     precision_recall_folders,
     preprocess_folder,
     reference_stats,
@@ -268,6 +270,25 @@ def test_precision_recall_matches_brute_force_and_checks_input():
         precision_recall(real, fake[:4])
     with pytest.raises(ValueError, match="differ in dimension"):
         precision_recall(real, fake[:, :3])
+
+
+def test_precision_recall_on_equal_size_sets():
+    """The larger set is cut to the smaller one's size by a seeded random subset of its rows (in their
+    order); the scores are those of prdc on the two subsets, with the full sizes recorded."""
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(size=(50, 4)), rng.normal(0.3, 1.0, size=(20, 4))
+    sub_real, same_fake = equal_size_subsets(real, fake, seed=4)
+    assert same_fake is fake or np.array_equal(same_fake, fake)
+    rows = [int(np.flatnonzero((real == row).all(1))[0]) for row in sub_real]
+    assert len(rows) == 20 and rows == sorted(set(rows))  # distinct rows of real, kept in order
+    assert np.array_equal(equal_size_subsets(real, fake, seed=4)[0], sub_real)
+    assert not np.array_equal(equal_size_subsets(real, fake, seed=5)[0], sub_real)
+    assert np.array_equal(equal_size_subsets(fake, real, seed=4)[1], sub_real)  # symmetric in the two sets
+    result = precision_recall_equal_sizes(real, fake, seed=4)
+    precision, recall = _brute_force(sub_real, fake, 3)
+    assert (result["precision"], result["recall"]) == pytest.approx((precision, recall), abs=1e-12)
+    assert (result["count_real"], result["count_fake"], result["total_real"], result["total_fake"],
+            result["subset_seed"]) == (20, 20, 50, 20, 4)
 
 
 def test_precision_recall_folders_use_the_fid_features(sets, tmp_path):
