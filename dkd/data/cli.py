@@ -86,10 +86,12 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
         coco.add_argument("--seed", type=_non_negative, default=0,
                           help="seed of the image and caption choice (default 0)")
         coco.add_argument("--count", type=_non_negative, default=None,
-                          help=f"captions to draw (default {split.default_count}); with --captions: the file's")
+                          help=f"captions to draw (default {split.default_count}); with --captions: the file's "
+                               "first COUNT (default all)")
         coco.add_argument("--captions", default=None, metavar="FILE",
                           help="use this caption list as is: .pkl (DMD2's captions_coco14_test.pkl), .txt, "
-                               ".jsonl, .json, .csv")
+                               ".jsonl, .json, .csv; hf://<owner>/<repo>/<path> fetches it from the hub (DMD2's: "
+                               "hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl)")
         coco.add_argument("--reference", choices=REFERENCE_MODES, default=None,
                           help="FID reference folder: the selected images (default when known), all val images "
                                "(default for a caption file naming none), or none")

@@ -22,8 +22,8 @@ gives a prefix of a larger one, and an image keeps its caption whatever ``count`
 Captions are normalised by collapsing every whitespace run (line breaks included) to one space.
 
 A caption list instead (``captions_file``, e.g. DMD2's ``captions_coco14_test.pkl``: a pickled
-list of strings, read without executing anything) is used as is, in its order, normalised the
-same way; ``.txt`` / ``.jsonl`` (``.gz``), a JSON list of strings, or a CSV with a ``caption``
+list of strings, read without executing anything; ``hf://<owner>/<repo>/<path>`` fetches it from
+the hub first) is used as is, in its order (its first ``count``), normalised the same way; ``.txt`` / ``.jsonl`` (``.gz``), a JSON list of strings, or a CSV with a ``caption``
 column are accepted too. A CSV column ``file_name``, ``image_id`` or GigaGAN's ``uid``
 (``<image id>_mscoco_<k>``) gives each caption's image.
 
@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from ..io import atomic_open, atomic_write_text
 from .download import RemoteFile, ensure_files
 from .captions import normalize_caption, read_caption_file
+from .hub import HUB_SCHEME, hub_file
 from .prompts import write_prompts
 
 BASE_URL = "http://images.cocodataset.org"
@@ -265,8 +266,9 @@ def prepare_coco(
 
     A one-line summary goes to stderr; ``progress`` switches the progress bars.
 
-    ``count`` defaults to the split's (30,000 / 5,000); with ``captions_file`` every caption is
-    used and a ``count`` that differs is an error. Returns ``{"prompts", "info"}`` plus
+    ``count`` defaults to the split's (30,000 / 5,000); with ``captions_file`` (a path, or a hub file
+    ``hf://<owner>/<repo>/<path>``: DMD2's ``hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl``)
+    its first ``count`` captions are used (all without ``count``; more than it holds is an error). Returns ``{"prompts", "info"}`` plus
     ``"images"`` and ``"reference"`` where written.
     """
     split = SPLITS[split] if isinstance(split, str) and split in SPLITS else split
@@ -278,13 +280,19 @@ def prepare_coco(
     out, local = Path(out), None if local is None else Path(local)
     if local is not None and not local.is_dir():
         raise FileNotFoundError(f"--local directory {local} does not exist")
+    named = str(captions_file) if captions_file is not None else None
+    if named is not None and named.startswith(HUB_SCHEME):  # e.g. DMD2's list on the hub
+        hint = "or pass --local DIR with a directory holding it"
+        captions_file = hub_file(named, local=local, downloads=out / "downloads" / "captions", hint=hint)
     if captions_file is not None:  # cheap checks first, before any download
         captions, files = read_caption_file(captions_file, split=split)
-        if count is not None and count != len(captions):
-            raise ValueError(f"caption file {captions_file} holds {len(captions)} captions, not --count {count}")
+        if count is not None and count > len(captions):
+            raise ValueError(f"caption file {captions_file} holds {len(captions)} captions, fewer than --count {count}")
+        if count is not None:  # the first `count`, as DMD2's evaluation takes its total_eval_samples
+            captions, files = captions[:count], None if files is None else files[:count]
         if reference == "selected" and files is None:
             raise ValueError(f"caption file {captions_file} names no images; use reference 'all' or 'none'")
-        source = {"captions_file": str(Path(captions_file).resolve())}
+        source = {"captions_file": str(Path(captions_file).resolve()), "captions": named}
     downloads = out / "downloads"
     ann, img = _find(split, local)
     need_ann, need_img = captions_file is None, reference != "none"

@@ -55,8 +55,22 @@ _GATED = (f"JourneyDB is gated: accept its terms at https://huggingface.co/datas
           "and export HF_TOKEN=<a read token of that account>")
 
 
-def hub_url(repo_id: str, filename: str) -> str:
-    return f"https://huggingface.co/datasets/{repo_id}/resolve/main/{filename}"
+def hub_url(repo_id: str, filename: str, repo_type: str = "dataset") -> str:
+    kind = "datasets/" if repo_type == "dataset" else ""
+    return f"https://huggingface.co/{kind}{repo_id}/resolve/main/{filename}"
+
+
+HUB_SCHEME = "hf://"  # hf://<owner>/<repo>/<path>: a file of a hub model repo
+
+
+def hub_file(spec: str, *, local: str | os.PathLike | None, downloads: str | os.PathLike, hint: str) -> Path:
+    """The local path of ``hf://<owner>/<repo>/<path in the repo>`` (a model repo, e.g. DMD2's
+    ``hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl``), searched as :func:`hub_files` does."""
+    parts = spec.removeprefix(HUB_SCHEME).split("/", 2)
+    if not spec.startswith(HUB_SCHEME) or len(parts) != 3 or not all(parts):
+        raise ValueError(f"{spec!r}: a hub file is hf://<owner>/<repo>/<path in the repo>")
+    repo_id, filename = "/".join(parts[:2]), parts[2]
+    return hub_files(repo_id, [filename], local=local, downloads=downloads, hint=hint, repo_type="model")[filename]
 
 
 def _hub_error_types() -> tuple[type[BaseException], ...]:
@@ -79,8 +93,10 @@ def hub_files(
     downloads: str | os.PathLike,
     hint: str,
     token: str | None = None,
+    repo_type: str = "dataset",
 ) -> dict[str, Path]:
-    """``{filename: path}`` of dataset files of ``repo_id`` (see the module doc for the search).
+    """``{filename: path}`` of files of the hub dataset (or ``repo_type``) ``repo_id`` (see the module
+    doc for the search).
 
     Raises one :class:`DataUnavailableError` for every file found nowhere.
     """
@@ -97,7 +113,7 @@ def hub_files(
         if path is None:
             try:
                 path = Path(huggingface_hub.hf_hub_download(
-                    repo_id, filename, repo_type="dataset", token=token, local_files_only=is_offline()
+                    repo_id, filename, repo_type=repo_type, token=token, local_files_only=is_offline()
                 ))
             except _hub_error_types() as error:
                 failed.append((filename, error))
@@ -107,7 +123,7 @@ def hub_files(
         reasons = "; ".join(f"{name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                             for name, error in failed)
         reason = f"offline: HF_HUB_OFFLINE is set; {reasons}" if is_offline() else reasons
-        listed = [(hub_url(repo_id, name), PurePosixPath(name).name, Path(downloads)) for name, _ in failed]
+        listed = [(hub_url(repo_id, name, repo_type), PurePosixPath(name).name, Path(downloads)) for name, _ in failed]
         raise DataUnavailableError(placement_message(listed, reason=reason, hint=hint))
     return found
 

@@ -12,7 +12,9 @@ Every output row keeps its norm; only its direction changes.
 
 Everything here is elementwise (Eq. 6 and 8): no dense rotation matrix is ever built.
 Angles and the rotation are computed in float32 (float64 if the inputs are float64), whatever
-the dtype of the weight, so that bf16/fp16 training rotates exactly.
+the dtype of the weight, so that bf16/fp16 training keeps every row norm to float32 precision
+(the cos/sin pairs are orthogonal whatever the angles' own rounding: with TF32 matmuls on, as
+the trainer sets on CUDA, the angles ``A B`` carry TF32's 10-bit mantissa, the norms do not).
 """
 
 from __future__ import annotations

@@ -166,12 +166,34 @@ def test_caption_file_is_used_as_is(fake, tmp_path):
     assert "images" not in paths and not (out / "coco2014-3" / "images.txt").exists()
     # no image names: the reference is every val image
     assert sorted(p.name for p in paths["reference"].iterdir()) == sorted(fake["jpegs"])
-    with pytest.raises(ValueError, match="holds 3 captions, not --count 30000"):
+    with pytest.raises(ValueError, match="holds 3 captions, fewer than --count 30000"):
         prepare_coco("coco2014", out=out, captions_file=pkl, count=30000, reference="none", progress=False)
+    first = prepare_coco("coco2014", out=out, captions_file=pkl, count=2, reference="none", progress=False)
+    assert _lines(first["prompts"]) == ["a dog on a sofa", "two cats"]  # the first `count`, as DMD2 takes them
 
     csv_file = tmp_path / "uid_caption.csv"
     csv_file.write_text("uid,caption\n42_mscoco_0,A bus.\n9_mscoco_3,A cat.\n", encoding="utf-8")
     assert read_caption_file(csv_file) == (["A bus.", "A cat."], [COCO2014.file_name(42), COCO2014.file_name(9)])
+
+
+def test_a_caption_file_on_the_hub_is_fetched_or_placed_by_hand(tmp_path, monkeypatch):
+    """`hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl` (a model repo): offline and not placed,
+    one error naming its URL and where to put it; placed there, it is used as a local caption file."""
+    from dkd.data.download import DataUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("dkd.data.hub.is_offline", lambda: True)
+    spec, out = "hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl", tmp_path / "out"
+    with pytest.raises(DataUnavailableError, match=r"captions_coco14_test.pkl  \(from https://huggingface.co/"
+                                                    r"tianweiy/DMD2/resolve/main/data/coco/captions_coco14_test.pkl\)"):
+        prepare_coco("coco2014", out=out, captions_file=spec, reference="none", progress=False)
+    (out / "downloads" / "captions").mkdir(parents=True)
+    (out / "downloads" / "captions" / "captions_coco14_test.pkl").write_bytes(pickle.dumps(["a b", "c d", "e f"]))
+    paths = prepare_coco("coco2014", out=out, captions_file=spec, count=2, reference="none", progress=False)
+    assert _lines(paths["prompts"]) == ["a b", "c d"]
+    assert json.loads(paths["info"].read_text())["captions"] == spec
+    with pytest.raises(ValueError, match="hf://<owner>/<repo>/<path in the repo>"):
+        prepare_coco("coco2014", out=out, captions_file="hf://tianweiy/DMD2", reference="none", progress=False)
 
 
 def test_caption_file_errors(tmp_path):
