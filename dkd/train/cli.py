@@ -22,6 +22,13 @@ from typing import Optional
 import yaml
 
 
+def _problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(error, 'problem', None) or str(error).splitlines()[0]}{where}"
+
+
 def read_settings(path: Optional[str], backbone: str, run: str) -> tuple[dict, dict]:
     """``(settings, backbone entry)`` from a YAML file: a workflow config (``distill.settings`` with
     ``distill.run_settings.<run>`` merged in, and ``backbones.<backbone>``) or a plain mapping of
@@ -35,7 +42,7 @@ def read_settings(path: Optional[str], backbone: str, run: str) -> tuple[dict, d
     except OSError as error:
         raise FileNotFoundError(f"--config {path}: {error.strerror or error}") from error
     except yaml.YAMLError as error:
-        raise ValueError(f"--config {path}: not valid YAML ({error})") from error
+        raise ValueError(f"--config {path}: not valid YAML ({_problem(error)})") from error
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping, got {type(data).__name__}")
     if "distill" not in data:
@@ -68,13 +75,22 @@ def apply_overrides(settings: dict, items: list[str]) -> dict:
 
 
 def _value(text: str):
-    """A --set value: a number where it reads as one (YAML 1.1 would keep 3e-4 as text), else YAML."""
+    """A --set value: a number where it reads as one (YAML 1.1 would keep 3e-4 as text), true/false,
+    null, a YAML list or mapping (``[a, b]``), else the text itself (``no`` stays "no", not YAML's False)."""
     for kind in (int, float):
         try:
             return kind(text)
         except ValueError:
             pass
-    return yaml.safe_load(text)
+    words = {"true": True, "false": False, "null": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    if not text.startswith(("[", "{")):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"--set value {text!r} is not a valid YAML list or mapping ({_problem(error)})") from None
 
 
 def teacher_source(backbone: str, source: Optional[str], entry: dict) -> str:
@@ -100,7 +116,7 @@ def _distill(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--prompts {args.prompts}: no such file")
         source = teacher_source(args.backbone, args.source, entry)
         done = distill_run(args.backbone, args.name, settings=settings, source=source,
-                           dtype=args.dtype or entry.get("dtype", "bfloat16"), prompts=args.prompts, out=args.out,
+                           dtype=args.dtype or entry.get("dtype", "float32"), prompts=args.prompts, out=args.out,
                            processes=args.processes)
     except TrainingInterrupted as stopped:
         print(f"stopped: {stopped}; the same command again resumes", file=sys.stderr)
@@ -133,7 +149,8 @@ def add_subcommand(commands) -> None:
     parser.add_argument("--source", default=None, help="teacher: local diffusers folder or hub id (default: the "
                         "config's, else the backbone's hub id)")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
-                        help="frozen teacher's precision on a GPU (default: the config's, else bfloat16)")
+                        help="frozen teacher's precision on a GPU (default: the config's, else float32, as the "
+                        "workflow)")
     parser.add_argument("--processes", type=int, default=1,
                         help="data-parallel processes on this machine, one per GPU (accelerate launch)")
     parser.set_defaults(run=_distill)

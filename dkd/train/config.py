@@ -77,6 +77,8 @@ class DistillConfig:
                 raise TypeError(f"{role} must be an AdapterSpec; got {type(spec).__name__}.")
             if spec.backbone != self.backbone or spec.role != role:
                 raise ValueError(f"{role} spec must have backbone={self.backbone!r} and role={role!r}; got {spec}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be a whole number; got {self.seed!r}.")
         for name in ("batch_size", "per_device_batch", "epochs", "generator_every", "checkpoint_every",
                      "keep_checkpoints", "log_every"):
             value = getattr(self, name)
@@ -119,14 +121,27 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DistillConfig":
-        """Inverse of ``to_dict`` (e.g. from a workflow's YAML or a checkpoint's JSON)."""
+        """Inverse of ``to_dict`` (e.g. from a workflow's YAML or a checkpoint's JSON). A nested
+        setting given in part (``optim_student: {warmup_steps: 100}``) keeps the defaults of the rest."""
         data = dict(data)
-        nested = {"student": AdapterSpec, "fake": AdapterSpec, "vsd": VSDConfig,
-                  "optim_student": OptimConfig, "optim_fake": OptimConfig}
-        for key, kind in nested.items():
-            if key in data and isinstance(data[key], dict):
-                data[key] = kind(**data[key])
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown distillation settings: {sorted(unknown)}.")
+        defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls)
+                    if f.default_factory is not dataclasses.MISSING}
+        nested = {"student": AdapterSpec, "fake": AdapterSpec, "vsd": VSDConfig,
+                  "optim_student": OptimConfig, "optim_fake": OptimConfig}
+        for key, kind in nested.items():
+            if key not in data or isinstance(data[key], kind):
+                continue
+            if not isinstance(data[key], dict):
+                raise ValueError(f"{key} must be a mapping of its settings; got {data[key]!r}.")
+            base = dataclasses.asdict(defaults[key]) if key in defaults else {}
+            extra = sorted(set(data[key]) - {f.name for f in dataclasses.fields(kind)})
+            if extra:
+                raise ValueError(f"unknown {key} settings: {extra}.")
+            try:
+                data[key] = kind(**{**base, **data[key]})
+            except TypeError as error:  # a required field missing
+                raise ValueError(f"{key}: {error}.") from None
         return cls(**data)

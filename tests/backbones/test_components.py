@@ -20,16 +20,18 @@ from dkd.backbones.tiny import save_tiny_backbone
 BASE, DENOISER = "dkd-test/tiny-pixart-base", "dkd-test/tiny-pixart-256"
 
 
-def cache_repo(home: Path, repo: str, folder: Path, only: str | None = None, absent: tuple[str, ...] = ()) -> None:
-    """``folder`` (or its subfolder ``only``) as the main revision of hub ``repo`` in the cache under
-    ``home`` (HF_HOME), laid out as huggingface_hub writes it, with its records of the ``absent`` files
-    (``.no_exist/``) that a loader asked for online and the repo lacks."""
+def cache_repo(home: Path, repo: str, folder: Path, only: str | None = None, skip: str | None = None,
+               absent: tuple[str, ...] = ()) -> None:
+    """``folder`` (or its subfolder ``only``; without its subfolder ``skip``) as the main revision of hub
+    ``repo`` in the cache under ``home`` (HF_HOME), laid out as huggingface_hub writes it, with its
+    records of the ``absent`` files (``.no_exist/``) that a loader asked for online and the repo lacks."""
     commit = hashlib.sha1(repo.encode()).hexdigest()
     root = home / "hub" / f"models--{repo.replace('/', '--')}"
     (root / "refs").mkdir(parents=True)
     (root / "refs" / "main").write_text(commit)
     snapshot = root / "snapshots" / commit
-    shutil.copytree(folder / only if only else folder, snapshot / only if only else snapshot)
+    ignore = (lambda where, names: [skip] if Path(where) == folder else []) if skip else None
+    shutil.copytree(folder / only if only else folder, snapshot / only if only else snapshot, ignore=ignore)
     for name in absent:
         (root / ".no_exist" / commit / name).parent.mkdir(parents=True, exist_ok=True)
         (root / ".no_exist" / commit / name).touch()
@@ -45,9 +47,11 @@ def test_a_denoiser_only_repo_loads_with_the_components_pipeline_offline(tmp_pat
     base = save_tiny_backbone("pixart", tmp_path / "base", seed=1)
     other = save_tiny_backbone("pixart", tmp_path / "other", seed=2)  # its transformer is the 256 repo's
     home = tmp_path / "hf-home"
-    cache_repo(home, BASE, Path(base), absent=("tokenizer/config.json",))  # AutoTokenizer asks for it first
+    # as fetch_model leaves them: the components pipeline without its own transformer, the denoiser repo
+    cache_repo(home, BASE, Path(base), skip="transformer", absent=("tokenizer/config.json",))  # AutoTokenizer asks
     cache_repo(home, DENOISER, Path(other), only="transformer")
     assert not list((home / "hub" / f"models--{DENOISER.replace('/', '--')}").rglob("model_index.json"))
+    assert not list((home / "hub" / f"models--{BASE.replace('/', '--')}").rglob("transformer"))
     script = textwrap.dedent(f"""
         import torch
         from dkd.backbones import load_teacher

@@ -75,6 +75,10 @@ def test_distill_command_equals_the_run_written_out_by_hand_and_a_rerun_only_exp
     (["--set", "student=lora"], "fixed by the backbone and the run name"),
     (["--set", "no_such_setting=1"], "unknown distillation settings: ['no_such_setting']"),
     (["--set", "batch_size=3"], "batch_size 3 must be a multiple of per_device_batch 2"),
+    (["--set", "vsd.guidance=2"], "unknown vsd settings: ['guidance']"),
+    (["--set", "vsd=2"], "vsd must be a mapping of its settings; got 2"),
+    (["--set", "seed=abc"], "seed must be a whole number; got 'abc'"),
+    (["--set", "compile_blocks=[A,"], "is not a valid YAML list or mapping"),
     (["--config", "missing.yaml"], "--config missing.yaml"),
     (["--prompts", "missing.txt"], "--prompts missing.txt: no such file"),
 ])
@@ -115,9 +119,10 @@ def test_settings_from_a_workflow_config_or_a_mapping_and_overrides(tmp_path):
     assert cli.read_settings(str(mapping), "sd15", RUN) == ({"max_steps": 7, "seed": 3}, {})
     settings = {"vsd": {"t_init": 999}, "seed": 1}
     assert cli.apply_overrides(settings, ["vsd.guidance_scale=2.0", "compile_blocks=[A, B]", "max_steps=null",
-                                          "optim_fake.lr=1.0e-3"]) == {
+                                          "optim_fake.lr=1.0e-3", "mixed_precision=no", "channels_last=true",
+                                          "optim_student.lr=3e-4"]) == {
         "vsd": {"t_init": 999, "guidance_scale": 2.0}, "seed": 1, "compile_blocks": ["A", "B"], "max_steps": None,
-        "optim_fake": {"lr": 1e-3}}
+        "optim_fake": {"lr": 1e-3}, "mixed_precision": "no", "channels_last": True, "optim_student": {"lr": 3e-4}}
     assert settings == {"vsd": {"t_init": 999}, "seed": 1}  # the input is left as it was
     with pytest.raises(ValueError, match="'seed' is not a nested setting"):
         cli.apply_overrides(settings, ["seed.x=1"])

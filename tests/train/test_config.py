@@ -81,6 +81,17 @@ def test_invalid_optimiser(kwargs, message):
         OptimConfig(**kwargs)
 
 
+def test_a_nested_setting_given_in_part_keeps_the_other_defaults():
+    data = {**_config().to_dict(), "optim_student": {"warmup_steps": 100}, "vsd": {"guidance_scale": 2.0}}
+    config = DistillConfig.from_dict(data)
+    assert config.optim_student == OptimConfig(lr=1e-4, warmup_steps=100)  # the paper's student lr kept
+    assert config.vsd == VSDConfig(guidance_scale=2.0)
+    with pytest.raises(ValueError, match=r"unknown optim_fake settings: \['learning_rate'\]"):
+        DistillConfig.from_dict({**_config().to_dict(), "optim_fake": {"learning_rate": 1.0}})
+    with pytest.raises(ValueError, match="vsd must be a mapping"):
+        DistillConfig.from_dict({**_config().to_dict(), "vsd": 2})
+
+
 def test_a_number_read_as_text_from_yaml_is_one_clear_error():
     """PyYAML (YAML 1.1) reads `guidance_scale: 2e0` and `lr: 1e-4` as strings."""
     data = yaml.safe_load("vsd: {guidance_scale: 2e0}\noptim_fake: {lr: 1e-2}\n")

@@ -151,10 +151,11 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
             assert ((cost["steps"], cost["processes"]) == (3, 1) and cost["train_hours"] > 0
                     and cost["gpu_days"] == pytest.approx(cost["train_hours"] / 24))
             trained = json.loads((folder / "train" / "config.json").read_text())  # distill.run_settings.<run>
-            merged = {**config["distill"]["settings"], **config["distill"].get("run_settings", {}).get(name, {})}
-            assert trained["generator_every"] == merged.get("generator_every", 1)
-            assert trained["optim_fake"]["lr"] == merged.get("optim_fake", {}).get("lr", 1e-2)
-            assert trained["vsd"]["guidance_scale"] == merged.get("vsd", {}).get("guidance_scale", 1.5)
+            dmd2 = config["distill"]["run_settings"].get(name)  # the FT run: DMD2's settings, the rest defaults
+            assert (trained["generator_every"], trained["optim_fake"]["lr"], trained["vsd"]["guidance_scale"],
+                    trained["vsd"]["fake_t_range"], trained["vsd"]["t_range"], trained["optim_fake"]["grad_clip"]) \
+                == ((2, 1e-5, 1.75, [0.0, 1.0], [0.02, 0.98], 10.0) if dmd2 else (1, 1e-2, 1.5, [0.02, 0.98],
+                                                                              [0.02, 0.98], 10.0))
             for model in [name] + (["teacher"] if backbone in config["evaluation"]["teachers"] else []):
                 summary = json.loads((tmp_path / backbone / model / "tiny-eval" / "images.json").read_text())
                 assert summary["count"] == 6 and summary["shards"] == 2
