@@ -4,6 +4,9 @@ workflow (``dkd.train.run``), e.g. DKD on SD1.5 with the paper's settings::
     python -m dkd distill lorad-s256-f32-linear-zero --backbone sd15 --config config/config.yaml \\
         --prompts data/journeydb/prompts.txt --out runs/sd15-dkd --processes 8
 
+``--nodes M`` (inside a SLURM allocation of M nodes, one task each) trains on ``--processes`` GPUs of
+each node (``dkd.train.nodes``: one ``srun`` task per node).
+
 Settings come from ``--config`` (a workflow config: its ``distill.settings``, with
 ``distill.run_settings.<RUN>`` over them, and ``backbones.<B>`` source and dtype; or a YAML mapping
 of ``DistillConfig`` fields), then ``--set KEY=VALUE``; unset ones keep ``DistillConfig``'s defaults
@@ -117,7 +120,7 @@ def _distill(args: argparse.Namespace) -> int:
         source = teacher_source(args.backbone, args.source, entry)
         done = distill_run(args.backbone, args.name, settings=settings, source=source,
                            dtype=args.dtype or entry.get("dtype", "float32"), prompts=args.prompts, out=args.out,
-                           processes=args.processes)
+                           processes=args.processes, nodes=args.nodes)
     except TrainingInterrupted as stopped:
         print(f"stopped: {stopped}; the same command again resumes", file=sys.stderr)
         return INTERRUPTED_EXIT
@@ -152,5 +155,8 @@ def add_subcommand(commands) -> None:
                         help="frozen teacher's precision on a GPU (default: the config's, else float32, as the "
                         "workflow)")
     parser.add_argument("--processes", type=int, default=1,
-                        help="data-parallel processes on this machine, one per GPU (accelerate launch)")
+                        help="data-parallel processes per machine, one per GPU (accelerate launch)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="machines of this SLURM allocation to train on, one srun task each (e.g. inside "
+                        "sbatch --nodes=2 --ntasks-per-node=1 --gres=gpu:8)")
     parser.set_defaults(run=_distill)

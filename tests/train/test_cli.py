@@ -129,3 +129,18 @@ def test_settings_from_a_workflow_config_or_a_mapping_and_overrides(tmp_path):
     assert cli.teacher_source("sd15", None, {}) == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert cli.teacher_source("sd15", None, {"source": "a/b"}) == "a/b"
     assert cli.teacher_source("sd15", "folder", {"source": "a/b"}) == "folder"
+
+
+def test_processes_and_nodes_reach_the_launcher(teacher_folder, tmp_path, capsys, monkeypatch):
+    """--processes N --nodes M: the run's job goes to dkd.train.launch.run_distillation with them
+    (inside a SLURM allocation it starts one srun task per node; tested in tests/train/test_nodes.py)."""
+    seen = {}
+
+    def launcher(job, *, processes, nodes, cpus):
+        seen.update(processes=processes, nodes=nodes, train_dir=job.train_dir)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr("dkd.train.run.run_distillation", launcher)
+    assert main([*_command(teacher_folder, tmp_path), "--processes", "4", "--nodes", "2"]) == 2
+    assert "stopped before training" in capsys.readouterr().err
+    assert seen == {"processes": 4, "nodes": 2, "train_dir": str(tmp_path / "run" / "train")}
