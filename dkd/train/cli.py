@@ -112,6 +112,9 @@ def _distill(args: argparse.Namespace) -> int:
     from .loop import NonFiniteLossError, TrainingInterrupted
     from .run import distill_run
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # resume and export lines
     try:
         settings, entry = read_settings(args.config, args.backbone, args.name)
         settings = apply_overrides(settings, args.set)
