@@ -74,6 +74,9 @@ METRICS: Mapping[str, MetricFormat] = MappingProxyType({
     "inference_time_reduction_pct": MetricFormat("Inference time reduction (%)", 2, True),
     "gpu_days": MetricFormat("Training (GPU-days)", 1, True, "the paper counts A100-days; ours are days of the "
                              "devices named in train.json: the difference is partly hardware"),
+    "memory_mb": MetricFormat("Memory (MB)", 0, True, "ours: the peak GPU memory one training process allocated "
+                              "(MiB, train.json: per-GPU batch, precision and speed settings included); the paper "
+                              "does not say what its column counts (its LoRA figure is below the frozen fp16 U-Net)"),
     "type": MetricFormat("Type", None, True),
     "image_free": MetricFormat("Image-free", None, True),
     "train_data": MetricFormat("Training data", None, True),

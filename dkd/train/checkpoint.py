@@ -131,12 +131,16 @@ def training_cost(state: dict[str, Any]) -> dict[str, float | int]:
 
     - ``gpu_days`` = Σ seconds × processes / 86400 (device-days: each process holds one device),
     - ``train_hours`` = Σ seconds / 3600 (wall-clock hours of training),
-    - ``processes`` (of the last attempt; a run resumes only with as many) and ``steps`` (done).
+    - ``processes`` (of the last attempt; a run resumes only with as many) and ``steps`` (done),
+    - ``memory_mb``: the largest peak GPU memory one process allocated in an attempt (MiB; Table 4),
+      absent when no attempt ran on a GPU.
 
     Seconds are those of the training loop up to the checkpoint (model loading and the evaluation
     hook excluded; the work an attempt did after its last checkpoint is redone and counted then).
     """
     attempts = state.get("attempts", [])
     seconds = [float(a["seconds"]) for a in attempts]
+    memory = [float(a["peak_memory_gb"]) * 1024 for a in attempts if "peak_memory_gb" in a]
     return {"gpu_days": sum(s * a["processes"] for s, a in zip(seconds, attempts)) / SECONDS_PER_DAY,
-            "train_hours": sum(seconds) / 3600.0, "processes": int(state["processes"]), "steps": int(state["step"])}
+            "train_hours": sum(seconds) / 3600.0, "processes": int(state["processes"]), "steps": int(state["step"]),
+            **({"memory_mb": max(memory)} if memory else {})}

@@ -117,14 +117,12 @@ class Distiller:
             raise ValueError(f"{len(prompts)} prompts are fewer than one batch of {config.batch_size}.")
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
         self.accum = config.accumulation_steps(self.acc.num_processes)
-        teacher.denoiser.to(self.acc.device)
-        if teacher.text_encoder is not None:
-            teacher.text_encoder.to(self.acc.device)
+        for frozen in (m for m in (teacher.denoiser, teacher.text_encoder) if m is not None):
+            frozen.to(self.acc.device)
         torch.manual_seed(config.seed)  # adapter initialisation (B Xavier) depends on the run's seed only
         models = {role: build_role(teacher, getattr(config, role)) for role in ROLES}
-        if config.gradient_checkpointing:
-            for model in models.values():
-                model.enable_gradient_checkpointing()
+        for model in models.values() if config.gradient_checkpointing else ():
+            model.enable_gradient_checkpointing()
         tune_for_speed([teacher.denoiser, *models.values()], channels_last=config.channels_last,
                        compile_blocks=config.compile_blocks)
         if self.acc.device.type == "cuda":  # TF32 for the float32 matmuls and convolutions left under autocast
@@ -171,8 +169,10 @@ class Distiller:
         """Earlier attempts and this one, its seconds counted up to now (evaluation hook excluded)."""
         if self._attempt is None:
             return list(self.attempts)
-        seconds = _clock() - self._timer[0] - self._timer[1]
-        return [*self.attempts, {**self._attempt, "seconds": seconds, "steps": [self._attempt["steps"][0], self.step]}]
+        seconds, device = _clock() - self._timer[0] - self._timer[1], self.acc.device  # + peak GPU memory (Table 4)
+        memory = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30} if device.type == "cuda" else {}
+        return [*self.attempts, {**self._attempt, **memory, "seconds": seconds,
+                                 "steps": [self._attempt["steps"][0], self.step]}]
 
     def _start_attempt(self) -> None:
         """Start this attempt's cost record: the devices of all processes (one collective call)."""

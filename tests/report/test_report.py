@@ -332,3 +332,23 @@ def test_hardware_bound_differences_carry_their_caveat(tmp_path):
     assert row["FID Δ"] == "+0.21"
     assert "NVIDIA A40" in _footnote(table, row["Inference (s) Δ"])[0]
     assert "A100-days" in _footnote(table, row["Training (GPU-days) Δ"])[0]
+
+
+def test_table4_from_the_configured_spec_reads_train_json_memory(tmp_path):
+    """config/config.yaml's Table 4 against the paper's CSV: the memory of our train.json (MiB, model-level)
+    beside the paper's 2021 MB for LoRaD, Δ footnoted with what each column counts."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    spec = next(s for s in table_specs({"table4": config["report"]["tables"]["table4"]}))
+    folder = tmp_path / "results"
+    folder.mkdir()
+    _json(folder / "train.json", "sd15", LORAD, None, {"memory_mb": 25000.4, "gpu_days": 2.0})
+    _json(folder / "params.json", "sd15", LORAD, None, {"trainable_M": 83.796})
+    table = build_table(spec, read_results([folder]), read_paper(PAPER_CSV))
+    lorad = table.frame[table.frame["Method"] == "LoRaD"].iloc[0]
+    assert (lorad["Memory (MB) ours"], lorad["Memory (MB) paper"]) == ("25000", "2021")
+    delta = lorad["Memory (MB) Δ"]
+    assert delta.startswith("+22979 [") and "peak GPU memory" in _footnote(table, delta)[0]
+    assert lorad["Trainable params (M) paper"] == "83.8" and lorad["Inference (s) paper"] == "0.11"
+    assert [row["Method"] for _, row in table.frame.iterrows()] == ["LoRA", "LoRaD", "FT (DMD2)"]

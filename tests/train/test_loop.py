@@ -259,6 +259,8 @@ def test_resumed_run_adds_up_its_training_seconds(uninterrupted, teacher_folder,
     state = load_state(result.checkpoint)
     assert state["attempts"][1] == {"device": "cpu", "processes": 1, "seconds": 15.0, "steps": [1, 4]}
     assert training_cost(state) == {"gpu_days": 20.0 / 86400, "train_hours": 20.0 / 3600, "processes": 1, "steps": 4}
+    on_gpu = {**state, "attempts": [{**a, "peak_memory_gb": gb} for a, gb in zip(state["attempts"], (1.5, 2.0))]}
+    assert training_cost(on_gpu)["memory_mb"] == 2048.0  # Table 4: the largest peak of the attempts, MiB
     fingerprint = json.loads((uninterrupted[0] / "config.json").read_text())["fingerprint"]
     assert json.loads((tmp_path / "config.json").read_text())["fingerprint"] == fingerprint == state["fingerprint"]
     _assert_same(_weights(result), uninterrupted[1])
