@@ -96,6 +96,10 @@ def test_run_name_source_and_a_stop_signal(teacher_folder, tmp_path, capsys, mon
     assert main([command[0], "lorad-x", *command[2:]]) == 2 and "run name 'lorad-x'" in capsys.readouterr().err
     no_source = command[:4] + command[6:]
     assert main(no_source) == 2 and "give --source FOLDER" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("distill: {settings: [\n")
+    assert main([*command, "--config", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml: not valid YAML" in err and " at line " in err and len(err.strip().splitlines()) == 1
 
     def stopped(*args, **kwargs):
         raise TrainingInterrupted("signal 15 at step 4; checkpoint run/train/checkpoints/step-00000004")

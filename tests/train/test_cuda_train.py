@@ -25,6 +25,7 @@ import torch
 
 from dkd.adapters import AdapterSpec
 from dkd.backbones import load_teacher
+from dkd.train.checkpoint import load_state, training_cost
 from dkd.train.config import DistillConfig
 from dkd.train.embeddings import EmbeddingCache
 from dkd.train.loop import Distiller, build_role, distill
@@ -68,7 +69,10 @@ def test_dkd_trains_in_bf16_and_resumes(tiny_sd, tmp_path, monkeypatch):
     initial = {f"{role}.{n}": p.detach().clone()
                for role, model in Distiller(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "init").models.items()
                for n, p in model.named_parameters() if p.requires_grad}
-    reference = _trained(distill(_config(), teacher, PROMPTS, tmp_path / "a", progress=False))
+    result = distill(_config(), teacher, PROMPTS, tmp_path / "a", progress=False)
+    reference = _trained(result)
+    memory = training_cost(load_state(result.checkpoint))["memory_mb"]  # Table 4: this GPU's peak, MiB
+    assert 0 < memory <= torch.cuda.get_device_properties(0).total_memory / 2**20
     assert all(torch.equal(p, frozen[n]) for n, p in teacher.denoiser.named_parameters())
     assert reference.keys() == initial.keys()
     assert all(p.dtype == torch.float32 and p.isfinite().all() for p in reference.values())
