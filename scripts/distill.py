@@ -11,7 +11,6 @@ import torch
 from dkd.io import atomic_write_text, rule_log
 from dkd.params import run_parameter_counts
 from dkd.report.results import write_result
-from dkd.runs import parse_run_name
 from dkd.train.run import distill_run, merge_settings
 
 sm = snakemake  # noqa: F821
@@ -25,7 +24,7 @@ with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log
     done = distill_run(backbone, run, settings=settings, source=sm.params.source, dtype=sm.params.dtype,
                        prompts=sm.input.prompts, out=run_dir, curve=curve, nodes=nodes, cpus=sm.threads,
                        processes=gpus if torch.cuda.is_available() and gpus > 1 else 1)
-    student, fake = parse_run_name(backbone, run)
+    student, fake = done.config.student, done.config.fake  # parsed from the run name by distill_run
     write_result(sm.output.params, backbone=backbone, model=run, evalset=None,
                  values=run_parameter_counts(student, fake), provenance={"student": repr(student), "fake": repr(fake)})
     write_result(sm.output.train, backbone=backbone, model=run, evalset=None, values=done.cost,

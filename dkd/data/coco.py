@@ -23,7 +23,8 @@ Captions are normalised by collapsing every whitespace run (line breaks included
 
 A caption list instead (``captions_file``, e.g. DMD2's ``captions_coco14_test.pkl``: a pickled
 list of strings, read without executing anything; ``hf://<owner>/<repo>/<path>`` fetches it from
-the hub first) is used as is, in its order (its first ``count``), normalised the same way; ``.txt`` / ``.jsonl`` (``.gz``), a JSON list of strings, or a CSV with a ``caption``
+the hub first) is used as is, in its order (its first ``count``), normalised the same way;
+``.txt`` / ``.jsonl`` (``.gz``), a JSON list of strings, or a CSV with a ``caption``
 column are accepted too. A CSV column ``file_name``, ``image_id`` or GigaGAN's ``uid``
 (``<image id>_mscoco_<k>``) gives each caption's image.
 
@@ -268,7 +269,8 @@ def prepare_coco(
 
     ``count`` defaults to the split's (30,000 / 5,000); with ``captions_file`` (a path, or a hub file
     ``hf://<owner>/<repo>/<path>``: DMD2's ``hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl``)
-    its first ``count`` captions are used (all without ``count``; more than it holds is an error). Returns ``{"prompts", "info"}`` plus
+    its first ``count`` captions are used (all without ``count``; more than it holds is an error).
+    Returns ``{"prompts", "info"}`` plus
     ``"images"`` and ``"reference"`` where written.
     """
     split = SPLITS[split] if isinstance(split, str) and split in SPLITS else split

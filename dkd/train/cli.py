@@ -17,6 +17,7 @@ SIGTERM/SIGUSR1 it exits with code 75 once that is written); a finished run is o
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ def read_settings(path: Optional[str], backbone: str, run: str) -> tuple[dict, d
 def apply_overrides(settings: dict, items: list[str]) -> dict:
     """``settings`` with each ``KEY=VALUE`` of ``items`` set (VALUE read as YAML: 3, 1.0e-4, true,
     [a, b]); a dotted KEY reaches into a nested setting (``vsd.guidance_scale=2.0``)."""
-    result = json.loads(json.dumps(settings))  # a deep copy of plain YAML data
+    result = copy.deepcopy(settings)
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
