@@ -204,3 +204,39 @@ def test_toy_dry_run_plans_every_table_target(tmp_path):
     for table in [*config["report"]["tables"], "fig16"]:
         run = snakemake(table, "-n", "--configfile", "config/toy.yaml", *overrides)
         assert run.returncode == 0 and re.search(rf"^{table}\s+1$", run.stdout, flags=re.M), run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/toy.yaml"])
+def test_each_table_rule_reads_the_file_of_every_column(configfile, tmp_path):
+    """`snakemake <table>` re-renders when any of its numbers changes: for every row with a model,
+    each column it does not give in `values` is read from a file that is an input of the table's rule
+    (Table 4's training memory: train.json)."""
+    config = yaml.safe_load((ROOT / configfile).read_text())
+    holders = {"memory_mb": "train.json", "gpu_days": "train.json", "inference_s": "timing.json", "fid": "fid.json",
+               "precision": "pr.json", "recall": "pr.json", "clip": "clip.json", "digit_prob": "clip.json",
+               "digit_accuracy": "clip.json", "average": "hps.json", "dir_mean_pct": "weights.json",
+               "norm_mean_pct": "weights.json"}
+    checked = set()
+    for name, spec in config["report"]["tables"].items():
+        run = snakemake(name, "-n", "--configfile", configfile, "--config", f"results={tmp_path}")
+        assert run.returncode == 0, run.stdout + run.stderr
+        inputs = re.search(rf"^rule {name}:\n\s+input: (.*)$", run.stdout, flags=re.M).group(1).split(", ")
+        for row in spec["rows"]:
+            for column in set(spec["columns"]) & holders.keys() - set(row.get("values", {})):
+                if row.get("model") and not (holders[column] == "train.json" and not re.match(r"(lorad|lora|dora|ft)-",
+                                                                                             row["model"])):
+                    folder = Path(tmp_path, row["backbone"], row["model"])
+                    where = folder if holders[column] in ("train.json", "timing.json", "weights.json") \
+                        else folder / row["evalset"]
+                    assert str(where / holders[column]) in inputs, (name, row["label"], column)
+                    checked.add(column)
+    assert "fid" in checked and (configfile != "config/config.yaml" or {"clip", "memory_mb"} <= checked)
+
+
+def test_a_table_column_no_file_holds_fails_at_parse_time(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["report"]["tables"]["table4"]["columns"].append("fid_at_5k")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    run = snakemake("table4", "-n", "--configfile", str(bad))
+    assert run.returncode != 0 and "column 'fid_at_5k'" in run.stdout + run.stderr

@@ -316,7 +316,7 @@ METRIC_FILES = {
     "norm_mean_pct": "weights.json", "norm_std_pct": "weights.json", "dir_mean_pct": "weights.json",
     "dir_std_pct": "weights.json", "energy_kept": "weights.json", "rank_fraction_90pct": "weights.json",
     "anime": "hps.json", "photo": "hps.json", "concept_art": "hps.json", "paintings": "hps.json", "average": "hps.json",
-    "inference_s": "timing.json", "gpu_days": "train.json",
+    "inference_s": "timing.json", "gpu_days": "train.json", "memory_mb": "train.json",
 }
 # A distillation run's files (teachers and published models have none).
 RUN_LEVEL_FILES = ("params.json", "weights.json", "train.json")
@@ -345,8 +345,11 @@ def table_inputs(name):
             continue
         for metric in spec["columns"]:
             file = METRIC_FILES.get(metric)
-            if file is None or metric in row.get("values", {}):
+            if metric in row.get("values", {}):
                 continue
+            if file is None:
+                raise ValueError(f"report.tables.{name}: no result file holds column {metric!r} (they hold "
+                                 f"{', '.join(METRIC_FILES)}); give it in the values of row {row['label']!r}")
             if file in MODEL_LEVEL_FILES:
                 if file not in RUN_LEVEL_FILES or re.fullmatch(RUN_PATTERN, row["model"]):
                     files.append(results(row["backbone"], row["model"], file))
