@@ -47,7 +47,7 @@ rule features_metrics:
         images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
         scratch=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images-256"),
     resources:
-        mem_mb=32000,  # prdc: 20-22 GB for the 40,504 COCO2014 reference images (benchmarks/prdc_memory.py)
+        mem_mb=32000,  # prdc: ~12 GB for 30k against 30k features (equal-size sets; benchmarks/prdc_memory.py)
         runtime=120,
         gpus=1,
     conda:
