@@ -7,7 +7,7 @@ its grid (student, and for FT's fully trained fake model also the fake's) throug
 500 evaluation prompts, as the report does. The best point of each method (lowest FID) is what
 ``distill.run_settings`` of ``config/toy.yaml`` should hold. Prints one Markdown table.
 
-  python benchmarks/toy_lr_sweep.py                         # every point: about 25 min on 2 cores
+  python benchmarks/toy_lr_sweep.py                         # every point (26): about 1 h on 2 cores
   python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --out results/toy-lr
 """
 
