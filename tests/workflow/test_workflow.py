@@ -223,11 +223,10 @@ def test_each_table_rule_reads_the_file_of_every_column(configfile, tmp_path):
         inputs = re.search(rf"^rule {name}:\n\s+input: (.*)$", run.stdout, flags=re.M).group(1).split(", ")
         for row in spec["rows"]:
             for column in set(spec["columns"]) & holders.keys() - set(row.get("values", {})):
-                if row.get("model") and not (holders[column] == "train.json" and not re.match(r"(lorad|lora|dora|ft)-",
-                                                                                             row["model"])):
+                run_level = holders[column] in ("train.json", "weights.json")  # distillation runs only
+                if row.get("model") and not (run_level and not re.match(r"(lorad|lora|dora|ft)-", row["model"])):
                     folder = Path(tmp_path, row["backbone"], row["model"])
-                    where = folder if holders[column] in ("train.json", "timing.json", "weights.json") \
-                        else folder / row["evalset"]
+                    where = folder if run_level or holders[column] == "timing.json" else folder / row["evalset"]
                     assert str(where / holders[column]) in inputs, (name, row["label"], column)
                     checked.add(column)
     assert "fid" in checked and (configfile != "config/config.yaml" or {"clip", "memory_mb"} <= checked)
