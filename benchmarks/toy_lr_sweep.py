@@ -13,13 +13,14 @@ the copied shared folders carry no Snakemake records) only while its config is t
 of ``config/toy.yaml``'s settings it is refused. After a change of the ``dkd`` code, or of the shared
 folders in ``--shared-from``, use a new ``--out``.
 
-  python benchmarks/toy_lr_sweep.py                         # every point (28): about 70 min on 2 cores
+  python benchmarks/toy_lr_sweep.py                         # every point (28, ~2.5 min each): about 70 min on 2 cores
   python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --out results/toy-lr
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import subprocess
@@ -45,7 +46,7 @@ SHARED = ["backbones", "data", "evaluator", "reference-stats"]  # made once by t
 
 def point_config(base: dict, run: str, student_lr: float, fake_lr: float | None, folder: Path) -> dict:
     """``config/toy.yaml`` reduced to ``run`` at these learning rates, results in ``folder``."""
-    config = json.loads(json.dumps(base))
+    config = copy.deepcopy(base)
     config["results"] = str(folder)
     distill = config["distill"]
     distill["runs"] = {"toy": [run]}
@@ -68,15 +69,15 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
         if not (folder / part).exists():
             shutil.copytree(shared_from / part, folder / part, copy_function=shutil.copy2)
     path.write_text(text)
-    target = [str(folder / "toy" / run / "toy-eval" / f"{name}.json") for name in ("fid", "clip")]
-    done = subprocess.run([sys.executable, "-m", "snakemake", *target, "--cores", str(cores), "--configfile",
+    scores = [folder / "toy" / run / "toy-eval" / f"{name}.json" for name in ("fid", "clip")]
+    done = subprocess.run([sys.executable, "-m", "snakemake", *map(str, scores), "--cores", str(cores), "--configfile",
                            str(path), "--rerun-triggers", "mtime"], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{folder}: snakemake failed\n{done.stderr[-3000:]}")
     settings = merge_settings(config["distill"]["settings"], config["distill"]["run_settings"][run])
     row = dict(run=run, student_lr=settings["optim_student"]["lr"], fake_lr=settings["optim_fake"]["lr"])
-    for name in ("fid", "clip"):
-        row.update(json.loads((folder / "toy" / run / "toy-eval" / f"{name}.json").read_text())["values"])
+    for score in scores:
+        row.update(json.loads(score.read_text())["values"])
     return row
 
 
