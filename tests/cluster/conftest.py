@@ -11,12 +11,14 @@ from squeue (the test cluster keeps no accounting)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 START = ROOT / "tests" / "cluster" / "start_slurm.sh"
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+LOCK = Path(tempfile.gettempdir()) / "dkd-slurm-tests.lock"
 T = TypeVar("T")
 
 # Snakemake's status polling, shortened for the tests (the profile keeps the plugin's defaults).
@@ -46,17 +49,35 @@ def _cannot_run() -> Optional[str]:
     return None
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 free (slurmctld, slurmd); 6817 (SLURM's own) when it is free."""
-    for port in (6817, *range(16817, 17817, 2)):
+def free_ports() -> int:
+    """A port p with p, p + 1 and p + 2 free (slurmctld and the two slurmd); 6817 (SLURM's own) when
+    it is free."""
+    for port in (6817, *range(16817, 17817, 3)):
         try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
+            with socket.socket() as a, socket.socket() as b, socket.socket() as c:
+                for offset, sock in enumerate((a, b, c)):
+                    sock.bind(("127.0.0.1", port + offset))
             return port
         except OSError:
             continue
-    raise RuntimeError("no two adjacent free ports for slurmctld and slurmd")
+    raise RuntimeError("no three adjacent free ports for slurmctld and the two slurmd")
+
+
+def _hold_machine(timeout: float = 1800):
+    """An exclusive lock on this machine's test cluster (/etc/slurm/slurm.conf is one per machine):
+    a second test session waits here for the first to end, then takes the lock; returns the open
+    lock file (the lock lasts while it is open, and ends with this process however it ends)."""
+    handle = open(LOCK, "a+")
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > end:
+                handle.close()
+                pytest.fail(f"another test session held this machine's SLURM cluster ({LOCK}) for {timeout:.0f} s")
+            time.sleep(5)
 
 
 @dataclass(frozen=True)
@@ -157,20 +178,23 @@ def cluster(tmp_path_factory):
     if reason:
         (pytest.fail if os.environ.get("DKD_CLUSTER_TESTS") == "required" else pytest.skip)(
             f"one-node SLURM cluster: {reason}")
+    machine = _hold_machine()
     folder = tmp_path_factory.mktemp("slurm")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DKD_", "SLURM_", "SNAKEMAKE_"))}
-    env.update(SLURM_TEST_PORT=str(_free_port_pair()), DKD_GPU_COUNT="0",
+    env.update(SLURM_TEST_PORT=str(free_ports()), DKD_GPU_COUNT="0",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    started = subprocess.run([str(START), "start", str(folder)], env=env, capture_output=True, text=True,
-                             timeout=900)
-    if started.returncode:
-        subprocess.run([str(START), "stop", str(folder)], env=env, timeout=120)
-        pytest.fail(f"start_slurm.sh failed:\n{started.stdout}\n{started.stderr}")
-    env.update(SLURM_CONF=str(folder / "slurm.conf"), DKD_SLURM_GPUS="0", DKD_SLURM_DISTILL_CPUS="1",
-               DKD_SLURM_STATUS_COMMAND="squeue")
-    cluster = Cluster(folder, env)
+    started = subprocess.run([str(START), "start", str(folder)], env={**env, "SLURM_TEST_OWNER_PID": str(os.getpid())},
+                             capture_output=True, text=True, timeout=900)
     try:
-        yield cluster
+        if started.returncode:
+            pytest.fail(f"start_slurm.sh failed:\n{started.stdout}\n{started.stderr}")
+        env.update(SLURM_CONF=str(folder / "slurm.conf"), DKD_SLURM_GPUS="0", DKD_SLURM_DISTILL_CPUS="1",
+                   DKD_SLURM_STATUS_COMMAND="squeue")
+        cluster = Cluster(folder, env)
+        try:
+            yield cluster
+        finally:
+            cluster.cancel_all()
     finally:
-        cluster.cancel_all()
         subprocess.run([str(START), "stop", str(folder)], env=env, timeout=120)
+        machine.close()

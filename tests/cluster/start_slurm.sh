@@ -14,6 +14,9 @@
 # SLURM_TEST_PORT (slurmctld; slurmd uses the next one) says otherwise; the default partition
 # `debug` holds that node alone. A second node `n2` (a second slurmd on this host, port + 2, as
 # SLURM's multiple-slurmd mode allows) joins it in the partition `multi`, for multi-node jobs.
+# SLURM_TEST_OWNER_PID names the process the cluster serves (the test session): once that process
+# is gone, a later `start` stops this cluster's daemons and takes over /etc/slurm/slurm.conf
+# (SLURM_TEST_SYSTEM_CONF) from it; a cluster without an owner, or whose owner runs, is never touched.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop|env DIR" >&2; exit 2; }
@@ -26,6 +29,16 @@ node=$(hostname -s)
 
 client_env() {
     echo "export SLURM_CONF=$dir/slurm.conf"
+}
+
+start_time() {  # the start time of process $1 (field 22 of /proc/PID/stat; the name may hold spaces)
+    sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
+}
+
+owner_alive() {  # the owner recorded in folder $1 still runs (the same process: pid and start time)
+    local pid started
+    read -r pid started < "$1/owner" 2>/dev/null || return 1
+    [[ -n $started && $(start_time "$pid") == "$started" ]]
 }
 
 alive() {  # the pid in file $1 runs program $2 (daemons remove their pid files as they exit)
@@ -91,16 +104,27 @@ CONF
 # (snakemake-executor-plugin-slurm-jobstep 0.6) drops every SLURM_* variable before its `srun`,
 # so that srun finds the configuration only at the default path: link it there, never over a
 # configuration of another cluster.
-system_conf=/etc/slurm/slurm.conf
+system_conf=${SLURM_TEST_SYSTEM_CONF:-/etc/slurm/slurm.conf}
 
 link_system_conf() {
+    local other
     if [[ -L $system_conf && $(readlink "$system_conf") == "$dir/slurm.conf" ]]; then
         return
     fi
     if [[ -L $system_conf && ! -e $system_conf ]]; then  # left by a cluster whose folder is gone
         rm -f "$system_conf"
+    elif [[ -L $system_conf ]]; then
+        other=$(dirname "$(readlink "$system_conf")")
+        if [[ -e $other/owner ]] && ! owner_alive "$other"; then  # left by a killed test session
+            echo "start_slurm.sh: stopping the cluster of $other (its test session is gone)" >&2
+            "$0" stop "$other"
+        fi
     fi
-    if [[ -e $system_conf || -L $system_conf ]]; then
+    if [[ -L $system_conf ]]; then
+        echo "start_slurm.sh: $system_conf links to $(readlink "$system_conf"): a cluster whose test" \
+            "session still runs, or one started by hand; not replacing it (stop it: $0 stop $other)" >&2
+        exit 1
+    elif [[ -e $system_conf ]]; then
         echo "start_slurm.sh: $system_conf exists (another cluster's configuration); not replacing it" >&2
         exit 1
     fi
@@ -111,6 +135,9 @@ link_system_conf() {
 start() {
     install_packages
     write_config
+    if [[ -n ${SLURM_TEST_OWNER_PID:-} ]]; then
+        echo "$SLURM_TEST_OWNER_PID $(start_time "$SLURM_TEST_OWNER_PID")" > "$dir/owner"
+    fi
     link_system_conf
     export SLURM_CONF=$dir/slurm.conf
     if ! alive "$dir/munged.pid" munged; then
