@@ -15,6 +15,12 @@ folders in ``--shared-from``, use a new ``--out``.
 
   python benchmarks/toy_lr_sweep.py                         # every point (28, ~2.5 min each): about 70 min on 2 cores
   python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --out results/toy-lr
+
+``--generator-every N`` trains each point at N fake updates per generator update (DMD2's FT: 10) and N
+times the steps, so that the generator gets as many updates as at 1:1; ``--points`` replaces the grid
+(student lr, or student:fake):
+
+  python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --generator-every 10 --points 3e-4:3e-5
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ GRID = {
 SHARED = ["backbones", "data", "evaluator", "reference-stats"]  # made once by the toy workflow, copied
 
 
-def point_config(base: dict, run: str, student_lr: float, fake_lr: float | None, folder: Path) -> dict:
-    """``config/toy.yaml`` reduced to ``run`` at these learning rates, results in ``folder``."""
+def point_config(base: dict, run: str, student_lr: float, fake_lr: float | None, folder: Path,
+                 generator_every: int = 1) -> dict:
+    """``config/toy.yaml`` reduced to ``run`` at these learning rates, results in ``folder``; with
+    ``generator_every`` > 1, that many fake updates per generator update over that many times the steps."""
     config = copy.deepcopy(base)
     config["results"] = str(folder)
     distill = config["distill"]
@@ -54,6 +62,9 @@ def point_config(base: dict, run: str, student_lr: float, fake_lr: float | None,
     settings = {"optim_student": {"lr": student_lr}}
     if fake_lr is not None:
         settings["optim_fake"] = {"lr": fake_lr}
+    if generator_every > 1:
+        steps = merge_settings(distill["settings"], (distill.get("run_settings") or {}).get(run) or {})["max_steps"]
+        settings.update(generator_every=generator_every, max_steps=steps * generator_every)
     distill["run_settings"] = {run: merge_settings((distill.get("run_settings") or {}).get(run) or {}, settings)}
     config.pop("analysis", None)
     return config
@@ -75,7 +86,8 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
     if done.returncode != 0:
         raise RuntimeError(f"{folder}: snakemake failed\n{done.stderr[-3000:]}")
     settings = merge_settings(config["distill"]["settings"], config["distill"]["run_settings"][run])
-    row = dict(run=run, student_lr=settings["optim_student"]["lr"], fake_lr=settings["optim_fake"]["lr"])
+    row = dict(run=run, student_lr=settings["optim_student"]["lr"], fake_lr=settings["optim_fake"]["lr"],
+               generator_every=settings.get("generator_every", 1), steps=settings["max_steps"])
     for score in scores:
         row.update(json.loads(score.read_text())["values"])
     return row
@@ -83,12 +95,23 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
 
 def table(rows: list[dict]) -> str:
     best = {run: min((r for r in rows if r["run"] == run), key=lambda r: r["fid"]) for run in {r["run"] for r in rows}}
-    lines = ["| run | student lr | fake lr | FID | P(prompted digit) | digit accuracy |", "|---|---|---|---|---|---|"]
+    lines = ["| run | student lr | fake lr | fake:generator updates | steps | FID | P(prompted digit) | digit accuracy |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = "**" if best[row["run"]] is row else ""
-        lines.append(f"| {row['run']} | {row['student_lr']:g} | {row['fake_lr']:g} | "
+        lines.append(f"| {row['run']} | {row['student_lr']:g} | {row['fake_lr']:g} | {row['generator_every']}:1 | "
+                     f"{row['steps']} | "
                      f"{mark}{row['fid']:.2f}{mark} | {row['digit_prob']:.3f} | {row['digit_accuracy']:.3f} |")
     return "\n".join(lines)
+
+
+def learning_rates(text: str) -> tuple[float, float | None]:
+    """``"3e-4"`` -> (3e-4, None: the config's fake lr); ``"3e-4:3e-5"`` -> (3e-4, 3e-5)."""
+    student, _, fake = text.partition(":")
+    try:
+        return float(student), (float(fake) if fake else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a student lr, or student:fake (3e-4:3e-5)") from None
 
 
 def main() -> None:
@@ -98,17 +121,22 @@ def main() -> None:
     parser.add_argument("--shared-from", type=Path, default=ROOT / "results" / "toy",
                         help="a toy results folder holding " + ", ".join(SHARED) + " (make demo)")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--generator-every", type=int, default=1, help="fake updates per generator update")
+    parser.add_argument("--points", nargs="+", type=learning_rates, help="student lr or student:fake (replaces the grid)")
     args = parser.parse_args()
+    if args.generator_every < 1:
+        parser.error("--generator-every must be at least 1")
     missing = [part for part in SHARED if not (args.shared_from / part).exists()]
     if missing:
         sys.exit(f"{args.shared_from} lacks {', '.join(missing)}: run `make demo` first (or pass --shared-from)")
     base, rows = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text()), []
     try:
         for run in args.runs:
-            for student_lr, fake_lr in GRID[run]:
-                folder = args.out / run / (f"s{student_lr:g}" + (f"-f{fake_lr:g}" if fake_lr is not None else ""))
-                rows.append(run_point(point_config(base, run, student_lr, fake_lr, folder), run, folder,
-                                      args.shared_from, args.cores))
+            for student_lr, fake_lr in args.points or GRID[run]:
+                folder = args.out / run / (f"s{student_lr:g}" + (f"-f{fake_lr:g}" if fake_lr is not None else "")
+                                           + (f"-g{args.generator_every}" if args.generator_every > 1 else ""))
+                config = point_config(base, run, student_lr, fake_lr, folder, args.generator_every)
+                rows.append(run_point(config, run, folder, args.shared_from, args.cores))
                 print(f"{run}: student lr {rows[-1]['student_lr']:g}, fake lr {rows[-1]['fake_lr']:g}: "
                       f"FID {rows[-1]['fid']:.2f}", file=sys.stderr, flush=True)
     finally:
