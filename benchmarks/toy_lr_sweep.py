@@ -62,10 +62,11 @@ def point_config(base: dict, run: str, student_lr: float, fake_lr: float | None,
     settings = {"optim_student": {"lr": student_lr}}
     if fake_lr is not None:
         settings["optim_fake"] = {"lr": fake_lr}
+    own = (distill.get("run_settings") or {}).get(run) or {}
     if generator_every > 1:
-        steps = merge_settings(distill["settings"], (distill.get("run_settings") or {}).get(run) or {})["max_steps"]
+        steps = merge_settings(distill["settings"], own)["max_steps"]
         settings.update(generator_every=generator_every, max_steps=steps * generator_every)
-    distill["run_settings"] = {run: merge_settings((distill.get("run_settings") or {}).get(run) or {}, settings)}
+    distill["run_settings"] = {run: merge_settings(own, settings)}
     config.pop("analysis", None)
     return config
 
