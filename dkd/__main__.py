@@ -100,7 +100,8 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``python -m dkd`` command (the docs' command lines are checked against it)."""
     parser = argparse.ArgumentParser(prog="python -m dkd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     params = commands.add_parser("params", help="trainable-parameter table against the paper's counts")
@@ -151,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     add_distill_subcommand(commands)  # python -m dkd distill RUN --backbone B --prompts FILE --out DIR
 
     add_data_subcommands(commands)  # python -m dkd data coco2014|coco2017|hpsv2|journeydb ...
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.run(args)
 
 

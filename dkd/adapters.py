@@ -1,7 +1,7 @@
 """One place that maps (backbone, role, method, rank, layers, init) to trainable parameters.
 
 Target sets (diffusers module names, PEFT suffix matching) reproduce the paper's parameter
-counts exactly (``shared/reference.md`` section 1; checked by ``python -m dkd params``):
+counts exactly (``docs/reference.md`` section 1; checked by ``python -m dkd params``):
 
 * SD student: attention ``to_q/to_k/to_v/to_out.0`` (self and cross), ``ff.net.0.proj``,
   ``ff.net.2`` and the resnets' ``time_emb_proj`` (not ``time_embedding.linear_1/2``); SD2.1

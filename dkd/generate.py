@@ -1,5 +1,5 @@
 """Sharded image generation for evaluation: one-step students, multi-step teachers and
-published checkpoints, one seed per image index (``shared/reference.md`` section 3).
+published checkpoints, one seed per image index (``docs/reference.md`` section 3).
 
 An evaluation set is a list of prompts; image ``i`` is generated from prompt ``i`` with seed
 ``seed + i`` and written to ``<folder>/<i:05d>.png``: lossless PNG for every set, HPSv2's

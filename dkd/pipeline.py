@@ -2,7 +2,7 @@
 
 Each image's starting noise comes from its own CPU generator seeded with its seed, so an image
 does not depend on the batch it is generated in, nor on the device: any shard of an evaluation
-set can be regenerated alone (``shared/reference.md`` section 3).
+set can be regenerated alone (``docs/reference.md`` section 3).
 """
 
 from __future__ import annotations

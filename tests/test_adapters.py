@@ -40,7 +40,7 @@ def test_closed_form_count_of_sd15_student():
     model = build_denoiser("sd15")
     linears = [m for n, m in model.named_modules() if isinstance(m, nn.Linear) and not n.startswith("time_embedding.")]
     per_rank = sum(m.in_features // 2 + m.out_features for m in linears)
-    assert per_rank == 327_328  # shared/reference.md: 0.327328M per rank
+    assert per_rank == 327_328  # docs/reference.md: 0.327328M per rank
     for rank in (64, 256):
         assert count_trainable(AdapterSpec("sd15", rank=rank)) == rank * per_rank
 

@@ -1,6 +1,6 @@
 """Norm/direction weight analysis of the paper's Fig. 2 and appendix E (Eq. 13-17), Table 2 NM/DM.
 
-Orientation (``shared/reference.md`` section 1): the paper writes ``W = eta V`` (Eq. 13) with
+Orientation (``docs/reference.md`` section 1): the paper writes ``W = eta V`` (Eq. 13) with
 one norm per *output neuron*. In PyTorch layout (``Linear.weight`` is ``out x in``; a Conv2d
 weight ``(out, in, kh, kw)`` is flattened to ``(out, in*kh*kw)``) that is one norm per ROW::
 

@@ -1,6 +1,6 @@
 """COCO caption sets for zero-shot evaluation: COCO2014 val 30k and COCO2017 val 5k.
 
-``shared/reference.md`` section 3; the paper (section 4.1) uses "30k and 5k randomly sampled
+``docs/reference.md`` section 3; the paper (section 4.1) uses "30k and 5k randomly sampled
 images" of COCO2014 val and COCO2017 val.
 
 Sources, searched in this order for each file the command needs:

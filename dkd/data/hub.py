@@ -10,7 +10,7 @@ Sources, for each file (searched in this order):
    (``local_files_only=True``). Every file not found raises ONE
    :class:`~dkd.data.download.DataUnavailableError` listing URL, file name, directory and flag.
 
-HPSv2 (``shared/reference.md`` section 4): ``zhwang/HPDv2``, ``benchmark/<style>.json``, a JSON
+HPSv2 (``docs/reference.md`` section 4): ``zhwang/HPDv2``, ``benchmark/<style>.json``, a JSON
 list of prompts (800 per style) -> ``<out>/hpsv2/<style>.txt``, prompt i on line i (its image
 is ``<style>/<i:05d>.jpg``). Whitespace runs become one space; an empty prompt is an error,
 since dropping it would shift every later index.

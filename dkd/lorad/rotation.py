@@ -1,6 +1,6 @@
 """The math of LoRaD (paper section 3.2), as pure functions of tensors.
 
-Orientation (``shared/reference.md`` section 1): a weight in PyTorch layout ``(out, in)``
+Orientation (``docs/reference.md`` section 1): a weight in PyTorch layout ``(out, in)``
 (a Conv2d weight flattened to ``(out, in * kh * kw)``) is rotated row by row, in pairs of
 *input* coordinates ``(W[o, 2j], W[o, 2j+1])`` by the angle ``theta[o, j]``::
 

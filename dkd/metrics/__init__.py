@@ -1,4 +1,4 @@
-"""Image metrics of the COCO evaluation (``shared/reference.md`` section 3): 256-pixel
+"""Image metrics of the COCO evaluation (``docs/reference.md`` section 3): 256-pixel
 preprocessing, FID by clean-fid, precision/recall (k = 3) and the CLIP score; HPSv2 (Table 6)
 and inference timing (Table 5).
 

@@ -1,4 +1,4 @@
-"""CLIP score of the COCO evaluation (``shared/reference.md`` section 3).
+"""CLIP score of the COCO evaluation (``docs/reference.md`` section 3).
 
 open_clip ``ViT-g-14`` with the ``laion2b_s12b_b42k`` weights; each caption is prefixed with
 ``"A photo depicts "``; the score of an image is the raw cosine between its L2-normalised

@@ -1,4 +1,4 @@
-"""FID by clean-fid, folder against folder (``shared/reference.md`` section 3).
+"""FID by clean-fid, folder against folder (``docs/reference.md`` section 3).
 
 Both folders hold the 256-pixel PNGs of :func:`dkd.metrics.images.preprocess_folder`; features
 come from clean-fid's own code path (``cleanfid.fid.get_files_features``: its ``ResizeDataset``
@@ -242,7 +242,7 @@ def compute_fid(
     feature_extractor: Optional[Extractor] = None, extractor_name: Optional[str] = None, batch_size: int = 32,
     num_workers: int = 0, device=None, out_file: Optional[str | os.PathLike] = None, verbose: bool = False,
 ) -> dict:
-    """FID of the images in ``gen_folder`` against a reference set (``shared/reference.md`` section 3).
+    """FID of the images in ``gen_folder`` against a reference set (``docs/reference.md`` section 3).
 
     Reference: ``ref_folder`` alone (features computed, nothing cached); ``ref_stats`` a path
     alone (a cache of :func:`reference_stats`, which must exist); both (the cache is made from

@@ -1,4 +1,4 @@
-"""HPSv2 benchmark score (Table 6; ``shared/reference.md`` section 4), with open_clip.
+"""HPSv2 benchmark score (Table 6; ``docs/reference.md`` section 4), with open_clip.
 
 HPSv2 is open_clip ``ViT-H-14`` fine-tuned on human preferences; its weights are the
 checkpoint ``HPS_v2_compressed.pt`` (v2.0, what SiD-LSG and the paper report) or

@@ -1,6 +1,6 @@
 """Image folders of the COCO evaluation: listing and the 256-pixel preprocessing.
 
-``shared/reference.md`` section 3: both the reference images (COCO val2014) and every
+``docs/reference.md`` section 3: both the reference images (COCO val2014) and every
 generated set are center-cropped on the long side and resized to 256 x 256 with PIL's
 LANCZOS filter *before* FID; clean-fid then reads the 256-pixel PNGs (its own ``mode="clean"``
 resize to 299 happens inside its data loader).
@@ -53,7 +53,7 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[P
 def center_crop_resize(img: Image.Image, size: int = SIZE) -> Image.Image:
     """Crop the long side of ``img`` to a centred square, then LANCZOS-resize it to ``size`` (RGB).
 
-    ``shared/reference.md`` section 3. The offsets round as torchvision's ``center_crop`` (DMD2's
+    ``docs/reference.md`` section 3. The offsets round as torchvision's ``center_crop`` (DMD2's
     evaluation) does: ``left = round((w - s) / 2)`` with Python's half-to-even rounding, so an
     odd difference of 3 mod 4 puts the extra pixel on the left, of 1 mod 4 on the right.
     """

@@ -1,6 +1,6 @@
 """Improved precision and recall (Kynkaanniemi et al. 2019) with k = 3 on Inception features.
 
-``shared/reference.md`` section 3. The math is the maintained ``prdc`` package (Naver,
+``docs/reference.md`` section 3. The math is the maintained ``prdc`` package (Naver,
 ``prdc.compute_prdc``): each real sample's manifold ball has the radius of its k-th nearest
 real neighbour (itself excluded), likewise for fake samples;
 

@@ -6,7 +6,7 @@ and ``logs`` a dict of python floats. No model is called here: the trainer runs 
 :func:`dkd.train.schedule.pred_x0`, and passes the x0 predictions in.
 
 Eq. 11 only fixes the direction of the generator's gradient,
-``w(t) (eps_real - eps_fake) dx/dlambda``, not ``w(t)`` (``shared/reference.md`` section 2);
+``w(t) (eps_real - eps_fake) dx/dlambda``, not ``w(t)`` (``docs/reference.md`` section 2);
 :data:`WEIGHTINGS` names the two forms of the anchors:
 
 ``"dmd"`` (default; DMD2 ``compute_distribution_matching_loss``)

@@ -140,7 +140,7 @@ def one_step_x0(
     The generator U-Net is called on ``z ~ N(0, I)`` with timestep ``t_init`` (999 in the paper,
     DMD2 and SwiftBrush); its output is turned into ``x0`` as if ``z`` were ``x_{t_init}``:
     ``x0 = (z - sqrt(1 - abar_999) eps_hat) / sqrt(abar_999)`` for eps models
-    (``shared/reference.md`` section 2). Differentiable in ``model_output``.
+    (``docs/reference.md`` section 2). Differentiable in ``model_output``.
     """
     if not 0 <= int(t_init) < alphas_cumprod.shape[0]:
         raise ValueError(f"t_init must be in [0, {alphas_cumprod.shape[0] - 1}], got {t_init}")

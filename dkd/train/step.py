@@ -30,7 +30,7 @@ def require_numbers(**values) -> None:
 
 @dataclass(frozen=True)
 class VSDConfig:
-    """Settings of the VSD objective (paper 4.1, F.1; ``shared/reference.md`` section 2).
+    """Settings of the VSD objective (paper 4.1, F.1; ``docs/reference.md`` section 2).
 
     ``t_range`` is the generator loss's ``t ~ U(0.02 T, 0.98 T)`` (Algorithm 1, line 6);
     ``fake_t_range`` the fake model's (line 9; DMD2 uses the full ``(0.0, 1.0)``).

@@ -1,4 +1,4 @@
-"""HPSv2 (shared/reference.md section 4) with a tiny random open_clip model, against hand computations.
+"""HPSv2 (docs/reference.md section 4) with a tiny random open_clip model, against hand computations.
 
 The real ViT-H-14 and its HPS checkpoint cannot be downloaded here; the scorer's steps are
 checked one by one: the preprocessing against pixel values worked out by hand, the score

@@ -1,4 +1,4 @@
-"""Image metrics (shared/reference.md section 3) against closed forms and hand computations.
+"""Image metrics (docs/reference.md section 3) against closed forms and hand computations.
 
 No weights can be downloaded here: FID / P-R run clean-fid's real feature path with a tiny
 random CNN, the CLIP score a randomly initialised open_clip ViT-S-32.

@@ -1,35 +1,171 @@
-"""The commands the README and the Makefile tell users to type parse and plan (as dry-runs)."""
+"""Every command line the README, docs/ and config/README.md show in a ```bash block, and `make demo`,
+is checked without running the work: `snakemake ...` plans (a dry-run, with the environment variables
+the line or an earlier `export` of its block sets), `python -m dkd ...` parses with the package's own
+parser, and every other command names something that exists (a Makefile target, a script, a file).
+A command of a kind this file does not know fails the test, so a new kind gets a check."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from .test_workflow import ROOT, snakemake
 
-
-def _readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()
-            if line.startswith("snakemake ")]
+DOCUMENTS = [ROOT / "README.md", ROOT / "config" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 
 
-def _makefile_demo_command() -> str:
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = field(default=())
+    where: str = ""
+
+    def __str__(self) -> str:
+        return " ".join(self.words)
+
+
+def _lines(block: str):
+    """The block's command lines: continuations joined, comments dropped."""
+    line = ""
+    for raw in block.splitlines():
+        line += raw[:-1] + " " if raw.endswith("\\") else raw
+        if not raw.endswith("\\"):
+            yield line
+            line = ""
+
+
+def documented_commands(documents=DOCUMENTS) -> list[Command]:
+    commands = []
+    for document in documents:
+        for block in re.findall(r"```bash\n(.*?)```", document.read_text(), flags=re.S):
+            exported: dict[str, str] = {}
+            for line in _lines(block):
+                for part in re.split(r"\s*&&\s*", line):
+                    words = shlex.split(part, comments=True)
+                    if not words:
+                        continue
+                    if words[0] == "export":
+                        exported.update(word.split("=", 1) for word in words[1:])
+                        continue
+                    env = dict(exported)
+                    while words and ASSIGNMENT.match(words[0]):
+                        env.update([words.pop(0).split("=", 1)])
+                    commands.append(Command(tuple(words), tuple(sorted(env.items())), document.name))
+    return commands
+
+
+def _makefile_demo_command() -> Command:
     lines = [line for line in (ROOT / "Makefile").read_text().splitlines() if " snakemake " in line]
     assert len(lines) == 1, lines
-    return lines[0][lines[0].index("snakemake "):]
+    return Command(tuple(shlex.split(lines[0][lines[0].index("snakemake "):])), where="Makefile")
 
 
-def test_readme_lists_workflow_commands():
-    assert len(_readme_commands()) >= 4
+# Snakemake options that take a value: what is left are the targets. Commands that differ only in their
+# targets are planned in one dry-run (each target must plan; a failure names the commands).
+VALUE_OPTIONS = {"--cores", "-c", "--jobs", "-j", "--configfile", "--profile", "--config",
+                 "--software-deployment-method"}
 
 
-@pytest.mark.parametrize("command", [_makefile_demo_command(), *_readme_commands()])
-def test_documented_command_plans(command):
-    """`make demo` and each README `snakemake ...` line, with `-n` (nothing is written)."""
-    args = shlex.split(command)[1:]
-    run = snakemake(*args, "-n")
-    assert run.returncode == 0, f"{command}\n{run.stdout}\n{run.stderr}"
+def plan_groups(commands: list[Command]) -> dict[tuple, list[Command]]:
+    """{(options, env): commands}: the commands' options (without targets and -n) and environment."""
+    groups: dict[tuple, list[Command]] = {}
+    for command in commands:
+        words, options, targets = list(command.words[1:]), [], []
+        while words:
+            word = words.pop(0)
+            if word == "-n":
+                continue
+            if word.startswith("-"):
+                options.append(word)
+                if word in VALUE_OPTIONS and words:
+                    options.append(words.pop(0))
+            else:
+                targets.append(word)
+        groups.setdefault((tuple(options), command.env), []).append(Command(tuple(targets), command.env, command.where))
+    return groups
+
+
+COMMANDS = documented_commands()
+PLANS = plan_groups([c for c in [*COMMANDS, _makefile_demo_command()] if c.words[0] == "snakemake"])
+OTHERS = [c for c in COMMANDS if c.words[0] != "snakemake"]
+
+
+def test_the_documents_show_commands_of_each_kind():
+    kinds = {c.words[0] for c in COMMANDS}
+    assert {"snakemake", "python", "make"} <= kinds, kinds
+    assert any(env for _, env in PLANS), "no command with environment variables in front was found"
+
+
+@pytest.mark.parametrize("options,env", list(PLANS), ids=lambda v: " ".join(v) if v and isinstance(v[0], str)
+                         else "+".join(k for k, _ in v))
+def test_documented_snakemake_commands_plan(options, env):
+    """A dry-run (`-n`, nothing is written) with the commands' environment, of every target they name."""
+    import os
+
+    commands = PLANS[(options, env)]
+    targets = sorted({t for c in commands for t in c.words})
+    run = snakemake(*targets, *options, "-n", env={**os.environ, **dict(env)})
+    shown = "; ".join(f"{c.where}: snakemake {' '.join(options)} {c}" for c in commands)
+    assert run.returncode == 0, f"{shown}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert re.search(r"^total\s+\d+$", run.stdout, flags=re.M) or "Nothing to be done" in run.stdout, run.stdout
+
+
+def _makefile_targets() -> set[str]:
+    return set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), flags=re.M))
+
+
+def check_other(command: Command) -> None:
+    """Raises AssertionError when the command would not run as documented."""
+    program, *args = command.words
+    if program == "python" and args[:2] == ["-m", "dkd"]:
+        from dkd.__main__ import build_parser
+
+        try:
+            build_parser().parse_args(args[2:])
+        except SystemExit as exit:
+            raise AssertionError(f"python -m dkd rejects {args[2:]}") from exit
+    elif program == "python" and args and args[0].endswith(".py"):
+        script = ROOT / args[0]
+        assert script.is_file(), f"{args[0]} does not exist"
+        done = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    elif program == "make":
+        assert set(args) <= _makefile_targets(), f"Makefile has no target {set(args) - _makefile_targets()}"
+    elif program == "source":
+        venv = re.search(r"^VENV \?= (\S+)$", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
+        assert args == [f"{venv}/bin/activate"], args
+    elif (ROOT / program).is_file():
+        script = (ROOT / program).read_text()
+        actions = re.search(r'usage: \$0 ([\w|]+)', script)
+        assert actions and args and args[0] in actions.group(1).split("|"), f"{program}: unknown action {args[:1]}"
+    else:
+        raise AssertionError(f"no check for commands of the kind {program!r}; add one to this test")
+
+
+@pytest.mark.parametrize("command", OTHERS, ids=str)
+def test_documented_command_is_valid(command):
+    check_other(command)
+
+
+def test_the_checks_refuse_what_would_not_run(tmp_path):
+    """The checks above can fail: a misspelt option, target, script or program is refused."""
+    page = tmp_path / "page.md"
+    page.write_text("```bash\nexport A=1\nB=2 python -m dkd sample --outt x \\\n  model\nmake dmeo\n"
+                    "python benchmarks/missing.py\nsource venv/bin/activate\ncurl x\n```\n")
+    commands = documented_commands([page])
+    assert [c.words[0] for c in commands] == ["python", "make", "python", "source", "curl"]
+    assert dict(commands[0].env) == {"A": "1", "B": "2"} and commands[0].words[-1] == "model"
+    grouped = plan_groups([Command(("snakemake", "a", "--cores", "2", "-n")), Command(("snakemake", "--cores", "2", "b"))])
+    assert [(options, [c.words for c in group]) for (options, _), group in grouped.items()] == \
+        [(("--cores", "2"), [("a",), ("b",)])]
+    for command in commands:
+        with pytest.raises(AssertionError):
+            check_other(command)

@@ -15,9 +15,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def snakemake(*args, cwd=ROOT):
+def snakemake(*args, cwd=ROOT, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
 
 
