@@ -4,8 +4,6 @@
 #   make test   the test suite (lint, dry-runs and a shortened toy run of the workflow included)
 PYTHON ?= python3
 VENV ?= .venv
-# pytest-xdist processes; tests/conftest.py keeps the tests that share a toy run or the SLURM cluster in one
-TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -20,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest
 
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" snakemake all --cores 2 --configfile config/toy.yaml

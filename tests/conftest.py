@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,27 +10,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# The tests that share the session fixtures `toy_run` and `cluster` (one SLURM cluster per machine) run
-# in one pytest-xdist worker (`make test`: -n 2 --dist loadgroup), first, since they take longest.
-SHARED_RUNS = "toy-and-cluster"
-SHARED_PATHS = (ROOT / "tests" / "cluster", ROOT / "tests" / "workflow" / "test_toy.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    shared = [item for item in items if any(item.path.is_relative_to(p) for p in SHARED_PATHS)]
-    for item in shared:
-        item.add_marker(pytest.mark.xdist_group(SHARED_RUNS))
-    items[:] = shared + [item for item in items if item not in shared]
-
-
-def pytest_configure(config):
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-
-        # two workers share the machine's cores: one OpenMP thread each, and in the processes they start
-        # (rules set their own from their `threads`), so that a test and its subprocess compute alike
-        os.environ["OMP_NUM_THREADS"] = "1"
-        torch.set_num_threads(1)
 
 
 def short_toy_config(tmp_path: Path) -> Path:
