@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.tuners.tuners_utils import BaseTunerLayer, _get_in_out_features, check_adapters_to_merge
 from torch import nn
 
 from .function import ConvArgs, rotated_forward
@@ -18,9 +18,17 @@ class OddDimensionError(ValueError):
     """The rotated dimension of a layer (``in`` or ``in * kh * kw``) is odd."""
 
 
+BASE = "__base__"  # the name PEFT's mixed batches give to samples that use no adapter
+
+
 def rotated_features(module: nn.Module) -> int:
     """The length of the rotated rows: ``in`` for Linear, ``in/groups * kh * kw`` for Conv2d."""
     return module.weight[0].numel()
+
+
+def broken_adapter_error(adapter_name: str) -> ValueError:
+    """The error PEFT's tuners raise when a safe merge would write non-finite weights."""
+    return ValueError(f"NaNs detected in the merged weights. The adapter {adapter_name} seems to be broken")
 
 
 class LoRaDLayer(BaseTunerLayer):
@@ -29,6 +37,10 @@ class LoRaDLayer(BaseTunerLayer):
     Several adapters on one layer rotate the same coordinate pairs, so they commute and
     compose by adding angles: the active adapters' factors are concatenated along the rank
     (``sum_k (A_k B_k)^T = ([A_1 ... A_n] [B_1; ...; B_n])^T``) and applied as one rotation.
+
+    ``in_features`` and ``out_features`` mean what they mean on PEFT's LoRA layers (``in`` /
+    ``out`` of a Linear, ``in_channels`` / ``out_channels`` of a Conv2d); ``rotated_features``
+    is the length of the rotated weight rows.
     """
 
     adapter_layer_names = ("lorad_A", "lorad_B")
@@ -44,7 +56,7 @@ class LoRaDLayer(BaseTunerLayer):
         self.memory_efficient = True
         self.kwargs = kwargs
         base = self.get_base_layer()
-        self.out_features = base.weight.shape[0]
+        self.in_features, self.out_features = _get_in_out_features(base)
         self.rotated_features = rotated_features(base)
         if self.rotated_features % 2:
             raise OddDimensionError(
@@ -104,11 +116,15 @@ class LoRaDLayer(BaseTunerLayer):
         with torch.no_grad():
             rotated = rotate_pairs(weight.data, sign * self.get_angles(adapter_name).detach())
             if safe and not torch.isfinite(rotated).all():
-                raise ValueError(f"NaNs in the merged weights: adapter {adapter_name!r} seems broken.")
+                raise broken_adapter_error(adapter_name)
             weight.data.copy_(rotated.to(weight.dtype))
 
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
-        """``W <- R_theta W`` for each adapter (exact up to the weight dtype's rounding)."""
+        """``W <- R_theta W`` for each adapter (exact up to the weight dtype's rounding).
+
+        With ``safe_merge`` a rotation that yields a non-finite weight raises PEFT's error and
+        leaves this layer's weight as it was.
+        """
         for name in check_adapters_to_merge(self, adapter_names):
             if name in self.lorad_A:
                 self._rotate_base_weight(name, 1.0, safe=safe_merge)
@@ -147,19 +163,67 @@ class _LoRaDModule(nn.Module, LoRaDLayer):
         self.update_layer(adapter_name, r, **kwargs)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self._check_forward_args(x, *args, **kwargs)
+        adapter_names = kwargs.pop("adapter_names", None)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         factors = None if self.merged else self._factors(list(self.active_adapters))
+        return self._forward_with(x, factors, *args, **kwargs)
+
+    def _forward_with(
+        self, x: torch.Tensor, factors: Optional[tuple[torch.Tensor, torch.Tensor]], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The base layer rotated by ``factors`` (``(A, B)``), or the base layer alone if None."""
         if factors is None:
             return self.base_layer(x, *args, **kwargs)
         base = self.get_base_layer()
-        out = rotated_forward(
+        return rotated_forward(
             self._prepare_input(x), base.weight, base.bias, *factors,
             conv=self._conv_args(), memory_efficient=self.memory_efficient,
         )
-        return out
+
+    def _check_forward_args(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Refuse ``adapter_names`` of the wrong length, or while adapters are merged (as LoRA)."""
+        adapter_names = kwargs.get("adapter_names")
+        if adapter_names is None:
+            return
+        if len(x) != len(adapter_names):
+            raise ValueError(
+                "Length of `adapter_names` should be the same as the number of inputs, but got "
+                f"{len(adapter_names)} and {len(x)} respectively."
+            )
+        if self.merged:
+            raise ValueError(
+                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
+            )
+
+    def _mixed_batch_forward(
+        self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any
+    ) -> torch.Tensor:
+        """Sample ``i`` rotated by adapter ``adapter_names[i]`` alone (PEFT's mixed-adapter batch).
+
+        Samples are grouped by adapter name and each group goes through the usual rotated
+        forward with that adapter's factors; ``"__base__"`` samples, and those whose adapter
+        this layer does not have, get the frozen base layer's output.
+        """
+        groups: dict[str, list[int]] = {}
+        for index, name in enumerate(adapter_names):
+            groups.setdefault(name, []).append(index)
+        if len(groups) <= 1:  # one group: the whole batch, in order
+            name = next(iter(groups), BASE)
+            return self._forward_with(x, None if name == BASE else self._factors([name]), *args, **kwargs)
+        result = None
+        for name, indices in groups.items():
+            index = torch.tensor(indices, device=x.device)
+            out = self._forward_with(x[index], None if name == BASE else self._factors([name]), *args, **kwargs)
+            if result is None:
+                result = out.new_empty((len(adapter_names), *out.shape[1:]))
+            result[index] = out.to(result.dtype)
+        return result
 
     def __repr__(self) -> str:
         return "lorad." + super().__repr__()

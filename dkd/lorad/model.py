@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
+from peft.tuners.lora.model import _adapter_names_pre_forward_hook
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _ExcludedModule, check_target_module_exists
-from peft.utils.other import get_pattern_key
+from peft.utils.other import AuxiliaryTrainingWrapper, get_pattern_key
 from torch import nn
 
 from .config import LoRaDConfig
-from .layer import Conv2d, Linear, LoRaDLayer, OddDimensionError, rotated_features
+from .layer import BASE, Conv2d, Linear, LoRaDLayer, OddDimensionError, rotated_features
 
 SUPPORTED_LAYERS = (nn.Linear, nn.Conv2d)
 
@@ -19,6 +24,9 @@ class LoRaDModel(BaseTuner):
 
     Used through PEFT (``get_peft_model``, ``inject_adapter_in_model``, diffusers'
     ``add_adapter``) once ``dkd.lorad`` is imported, which registers the method.
+
+    ``peft_model(x, adapter_names=[...])`` serves a mixed-adapter batch as with LoRA: sample
+    ``i`` goes through adapter ``adapter_names[i]`` (``"__base__"``: the base model).
     """
 
     prefix: str = "lorad_"
@@ -49,6 +57,38 @@ class LoRaDModel(BaseTuner):
         if adapter_name != self.active_adapter:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        """Pass ``adapter_names`` to every LoRaD layer (and modules_to_save) during one forward.
+
+        ``PeftModel.forward`` enters this context; the checks are LoRA's: no mixed batch in
+        training mode, and every name but ``"__base__"`` must be an adapter of some layer.
+        """
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("Cannot pass `adapter_names` when the model is in training mode.")
+        known = set()
+        for module in self.modules():
+            if isinstance(module, LoRaDLayer):
+                known |= module.lorad_A.keys()
+        unknown = {name for name in adapter_names if name != BASE} - known
+        if unknown:
+            raise ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(sorted(unknown))}")
+        hook = partial(_adapter_names_pre_forward_hook, adapter_names=adapter_names)
+        handles = [
+            module.register_forward_pre_hook(hook, with_kwargs=True)
+            for module in self.modules()
+            if isinstance(module, (LoRaDLayer, AuxiliaryTrainingWrapper))
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @staticmethod
     def _create_new_module(target: nn.Module, adapter_name: str, **kwargs) -> LoRaDLayer:

@@ -77,6 +77,28 @@ CASES = [
 ]
 
 
+def cat_inputs(parts: list[dict]) -> dict:
+    """The inputs of several calls as one batch: tensors concatenated along dim 0, recursively."""
+    first = parts[0]
+    return {
+        k: torch.cat([p[k] for p in parts]) if isinstance(v, torch.Tensor)
+        else cat_inputs([p[k] for p in parts]) if isinstance(v, dict) else v
+        for k, v in first.items()
+    }
+
+
+def sample(inputs: dict, i: int) -> dict:
+    """Sample ``i`` of a batch of inputs, as a batch of one."""
+    return {
+        k: v[i:i + 1] if isinstance(v, torch.Tensor) else sample(v, i) if isinstance(v, dict) else v
+        for k, v in inputs.items()
+    }
+
+
+def batch_size(inputs: dict) -> int:
+    return len(next(v for v in inputs.values() if isinstance(v, torch.Tensor)))
+
+
 def output(model: nn.Module, inputs: dict) -> torch.Tensor:
     out = model(**inputs)
     return out if isinstance(out, torch.Tensor) else out.sample

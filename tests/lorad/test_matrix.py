@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model
 from dkd.lorad import LoRaDConfig, LoRaDLayer
 from dkd.lorad.rotation import rotate_pairs
 
-from .models import CASES, output
+from .models import CASES, batch_size, cat_inputs, output, sample
 
 MATRIX = [
     pytest.param(case, init, dtype, efficient, id=f"{case.name}-{init}-{str(dtype)[6:]}-{'eff' if efficient else 'plain'}")
@@ -115,6 +115,32 @@ def test_save_load_round_trip(case, init, dtype, efficient, tmp_path):
     assert isinstance(loaded.peft_config["default"], LoRaDConfig)
     with torch.no_grad():
         torch.testing.assert_close(output(loaded, inputs), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case,init,dtype,efficient", MATRIX)
+def test_mixed_adapter_batch_matches_each_sample_alone(case, init, dtype, efficient):
+    model, _, _ = _setup(case, init, dtype, efficient)
+    # a second adapter that the layers of the last target lack: those serve its samples unrotated
+    model.add_adapter("other", LoRaDConfig(r=2, target_modules=case.targets[:-1], init_weights="xavier_xavier",
+                                           memory_efficient_backward=efficient))
+    with torch.no_grad():
+        for layer in _layers(model):  # non-trivial angles for both inits
+            layer.lorad_A["default"].normal_(std=0.1)
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    inputs = cat_inputs([case.inputs(g, dtype), case.inputs(g, dtype)])
+    names = ["other", "__base__", "default", "other", "__base__", "default"][:batch_size(inputs)]
+    with torch.no_grad():
+        mixed = output(model, {**inputs, "adapter_names": names})
+        assert not torch.allclose(mixed, output(model, inputs))  # not every sample through "default"
+        for i, name in enumerate(names):  # reference: each sample alone, its adapter set the usual way
+            if name == "__base__":
+                with model.disable_adapter():
+                    expected = output(model, sample(inputs, i))
+            else:
+                model.set_adapter(name)
+                expected = output(model, sample(inputs, i))
+            torch.testing.assert_close(mixed[i:i + 1], expected, **TOL[dtype])
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
