@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 from .backbones import Teacher, load_teacher
-from .train.export import STUDENT_INFO
 from .train.step import generate
+
+STUDENT_INFO = "dkd_student.json"  # written beside the pipeline by dkd.train.export: backbone, t_init, method
 
 
 def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], device="cpu", dtype=torch.float32) -> torch.Tensor:

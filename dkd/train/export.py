@@ -23,8 +23,7 @@ from torch import nn
 from ..adapters import AdapterSpec
 from ..backbones import Teacher
 from ..backbones.folder import save_pipeline_folder
-
-STUDENT_INFO = "dkd_student.json"
+from ..pipeline import STUDENT_INFO
 
 
 def save_adapter(model: nn.Module, spec: AdapterSpec, folder: str | Path, adapter_name: str = "default") -> Path:

@@ -15,7 +15,8 @@ from dkd.backbones.tiny import save_tiny_backbone
 from dkd.pipeline import OneStepPipeline, seeded_noise, to_pil
 from dkd.train import step as step_module
 from dkd.train.config import DistillConfig
-from dkd.train.export import STUDENT_INFO, export_student
+from dkd.pipeline import STUDENT_INFO
+from dkd.train.export import export_student
 from dkd.train.loop import distill
 from dkd.train.step import generate
 
