@@ -2,37 +2,76 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `make test` runs two pytest-xdist workers. The tests of this machine's SLURM cluster (one per machine)
+# form one work unit, handed out first: it is the longest. The toy run's tests come next, on the other
+# worker, so that the shortened toy run (shared by both workers, see toy_run) is ready when the SLURM
+# toy test asks for it. The other tests go by file.
+CLUSTER, TOY = "tests/cluster/", "tests/workflow/test_toy.py"
 
-def short_toy_config(tmp_path: Path) -> Path:
-    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
-    results = tmp_path / "results"
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class ClusterFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return CLUSTER if nodeid.startswith(CLUSTER) else super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection order of pytest_collection_modifyitems
+    return ClusterFirst(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: (not item.nodeid.startswith(CLUSTER), not item.nodeid.startswith(TOY)))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each
+        torch.set_num_threads(1)
+
+
+TOY_TEST_CONFIGS = ("config/toy.yaml", ".test/config/toy.yaml")  # the shortened toy: merged in this order
+
+
+def toy_test_config(results: Path) -> tuple[list[str], dict]:
+    """The shortened toy benchmark with its results in ``results``: Snakemake's arguments and the
+    config it sees (the files merged key by key, as Snakemake merges them)."""
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for name in TOY_TEST_CONFIGS:
+        update_config(config, yaml.safe_load((ROOT / name).read_text()))
     config["results"] = str(results)
-    config["distill"]["settings"].update(max_steps=4, checkpoint_every=2, log_every=1, batch_size=8,
-                                         per_device_batch=8)
-    config["evaluation"]["sets"]["toy-eval"].update(count=40)
-    config["evaluation"]["teachers"]["toy"]["steps"] = 5
-    config["distill"]["curves"].update(count=20, every=100)
-    config["toy"]["classifier"]["epochs"] = 8
-    path = tmp_path / "toy-short.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return ["--configfile", *TOY_TEST_CONFIGS, "--config", f"results={results}"], config
 
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory):
-    """The shortened toy benchmark run once locally (`snakemake all --cores 2`): (results, config)."""
-    tmp_path = tmp_path_factory.mktemp("toy")
-    config = short_toy_config(tmp_path)
-    run = subprocess.run([sys.executable, "-m", "snakemake", "all", "--cores", "2", "--configfile", str(config)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return tmp_path / "results", yaml.safe_load(config.read_text())
+    """The shortened toy benchmark run once per test session (`snakemake all --cores 2`): (results, config).
+    Under pytest-xdist the workers share it: the first to ask runs it, the others wait (a file lock)."""
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+    results, outcome = shared / "toy" / "results", shared / "toy" / "outcome.txt"
+    args, config = toy_test_config(results)
+    results.parent.mkdir(exist_ok=True)
+    with open(shared / "toy.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not outcome.exists():
+            run = subprocess.run([sys.executable, "-m", "snakemake", "all", "--cores", "2", *args], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=1800)
+            outcome.write_text("" if run.returncode == 0 else run.stdout[-3000:] + run.stderr[-3000:] or "failed")
+    failure = outcome.read_text()
+    assert not failure, failure
+    return results, config

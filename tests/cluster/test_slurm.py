@@ -20,7 +20,7 @@ import yaml
 from safetensors.torch import load_file
 
 from dkd.train.checkpoint import PREFIX, list_checkpoints
-from tests.conftest import short_toy_config
+from tests.conftest import toy_test_config
 
 from tests.cluster.conftest import ROOT, stop, wait_for
 
@@ -162,48 +162,6 @@ def test_a_distillation_longer_than_the_time_limit_finishes_over_several_jobs(cl
     assert attempt_starts(tmp_path)[:len(trained)] == [start for start, _ in trained]
 
 
-def test_toy_results_on_slurm_equal_the_local_run_after_snakemake_is_stopped(cluster, toy_run, tmp_path):
-    """`snakemake --profile slurm table1` of the shortened toy benchmark, stopped (SIGTERM, as when
-    its terminal closes) once the distillation is done and other jobs run: Snakemake cancels its
-    jobs and leaves no output that looks complete; run again, it submits only what was not finished,
-    and Table 1 is the local run's, number for number."""
-    from dkd.report import build_table, read_results, render_table, table_specs
-
-    local, toy_config = toy_run
-    config = short_toy_config(tmp_path)
-    results = tmp_path / "results"
-    pipeline = results / "toy" / "lorad-s8-f4-linear-zero" / "pipeline" / "model_index.json"
-    log = tmp_path / "first.log"
-    snakemake = cluster.start_snakemake("table1", "--configfile", str(config), log=log)
-    try:
-        wait_for(lambda: pipeline.exists() and any(j.state == "RUNNING" and j.rule != "distill"
-                                                   for j in cluster.jobs()),
-                 timeout=400, what="the distillation to finish and an evaluation job to run",
-                 process=snakemake, log=log)
-        assert stop(snakemake, signal.SIGTERM) != 0
-    finally:
-        stop(snakemake, signal.SIGKILL)
-    wait_for(lambda: not [j for j in cluster.jobs() if j.state in ("RUNNING", "PENDING", "COMPLETING")],
-             timeout=120, what="Snakemake's jobs to be cancelled")
-
-    plan = cluster.snakemake("table1", "--configfile", str(config), "-n")
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    assert not re.search(r"^rule distill:", plan.stdout, flags=re.M), "the finished distillation would rerun"
-    again = cluster.snakemake("table1", "--configfile", str(config), timeout=600)
-    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
-    assert "rule distill:" not in again.stdout + again.stderr
-
-    spec = next(s for s in table_specs({"table1": toy_config["report"]["tables"]["table1"]}))
-    files = sorted(str(path) for pattern in ("toy/*/toy-eval/fid.json", "toy/*/toy-eval/pr.json",
-                                             "toy/*/toy-eval/clip.json", "toy/*/params.json")
-                   for path in results.glob(pattern))
-    ours = render_table(build_table(spec, read_results(files), None)).replace(str(results), "RESULTS")
-    theirs = (local / "tables" / "table1.md").read_text().replace(str(local), "RESULTS")
-    assert ours.strip() == theirs.strip()
-    assert json.loads((results / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"] \
-        == json.loads((local / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"]
-
-
 def test_a_distillation_on_two_nodes_equals_two_local_processes(cluster, reference, tmp_path):
     """DKD_SLURM_DISTILL_NODES=2 in the partition `multi`: one SLURM job holding two nodes (one task
     each; no `srun -n1` around the rule, `mpi` resource), whose process starts one srun node task per
@@ -231,3 +189,55 @@ def test_a_distillation_on_two_nodes_equals_two_local_processes(cluster, referen
         expected = {n: p for n, p in getattr(local.result, role).named_parameters() if p.requires_grad}
         assert got.keys() == expected.keys() and got
         assert all(torch.equal(got[n], expected[n]) for n in got), role
+
+
+# What the SLURM toy test takes from the local run: the toy's data, teacher and evaluator, the reference
+# statistics and both teachers' rows, so that DKD's own chain (distillation, images, metrics, table) runs on SLURM.
+FROM_LOCAL_RUN = ("data", "backbones", "evaluator", "reference-stats", "toy/teacher", "toy/teacher-1step")
+
+
+def test_toy_results_on_slurm_equal_the_local_run_after_snakemake_is_stopped(cluster, toy_run, tmp_path):
+    """`snakemake --profile slurm table1` of the shortened toy benchmark, stopped (SIGTERM, as when
+    its terminal closes) once the distillation is done and other jobs run: Snakemake cancels its
+    jobs and leaves no output that looks complete; run again, it submits only what was not finished,
+    and Table 1 is the local run's, number for number. The local run's shared outputs are copied in
+    first (FROM_LOCAL_RUN, times kept: Snakemake sees them up to date)."""
+    from dkd.report import build_table, read_results, render_table, table_specs
+
+    local, toy_config = toy_run
+    results = tmp_path / "results"
+    args, _ = toy_test_config(results)
+    for part in FROM_LOCAL_RUN:
+        shutil.copytree(local / part, results / part)
+    pipeline = results / "toy" / "lorad-s8-f4-linear-zero" / "pipeline" / "model_index.json"
+    log = tmp_path / "first.log"
+    snakemake = cluster.start_snakemake("table1", *args, log=log)
+    try:
+        wait_for(lambda: pipeline.exists() and any(j.state == "RUNNING" and j.rule != "distill"
+                                                   for j in cluster.jobs()),
+                 timeout=400, what="the distillation to finish and an evaluation job to run",
+                 process=snakemake, log=log)
+        assert stop(snakemake, signal.SIGTERM) != 0
+    finally:
+        stop(snakemake, signal.SIGKILL)
+    wait_for(lambda: not [j for j in cluster.jobs() if j.state in ("RUNNING", "PENDING", "COMPLETING")],
+             timeout=120, what="Snakemake's jobs to be cancelled")
+
+    plan = cluster.snakemake("table1", *args, "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert not re.search(r"^rule distill:", plan.stdout, flags=re.M), "the finished distillation would rerun"
+    again = cluster.snakemake("table1", *args, timeout=600)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert "rule distill:" not in again.stdout + again.stderr
+
+    spec = next(s for s in table_specs({"table1": toy_config["report"]["tables"]["table1"]}))
+    files = sorted(str(path) for pattern in ("toy/*/toy-eval/fid.json", "toy/*/toy-eval/pr.json",
+                                             "toy/*/toy-eval/clip.json", "toy/*/params.json")
+                   for path in results.glob(pattern))
+    ours = render_table(build_table(spec, read_results(files), None)).replace(str(results), "RESULTS")
+    theirs = (local / "tables" / "table1.md").read_text().replace(str(local), "RESULTS")
+    assert ours.strip() == theirs.strip()
+    assert json.loads((results / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"] \
+        == json.loads((local / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())["values"]
+
+

@@ -1,6 +1,7 @@
-"""The toy benchmark, shortened (a few distillation steps, 40 evaluation images): every rule of the
-paper's workflow runs end to end on CPU and the report's tables and claims are complete. The run is
-the session fixture ``toy_run`` (tests/conftest.py), shared with the SLURM tests (tests/cluster/)."""
+"""The toy benchmark, shortened (.test/config/toy.yaml over config/toy.yaml: five runs, a few
+distillation steps, 40 evaluation images): every rule of the paper's workflow runs end to end on CPU
+and the report's tables and claims are complete. The run is the session fixture ``toy_run``
+(tests/conftest.py), shared with the SLURM tests (tests/cluster/)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, toy_test_config
 
 
 def test_every_table_is_complete(toy_run):
@@ -36,7 +36,7 @@ def test_claims_are_all_decided_from_the_tables(toy_run):
 
 
 def test_numbers_trace_back_to_result_files(toy_run):
-    results, _ = toy_run
+    results, config = toy_run
     fid = json.loads((results / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json").read_text())
     assert fid["provenance"]["feature_extractor"] == "toy_digit_classifier" and fid["provenance"]["count_gen"] == 40
     table = (results / "tables" / "table8.md").read_text()
@@ -44,7 +44,7 @@ def test_numbers_trace_back_to_result_files(toy_run):
     assert str(results / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json") in table
     for grid in (results / "toy").glob("*/toy-eval/grid.png"):
         assert grid.stat().st_size > 0
-    assert len(list((results / "toy").glob("*/toy-eval/grid.png"))) == 13
+    assert len(list((results / "toy").glob("*/toy-eval/grid.png"))) == len(config["distill"]["runs"]["toy"]) + 2
     assert (results / "fig16.png").stat().st_size > 0 and "fig16.png" in (results / "report.md").read_text()
     curve = (results / "toy" / "lorad-s8-f4-linear-zero" / "curve.csv").read_text().splitlines()
     assert curve[0].split(",")[:2] == ["step", "digit_accuracy"] and [r.split(",")[0] for r in curve[1:]] == ["0", "4"]
@@ -54,8 +54,7 @@ def test_numbers_trace_back_to_result_files(toy_run):
 
 def test_rerun_has_nothing_to_do(toy_run):
     results, _ = toy_run
-    config = results.parent / "toy-short.yaml"
-    again = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", "--configfile", str(config)],
+    again = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", *toy_test_config(results)[0]],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -66,13 +65,13 @@ def test_a_rerun_from_scratch_gives_the_same_numbers(toy_run):
     import shutil
 
     results, _ = toy_run
-    run_dir = results / "toy" / "lorad-s8-f4-linear-xavier"
+    run_dir = results / "toy" / "lorad-s4-f2-conv-xavier"
     before = {name: json.loads((run_dir / "toy-eval" / name).read_text())["values"] for name in ("fid.json", "clip.json")}
     weights = (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     shutil.rmtree(run_dir)
     target = str(run_dir / "toy-eval" / "fid.json")
     run = subprocess.run([sys.executable, "-m", "snakemake", target, str(run_dir / "toy-eval" / "clip.json"),
-                          "--cores", "2", "--configfile", str(results.parent / "toy-short.yaml")],
+                          "--cores", "2", *toy_test_config(results)[0]],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
