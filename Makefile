@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine with Python 3.11:
 #   make demo   the main job: the toy benchmark (config/toy.yaml) through the workflow on CPU,
 #               report in results/toy/report.md
-#   make test   the test suite (lint, dry-runs and a shortened toy run of the workflow included)
+#   make test   lint (ruff, snakefmt), then the test suite on two workers (dry-runs, a shortened toy run
+#               of the workflow and a SLURM cluster on this machine included)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo benchmark clean
+.PHONY: install lint test demo benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow
+
+test: lint
 	$(BIN)/python -m pytest -n 2
 
 demo: $(STAMP)

@@ -13,7 +13,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/params.smk"
@@ -28,10 +27,10 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.params.output,
         distill_targets(),
         image_targets(),
         metric_targets(),
         rules.report.output if config.get("report") else [],
-    default_target: True

@@ -39,16 +39,17 @@ METHODS = ["lora", "dora", "lorad", "lorad-plain"]
 
 
 def build(method: str, in_f: int, out_f: int, rank: int, device: str, dtype: torch.dtype) -> nn.Module:
-    import dkd.lorad  # noqa: F401  (registers LoRaD with PEFT)
     from peft import LoraConfig, inject_adapter_in_model
 
+    import dkd.lorad  # noqa: F401  (registers LoRaD with PEFT)
     from dkd.lorad import LoRaDConfig
 
     model = nn.Sequential(OrderedDict(layer=nn.Linear(in_f, out_f, device=device, dtype=dtype)))
     model.requires_grad_(False)
     if method.startswith("lorad"):
-        config = LoRaDConfig(r=rank, target_modules=["layer"], init_weights="xavier_xavier",
-                             memory_efficient_backward=method == "lorad")
+        config = LoRaDConfig(
+            r=rank, target_modules=["layer"], init_weights="xavier_xavier", memory_efficient_backward=method == "lorad"
+        )
     else:
         config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["layer"], use_dora=method == "dora")
     model = inject_adapter_in_model(config, model)
@@ -104,8 +105,21 @@ def measure(method, in_f, out_f, tokens, rank, device, dtype, repeats) -> dict:
 
 def run_isolated(args, method, in_f, out_f, tokens) -> dict:
     """CPU: one process per measurement, so that the peak RSS belongs to that measurement."""
-    cmd = [sys.executable, __file__, "--worker", method, str(in_f), str(out_f), str(tokens),
-           "--rank", str(args.rank), "--dtype", args.dtype, "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        str(in_f),
+        str(out_f),
+        str(tokens),
+        "--rank",
+        str(args.rank),
+        "--dtype",
+        args.dtype,
+        "--repeats",
+        str(args.repeats),
+    ]
     if args.block_elems:
         cmd += ["--block-elems", str(args.block_elems)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -120,8 +134,12 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", type=int, default=2048, help="tokens per step (ignored with --batch)")
     parser.add_argument("--batch", type=int, default=None, help="use SD1.5's 64x64 token counts x batch")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--block-elems", type=int, default=None,
-                        help="elements per row block of the memory-efficient backward (default: the library's)")
+    parser.add_argument(
+        "--block-elems",
+        type=int,
+        default=None,
+        help="elements per row block of the memory-efficient backward (default: the library's)",
+    )
     parser.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
@@ -135,8 +153,10 @@ def main(argv=None) -> None:
         return
     device = "cuda" if args.device == "cuda" else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"LoRaD layer benchmark: {name}, {args.dtype}, rank {args.rank}, torch {torch.__version__}, "
-          f"row blocks of {rotation.BLOCK_ELEMS} elements\n")
+    print(
+        f"LoRaD layer benchmark: {name}, {args.dtype}, rank {args.rank}, torch {torch.__version__}, "
+        f"row blocks of {rotation.BLOCK_ELEMS} elements\n"
+    )
     print("| layer | tokens | method | fwd+bwd ms | x LoRA time | peak MiB | x LoRA peak | extra/W |")
     print("|---|---|---|---|---|---|---|---|")
     for label, in_f, out_f, level_tokens in SHAPES:
@@ -150,8 +170,11 @@ def main(argv=None) -> None:
         lora = results["lora"]
         for method, r in results.items():
             extra = (r["peak"] - lora["peak"]) / r["weight_bytes"]
-            print(f"| {label} | {tokens} | {method} | {r['ms']:.1f} | {r['ms'] / lora['ms']:.2f} | "
-                  f"{r['peak'] / 2**20:.1f} | {r['peak'] / lora['peak']:.2f} | {extra:+.2f} |", flush=True)
+            print(
+                f"| {label} | {tokens} | {method} | {r['ms']:.1f} | {r['ms'] / lora['ms']:.2f} | "
+                f"{r['peak'] / 2**20:.1f} | {r['peak'] / lora['peak']:.2f} | {extra:+.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,11 @@ import sys
 import numpy as np
 
 # (name, reference images, generated images) of the evaluation sets in config/config.yaml
-TARGETS = [("COCO2017-5k", 5_000, 5_000), ("COCO2014-30k, 30k reference", 30_000, 30_000),
-           ("COCO2014-30k, all 40,504 reference", 40_504, 30_000)]
+TARGETS = [
+    ("COCO2017-5k", 5_000, 5_000),
+    ("COCO2014-30k, 30k reference", 30_000, 30_000),
+    ("COCO2014-30k, all 40,504 reference", 40_504, 30_000),
+]
 
 
 def measure(real: int, fake: int, dim: int) -> dict:
@@ -42,8 +45,12 @@ def measure(real: int, fake: int, dim: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["4000:3000", "8000:6000", "12000:9000"],
-                        help="REAL:FAKE feature counts, one process each")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["4000:3000", "8000:6000", "12000:9000"],
+        help="REAL:FAKE feature counts, one process each",
+    )
     parser.add_argument("--dim", type=int, default=2048, help="feature dimension (Inception-v3 pool: 2048)")
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -53,17 +60,24 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         real, fake = (int(n) for n in size.split(":"))
-        done = subprocess.run([sys.executable, __file__, "--dim", str(args.dim), "--child", str(real), str(fake)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--dim", str(args.dim), "--child", str(real), str(fake)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(done.stdout.splitlines()[-1]))
     # least squares: extra = a + c * max(real, fake)^2 (a: buffers that do not grow with N)
     squares = [max(row["real"], row["fake"]) ** 2 for row in rows]
     c, a = np.polyfit(squares, [row["extra"] for row in rows], 1)
-    print(f"| real | fake | peak above set-up (GB) | bytes / max(real, fake)^2 |\n|---|---|---|---|")
+    print("| real | fake | peak above set-up (GB) | bytes / max(real, fake)^2 |\n|---|---|---|---|")
     for s, row in zip(squares, rows):
         print(f"| {row['real']:,} | {row['fake']:,} | {row['extra'] / 1e9:.2f} | {row['extra'] / s:.2f} |")
-    print(f"\nfit: peak = {a / 1e9:.2f} GB + {c:.2f} x max(real, fake)^2 bytes\n\n| evaluation set | real | fake | predicted peak (GB) |"
-          "\n|---|---|---|---|")
+    print(
+        f"\nfit: peak = {a / 1e9:.2f} GB + {c:.2f} x max(real, fake)^2 bytes\n\n"
+        "| evaluation set | real | fake | predicted peak (GB) |"
+        "\n|---|---|---|---|"
+    )
     for name, real, fake in TARGETS:
         print(f"| {name} | {real:,} | {fake:,} | {(a + c * max(real, fake) ** 2) / 1e9:.1f} |")
 

@@ -50,8 +50,9 @@ GRID = {
 SHARED = ["backbones", "data", "evaluator", "reference-stats"]  # made once by the toy workflow, copied
 
 
-def point_config(base: dict, run: str, student_lr: float, fake_lr: float | None, folder: Path,
-                 generator_every: int = 1) -> dict:
+def point_config(
+    base: dict, run: str, student_lr: float, fake_lr: float | None, folder: Path, generator_every: int = 1
+) -> dict:
     """``config/toy.yaml`` reduced to ``run`` at these learning rates, results in ``folder``; with
     ``generator_every`` > 1, that many fake updates per generator update over that many times the steps."""
     config = copy.deepcopy(base)
@@ -82,13 +83,33 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
             shutil.copytree(shared_from / part, folder / part, copy_function=shutil.copy2)
     path.write_text(text)
     scores = [folder / "toy" / run / "toy-eval" / f"{name}.json" for name in ("fid", "clip")]
-    done = subprocess.run([sys.executable, "-m", "snakemake", *map(str, scores), "--cores", str(cores), "--configfile",
-                           str(path), "--rerun-triggers", "mtime"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            *map(str, scores),
+            "--cores",
+            str(cores),
+            "--configfile",
+            str(path),
+            "--rerun-triggers",
+            "mtime",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{folder}: snakemake failed\n{done.stderr[-3000:]}")
     settings = merge_settings(config["distill"]["settings"], config["distill"]["run_settings"][run])
-    row = dict(run=run, student_lr=settings["optim_student"]["lr"], fake_lr=settings["optim_fake"]["lr"],
-               generator_every=settings.get("generator_every", 1), steps=settings["max_steps"])
+    row = dict(
+        run=run,
+        student_lr=settings["optim_student"]["lr"],
+        fake_lr=settings["optim_fake"]["lr"],
+        generator_every=settings.get("generator_every", 1),
+        steps=settings["max_steps"],
+    )
     for score in scores:
         row.update(json.loads(score.read_text())["values"])
     return row
@@ -96,13 +117,17 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
 
 def table(rows: list[dict]) -> str:
     best = {run: min((r for r in rows if r["run"] == run), key=lambda r: r["fid"]) for run in {r["run"] for r in rows}}
-    lines = ["| run | student lr | fake lr | fake:generator updates | steps | FID | P(prompted digit) | digit accuracy |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | student lr | fake lr | fake:generator updates | steps | FID | P(prompted digit) | digit accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         mark = "**" if best[row["run"]] is row else ""
-        lines.append(f"| {row['run']} | {row['student_lr']:g} | {row['fake_lr']:g} | {row['generator_every']}:1 | "
-                     f"{row['steps']} | "
-                     f"{mark}{row['fid']:.2f}{mark} | {row['digit_prob']:.3f} | {row['digit_accuracy']:.3f} |")
+        lines.append(
+            f"| {row['run']} | {row['student_lr']:g} | {row['fake_lr']:g} | {row['generator_every']}:1 | "
+            f"{row['steps']} | "
+            f"{mark}{row['fid']:.2f}{mark} | {row['digit_prob']:.3f} | {row['digit_accuracy']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -119,11 +144,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=list(GRID), choices=list(GRID))
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "toy-lr")
-    parser.add_argument("--shared-from", type=Path, default=ROOT / "results" / "toy",
-                        help="a toy results folder holding " + ", ".join(SHARED) + " (make demo)")
+    parser.add_argument(
+        "--shared-from",
+        type=Path,
+        default=ROOT / "results" / "toy",
+        help="a toy results folder holding " + ", ".join(SHARED) + " (make demo)",
+    )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--generator-every", type=int, default=1, help="fake updates per generator update")
-    parser.add_argument("--points", nargs="+", type=learning_rates, help="student lr or student:fake (replaces the grid)")
+    parser.add_argument(
+        "--points", nargs="+", type=learning_rates, help="student lr or student:fake (replaces the grid)"
+    )
     args = parser.parse_args()
     if args.generator_every < 1:
         parser.error("--generator-every must be at least 1")
@@ -134,12 +165,23 @@ def main() -> None:
     try:
         for run in args.runs:
             for student_lr, fake_lr in args.points or GRID[run]:
-                folder = args.out / run / (f"s{student_lr:g}" + (f"-f{fake_lr:g}" if fake_lr is not None else "")
-                                           + (f"-g{args.generator_every}" if args.generator_every > 1 else ""))
+                folder = (
+                    args.out
+                    / run
+                    / (
+                        f"s{student_lr:g}"
+                        + (f"-f{fake_lr:g}" if fake_lr is not None else "")
+                        + (f"-g{args.generator_every}" if args.generator_every > 1 else "")
+                    )
+                )
                 config = point_config(base, run, student_lr, fake_lr, folder, args.generator_every)
                 rows.append(run_point(config, run, folder, args.shared_from, args.cores))
-                print(f"{run}: student lr {rows[-1]['student_lr']:g}, fake lr {rows[-1]['fake_lr']:g}: "
-                      f"FID {rows[-1]['fid']:.2f}", file=sys.stderr, flush=True)
+                print(
+                    f"{run}: student lr {rows[-1]['student_lr']:g}, fake lr {rows[-1]['fake_lr']:g}: "
+                    f"FID {rows[-1]['fid']:.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         if rows:  # the points made so far, also when one fails
             print(table(rows))

@@ -44,12 +44,22 @@ def make_teacher(backbone: str, tokenizer_dir: str | None, device: str, dtype: t
     tiny = backbone == "tiny-sd"
     denoiser = tiny_unet(device) if tiny else build_denoiser(backbone, device=device)
     width = TINY_UNET_CONFIG["cross_attention_dim"] if tiny else denoiser.config.cross_attention_dim
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=width, intermediate_size=4 * width, projection_dim=width,
-                                        num_hidden_layers=2 if tiny else 12, num_attention_heads=2 if tiny else 12))
-    return Teacher(spec=spec, denoiser=denoiser.to(dtype).eval().requires_grad_(False),
-                   scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
-                   text_encoder=text.to(device, dtype).eval().requires_grad_(False),
-                   tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir))
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=width,
+            intermediate_size=4 * width,
+            projection_dim=width,
+            num_hidden_layers=2 if tiny else 12,
+            num_attention_heads=2 if tiny else 12,
+        )
+    )
+    return Teacher(
+        spec=spec,
+        denoiser=denoiser.to(dtype).eval().requires_grad_(False),
+        scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
+        text_encoder=text.to(device, dtype).eval().requires_grad_(False),
+        tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
+    )
 
 
 def measure(method: str, args) -> dict:
@@ -60,9 +70,13 @@ def measure(method: str, args) -> dict:
         backbone=args.backbone,
         student=AdapterSpec(args.backbone, "student", method, rank=args.rank if method != "ft" else 1),
         fake=AdapterSpec(args.backbone, "fake", fake_method, rank=fake_rank),
-        batch_size=args.per_device_batch, per_device_batch=args.per_device_batch, max_steps=10**9,
-        mixed_precision="bf16" if args.device == "cuda" else "no", gradient_checkpointing=args.checkpointing,
-        channels_last=args.channels_last, compile_blocks=args.compile_blocks,
+        batch_size=args.per_device_batch,
+        per_device_batch=args.per_device_batch,
+        max_steps=10**9,
+        mixed_precision="bf16" if args.device == "cuda" else "no",
+        gradient_checkpointing=args.checkpointing,
+        channels_last=args.channels_last,
+        compile_blocks=args.compile_blocks,
     )
     prompts = [f"a photo of object number {i}, highly detailed" for i in range(args.per_device_batch * 4)]
     distiller = Distiller(config, teacher, prompts, tempfile.mkdtemp())
@@ -89,8 +103,15 @@ def measure(method: str, args) -> dict:
     del distiller, teacher
     if args.device == "cuda":
         torch.cuda.empty_cache()
-    return {"samples_s": args.per_device_batch / seconds, "step_s": seconds, "peak_gb": peak, "fwd_s": fwd,
-            "warmup_s": warmup_s, "trainable_m": trainable / 1e6, "loss_fake": float(logs["loss_fake"])}
+    return {
+        "samples_s": args.per_device_batch / seconds,
+        "step_s": seconds,
+        "peak_gb": peak,
+        "fwd_s": fwd,
+        "warmup_s": warmup_s,
+        "trainable_m": trainable / 1e6,
+        "loss_fake": float(logs["loss_fake"]),
+    }
 
 
 def forward_seconds(distiller: Distiller, args, sync, repeats: int = 5) -> float:
@@ -115,7 +136,8 @@ def profile(distiller: Distiller, method: str, args, sync) -> None:
     of each phase; a phase that reads a value waits there for the GPU)."""
     from pathlib import Path
 
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     sync()
@@ -130,10 +152,14 @@ def profile(distiller: Distiller, method: str, args, sync) -> None:
     phases = [e for e in events if e.key.startswith("dkd.")]
     folder = Path(args.profile)
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"{method}: {key} summed over events, per step: {busy:.1f} ms", "",
-             events.table(sort_by=key, row_limit=40), "",
-             "phases (CPU wall ms per step): " + ", ".join(f"{e.key} {e.cpu_time_total / 2e3:.1f}"
-                                                         for e in sorted(phases, key=lambda e: e.key))]
+    lines = [
+        f"{method}: {key} summed over events, per step: {busy:.1f} ms",
+        "",
+        events.table(sort_by=key, row_limit=40),
+        "",
+        "phases (CPU wall ms per step): "
+        + ", ".join(f"{e.key} {e.cpu_time_total / 2e3:.1f}" for e in sorted(phases, key=lambda e: e.key)),
+    ]
     (folder / f"profile_{method}.txt").write_text("\n".join(lines))
 
 
@@ -148,11 +174,19 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in student and fake")
     parser.add_argument("--channels-last", action="store_true", help="NHWC convolutions (DistillConfig.channels_last)")
-    parser.add_argument("--compile-blocks", nargs="*", metavar="CLASS", default=None,
-                        help="torch.compile the repeated blocks, or the modules of the named classes "
-                             "(e.g. BasicTransformerBlock ResnetBlock2D)")
-    parser.add_argument("--compile-static", action="store_true",
-                        help="one static-shape graph per block shape (no automatic dynamic shapes)")
+    parser.add_argument(
+        "--compile-blocks",
+        nargs="*",
+        metavar="CLASS",
+        default=None,
+        help="torch.compile the repeated blocks, or the modules of the named classes "
+        "(e.g. BasicTransformerBlock ResnetBlock2D)",
+    )
+    parser.add_argument(
+        "--compile-static",
+        action="store_true",
+        help="one static-shape graph per block shape (no automatic dynamic shapes)",
+    )
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--profile", default=None, metavar="DIR", help="write profile_<method>.txt tables to DIR")
     parser.add_argument("--tokenizer", default=None, help="folder of a CLIP tokenizer (default: built from open_clip)")
@@ -166,19 +200,31 @@ def main(argv=None) -> None:
         torch._dynamo.config.automatic_dynamic_shapes = False
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     blocks = "" if args.compile_blocks in (True, False) else f" ({' '.join(args.compile_blocks)})"
-    speed = [flag for flag, on in (("channels_last", args.channels_last), ("compile_blocks" + blocks, args.compile_blocks),
-                                   ("static shapes", args.compile_static), ("cudnn.benchmark", args.cudnn_benchmark),
-                                   ("gradient_checkpointing", args.checkpointing)) if on]
-    print(f"DKD train step: {args.backbone}, {name}, per-device batch {args.per_device_batch}, "
-          f"student rank {args.rank}, fake LoRaD r32 (FT: fake FT), {', '.join(speed) or 'no speed options'}, "
-          f"torch {torch.__version__}\n")
+    speed = [
+        flag
+        for flag, on in (
+            ("channels_last", args.channels_last),
+            ("compile_blocks" + blocks, args.compile_blocks),
+            ("static shapes", args.compile_static),
+            ("cudnn.benchmark", args.cudnn_benchmark),
+            ("gradient_checkpointing", args.checkpointing),
+        )
+        if on
+    ]
+    print(
+        f"DKD train step: {args.backbone}, {name}, per-device batch {args.per_device_batch}, "
+        f"student rank {args.rank}, fake LoRaD r32 (FT: fake FT), {', '.join(speed) or 'no speed options'}, "
+        f"torch {torch.__version__}\n"
+    )
     print("| student | trainable (M) | samples/s | s/step | fwd s | step/fwd | peak GiB | warm-up s | loss_fake |")
     print("|---|---|---|---|---|---|---|---|---|")
     for method in args.methods:
         r = measure(method, args)
-        print(f"| {method} | {r['trainable_m']:.2f} | {r['samples_s']:.1f} | {r['step_s']:.3f} | {r['fwd_s']:.3f} | "
-              f"{r['step_s'] / r['fwd_s']:.1f} | {r['peak_gb']:.1f} | {r['warmup_s']:.0f} | {r['loss_fake']:.4f} |",
-              flush=True)
+        print(
+            f"| {method} | {r['trainable_m']:.2f} | {r['samples_s']:.1f} | {r['step_s']:.3f} | {r['fwd_s']:.3f} | "
+            f"{r['step_s'] / r['fwd_s']:.1f} | {r['peak_gb']:.1f} | {r['warmup_s']:.0f} | {r['loss_fake']:.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

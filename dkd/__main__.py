@@ -82,20 +82,26 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError("no prompt: give --prompt TEXT (repeatable) and/or --prompts FILE (.txt or .jsonl)")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
-    index = [{"image": image_path(args.out, i).name, "prompt": prompt, "seed": args.seed + i}
-             for i, prompt in enumerate(prompts)]
+    index = [
+        {"image": image_path(args.out, i).name, "prompt": prompt, "seed": args.seed + i}
+        for i, prompt in enumerate(prompts)
+    ]
     index_file = Path(args.out) / "prompts.jsonl"
     if index_file.is_file() and [json.loads(line) for line in index_file.read_text().splitlines()] != index:
-        raise ValueError(f"{args.out} holds the images of other prompts or seeds ({index_file}): "
-                         "choose another --out, or delete that folder")
+        raise ValueError(
+            f"{args.out} holds the images of other prompts or seeds ({index_file}): "
+            "choose another --out, or delete that folder"
+        )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = OneStepPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device,
-                                           backbone=args.backbone)
+    pipe = OneStepPipeline.from_pretrained(
+        args.model, dtype=getattr(torch, args.dtype), device=device, backbone=args.backbone
+    )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(index_file, "".join(json.dumps(row) + "\n" for row in index))  # first: a rerun resumes
     fingerprint = sampler_fingerprint(args.model, {"dtype": args.dtype, "device": device}, args.seed, prompts)
-    counts = generate_shard(pipe, prompts, args.out, seed=args.seed, batch_size=args.batch_size,
-                            fingerprint=fingerprint)
+    counts = generate_shard(
+        pipe, prompts, args.out, seed=args.seed, batch_size=args.batch_size, fingerprint=fingerprint
+    )
     print(f"{args.out}: {counts['written']} image(s) written, {counts['skipped']} already there", file=sys.stderr)
     return 0
 
@@ -105,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dkd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     params = commands.add_parser("params", help="trainable-parameter table against the paper's counts")
-    params.add_argument("--expected", default=None, help="CSV of the paper's counts (default: config/paper/parameter_counts.csv)")
+    params.add_argument(
+        "--expected", default=None, help="CSV of the paper's counts (default: config/paper/parameter_counts.csv)"
+    )
     params.set_defaults(run=_params)
 
     analyze = commands.add_parser(
@@ -113,10 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("a", help="reference (multi-step) model: diffusers folder, .safetensors file or hub id")
     analyze.add_argument("b", help="new (one-step) model, same forms as A")
-    analyze.add_argument("--subfolder", default=None, help="subfolder of both sources (default: root, unet, transformer)")
-    analyze.add_argument("--include-conv", action="store_true", help="also analyse Conv2d weights (flattened per output)")
+    analyze.add_argument(
+        "--subfolder", default=None, help="subfolder of both sources (default: root, unet, transformer)"
+    )
+    analyze.add_argument(
+        "--include-conv", action="store_true", help="also analyse Conv2d weights (flattened per output)"
+    )
     analyze.add_argument("--no-svd", action="store_true", help="skip the SVD of the direction residual (Fig. 2b)")
-    analyze.add_argument("--out", default=None, help="folder for weights.csv, summary.json, weights.png (default: print only)")
+    analyze.add_argument(
+        "--out", default=None, help="folder for weights.csv, summary.json, weights.png (default: print only)"
+    )
     analyze.set_defaults(run=_clear_errors(_analyze_weights))
 
     swap = commands.add_parser(
@@ -136,12 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("model", help="the exported pipeline/ folder of a distillation run")
     sample.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     sample.add_argument("--prompts", default=None, help="a prompt file: .txt (one per line) or .jsonl ('prompt')")
-    sample.add_argument("--out", required=True, help="folder for <index:05d>.png and prompts.jsonl (a rerun with the "
-                        "same prompts and seed resumes; images made on another device or dtype are redone)")
+    sample.add_argument(
+        "--out",
+        required=True,
+        help="folder for <index:05d>.png and prompts.jsonl (a rerun with the "
+        "same prompts and seed resumes; images made on another device or dtype are redone)",
+    )
     sample.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i (default 0)")
     sample.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
-    sample.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                        help="weights' precision (default float32, as the evaluation)")
+    sample.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="weights' precision (default float32, as the evaluation)",
+    )
     sample.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     sample.add_argument("--backbone", default=None, help="backbone name when the folder has no dkd_student.json")
     sample.set_defaults(run=_clear_errors(_sample))

@@ -18,7 +18,6 @@ counts exactly (``docs/reference.md`` section 1; checked by ``python -m dkd para
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from peft import LoraConfig, PeftConfig, inject_adapter_in_model
 from torch import nn
@@ -90,7 +89,7 @@ class AdapterSpec:
             targets += [t for t in _CONVS[profile] if t not in targets]
         return targets
 
-    def peft_config(self) -> Optional[PeftConfig]:
+    def peft_config(self) -> PeftConfig | None:
         """The PEFT config of this spec (None for ``ft``)."""
         if self.method == "ft":
             return None

@@ -12,9 +12,9 @@ and where they came from (``(values, provenance)``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -28,9 +28,9 @@ class Evaluator:
     downloads it to /tmp)."""
 
     kind: str = "paper"
-    classifier: Optional[str] = None
-    device: Optional[str] = None
-    inception_dir: Optional[str] = None
+    classifier: str | None = None
+    device: str | None = None
+    inception_dir: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -72,8 +72,14 @@ class Evaluator:
         return folder_features(prepared, model=self.feature_extractor(), device=self.device), prepared
 
 
-def reference(evaluator: Evaluator, folder: str | os.PathLike, *, stats: str | os.PathLike,
-              features: str | os.PathLike, scratch: str | os.PathLike) -> dict:
+def reference(
+    evaluator: Evaluator,
+    folder: str | os.PathLike,
+    *,
+    stats: str | os.PathLike,
+    features: str | os.PathLike,
+    scratch: str | os.PathLike,
+) -> dict:
     """Read the reference set once: FID statistics (``stats``, clean-fid's cache format) and the
     raw features (``features``, ``.npy``) for precision/recall."""
     from .io import atomic_open
@@ -86,8 +92,14 @@ def reference(evaluator: Evaluator, folder: str | os.PathLike, *, stats: str | o
     return {"count": saved["count"], "feature_extractor": saved["feature_extractor"], "folder": str(folder)}
 
 
-def image_metrics(evaluator: Evaluator, images: str | os.PathLike, *, stats: str | os.PathLike,
-                  features: str | os.PathLike, scratch: str | os.PathLike) -> dict[str, tuple[dict, dict]]:
+def image_metrics(
+    evaluator: Evaluator,
+    images: str | os.PathLike,
+    *,
+    stats: str | os.PathLike,
+    features: str | os.PathLike,
+    scratch: str | os.PathLike,
+) -> dict[str, tuple[dict, dict]]:
     """FID (clean-fid's Fréchet distance against the cached reference statistics ``stats``) and
     precision/recall (Kynkäänniemi et al., k = 3, via prdc, against the reference ``features``, on
     equal-size sets: ``dkd.metrics.prdc.equal_size_subsets``), from one pass of the feature extractor
@@ -98,8 +110,12 @@ def image_metrics(evaluator: Evaluator, images: str | os.PathLike, *, stats: str
     ref = load_stats(stats)
     check_stats(ref, feature_extractor=evaluator.extractor_name, mode="clean", source=f"reference stats {stats}")
     array, _ = evaluator.features(images, scratch)
-    common = {"feature_extractor": evaluator.extractor_name, "evaluator": evaluator.kind, "mode": "clean",
-              "clean_fid_version": clean_fid_version()}
+    common = {
+        "feature_extractor": evaluator.extractor_name,
+        "evaluator": evaluator.kind,
+        "mode": "clean",
+        "clean_fid_version": clean_fid_version(),
+    }
     mu, sigma = feature_stats(array)
     fid = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
     pr = precision_recall_equal_sizes(np.load(features), array, seed=0)
@@ -119,22 +135,34 @@ def text_image(evaluator: Evaluator, images: str | os.PathLike, prompts: Sequenc
         from .metrics.clip_score import clip_score, load_clip
 
         model, preprocess, tokenizer = load_clip(device=evaluator.device)
-        result = clip_score(files, captions, model=model, preprocess=preprocess, tokenizer=tokenizer,
-                            device=evaluator.device)
+        result = clip_score(
+            files, captions, model=model, preprocess=preprocess, tokenizer=tokenizer, device=evaluator.device
+        )
         return {"clip": result.pop("clip_score")}, {**result, "evaluator": "paper"}
     from .toy.evaluator import load_classifier, prompt_agreement, read_images
 
     result = prompt_agreement(load_classifier(evaluator.classifier), read_images(files), captions)
     values = {"digit_prob": result.pop("digit_prob"), "digit_accuracy": result.pop("digit_accuracy")}
-    return values, {**result, "evaluator": "toy", "scorer": "toy_digit_classifier",
-                    "classifier": str(evaluator.classifier)}
+    return values, {
+        **result,
+        "evaluator": "toy",
+        "scorer": "toy_digit_classifier",
+        "classifier": str(evaluator.classifier),
+    }
 
 
 HPS_COLUMNS = {"anime": "anime", "photo": "photo", "concept-art": "concept_art", "paintings": "paintings"}
 
 
-def hps(evaluator: Evaluator, styles, *, version: str = "v2.0", checkpoint: Optional[str] = None,
-        scorer=None, batch_size: int = 20) -> tuple[dict, dict]:
+def hps(
+    evaluator: Evaluator,
+    styles,
+    *,
+    version: str = "v2.0",
+    checkpoint: str | None = None,
+    scorer=None,
+    batch_size: int = 20,
+) -> tuple[dict, dict]:
     """Table 6: the HPSv2 score of a model's images for each benchmark style and their average.
 
     ``styles``: ``{style: (images folder, prompts)}`` for the styles of ``HPS_COLUMNS`` (each an
@@ -154,18 +182,46 @@ def hps(evaluator: Evaluator, styles, *, version: str = "v2.0", checkpoint: Opti
     values, counts, chunk_std = {}, {}, {}
     for style, (folder, prompts) in styles.items():
         files, captions = folder_pairs(folder, prompts)
-        summary = style_summary(hps_scores(files, captions, **scorer.scoring, batch_size=batch_size,
-                                           device=evaluator.device, progress=True, desc=f"HPSv2 {style}"))
-        values[HPS_COLUMNS[style]], counts[style], chunk_std[style] = summary["mean"], summary["count"], \
-            summary["chunk_std"]
+        summary = style_summary(
+            hps_scores(
+                files,
+                captions,
+                **scorer.scoring,
+                batch_size=batch_size,
+                device=evaluator.device,
+                progress=True,
+                desc=f"HPSv2 {style}",
+            )
+        )
+        values[HPS_COLUMNS[style]], counts[style], chunk_std[style] = (
+            summary["mean"],
+            summary["count"],
+            summary["chunk_std"],
+        )
     values["average"] = float(np.mean([values[HPS_COLUMNS[style]] for style in styles]))
-    provenance = {**scorer.labels, "count": counts, "chunk_std": chunk_std, "evaluator": "paper", "scale": 100,
-                  "images": {style: str(folder) for style, (folder, _) in styles.items()}}
+    provenance = {
+        **scorer.labels,
+        "count": counts,
+        "chunk_std": chunk_std,
+        "evaluator": "paper",
+        "scale": 100,
+        "images": {style: str(folder) for style, (folder, _) in styles.items()},
+    }
     return values, provenance
 
 
-def training_curve(evaluator: Evaluator, teacher, *, prompts: Sequence[str], seed: int, folder: str | os.PathLike,
-                   stats: str | os.PathLike, features: str | os.PathLike, t_init: int = 999, batch_size: int = 50):
+def training_curve(
+    evaluator: Evaluator,
+    teacher,
+    *,
+    prompts: Sequence[str],
+    seed: int,
+    folder: str | os.PathLike,
+    stats: str | os.PathLike,
+    features: str | os.PathLike,
+    t_init: int = 999,
+    batch_size: int = 50,
+):
     """The evaluation hook of ``dkd.train.loop.distill`` for the convergence curves of Fig. 16.
 
     ``evaluate(step, student)`` generates one image per prompt with the student in one step (image
@@ -186,9 +242,10 @@ def training_curve(evaluator: Evaluator, teacher, *, prompts: Sequence[str], see
         device = next(student.parameters()).device
         images.mkdir(parents=True, exist_ok=True)
         for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start:start + batch_size])
-            noise = seeded_noise(seeds[start:start + batch_size], teacher.latent_shape, device=device,
-                                 dtype=student.dtype)
+            chunk = list(prompts[start : start + batch_size])
+            noise = seeded_noise(
+                seeds[start : start + batch_size], teacher.latent_shape, device=device, dtype=student.dtype
+            )
             latents = generate(teacher, student, noise, teacher.encode(chunk).to(device), t_init)
             for offset, image in enumerate(to_pil(teacher.decode(latents))):
                 image.save(image_path(images, start + offset))

@@ -14,9 +14,10 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from PIL import Image
@@ -27,8 +28,7 @@ from .io import image_path
 class Sampler(Protocol):
     """Anything that turns prompts and one seed per prompt into PIL images."""
 
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16) -> list[Image.Image]:
-        ...
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16) -> list[Image.Image]: ...
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,18 @@ class MultiStepSpec:
     source: str
     steps: int = 25
     guidance_scale: float = 3.0
-    scheduler: Optional[str] = None
+    scheduler: str | None = None
     scheduler_kwargs: dict = field(default_factory=dict)
-    timesteps: Optional[tuple[int, ...]] = None
-    adapter: Optional[str] = None
-    adapter_weight_name: Optional[str] = None
-    resolution: Optional[int] = None
+    timesteps: tuple[int, ...] | None = None
+    adapter: str | None = None
+    adapter_weight_name: str | None = None
+    resolution: int | None = None
     adapter_scale: float = 1.0
-    denoiser_weights: Optional[str] = None
-    denoiser_weight_name: Optional[str] = None
-    eta: Optional[float] = None
-    custom_pipeline: Optional[str] = None
-    denoiser_from: Optional[str] = None
+    denoiser_weights: str | None = None
+    denoiser_weight_name: str | None = None
+    eta: float | None = None
+    custom_pipeline: str | None = None
+    denoiser_from: str | None = None
 
     def __post_init__(self):
         if self.steps <= 0 or self.guidance_scale < 0:
@@ -78,9 +78,14 @@ class MultiStepSpec:
             raise ValueError("scheduler_kwargs need a scheduler class name (scheduler=None keeps the checkpoint's).")
         if self.timesteps is not None:
             steps = tuple(self.timesteps)
-            if not steps or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in steps) \
-                    or any(a <= b for a, b in zip(steps, steps[1:])):
-                raise ValueError(f"timesteps must be non-negative integers in descending order; got {self.timesteps!r}.")
+            if (
+                not steps
+                or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in steps)
+                or any(a <= b for a, b in zip(steps, steps[1:]))
+            ):
+                raise ValueError(
+                    f"timesteps must be non-negative integers in descending order; got {self.timesteps!r}."
+                )
             object.__setattr__(self, "timesteps", steps)
         if self.adapter_weight_name and not self.adapter:
             raise ValueError("adapter_weight_name is set but adapter is not.")
@@ -119,8 +124,10 @@ def _denoiser_file(spec: MultiStepSpec) -> Path:
     if location.is_file():
         return location
     if not name:
-        raise ValueError(f"denoiser_weights {spec.denoiser_weights!r} is a folder or hub repo: "
-                         "denoiser_weight_name must name the file in it.")
+        raise ValueError(
+            f"denoiser_weights {spec.denoiser_weights!r} is a folder or hub repo: "
+            "denoiser_weight_name must name the file in it."
+        )
     if location.is_dir():
         if not (location / name).is_file():
             raise FileNotFoundError(f"no denoiser weights {name!r} in {location}")
@@ -144,11 +151,15 @@ def _denoiser_part(spec: MultiStepSpec, dtype: torch.dtype) -> dict:
     index = diffusers.DiffusionPipeline.load_config(spec.source, local_files_only=Path(spec.source).is_dir())
     name = next((key for key in ("unet", "transformer") if key in index), None)
     if name is None:
-        raise ValueError(f"{spec.source}: the pipeline has neither a unet nor a transformer to take from "
-                         f"{spec.denoiser_from}.")
+        raise ValueError(
+            f"{spec.source}: the pipeline has neither a unet nor a transformer to take from {spec.denoiser_from}."
+        )
     model_class = getattr(diffusers, index[name][1])
-    return {name: model_class.from_pretrained(spec.denoiser_from, subfolder=name, dtype=dtype,
-                                              local_files_only=Path(spec.denoiser_from).is_dir())}
+    return {
+        name: model_class.from_pretrained(
+            spec.denoiser_from, subfolder=name, dtype=dtype, local_files_only=Path(spec.denoiser_from).is_dir()
+        )
+    }
 
 
 def _replace_denoiser(pipe, spec: MultiStepSpec) -> None:
@@ -192,7 +203,7 @@ def community_pipeline_file(name: str) -> str:
     return hf_hub_download(COMMUNITY_MIRROR, f"{release}/{name}.py", repo_type="dataset")
 
 
-def community_pipeline_kwargs(name: Optional[str]) -> dict:
+def community_pipeline_kwargs(name: str | None) -> dict:
     """``DiffusionPipeline.from_pretrained``/``download`` arguments that run community pipeline
     ``name`` from its mirror file (trusted as diffusers trusts it by name); none for ``None``."""
     return {"custom_pipeline": community_pipeline_file(name), "trust_remote_code": True} if name else {}
@@ -210,8 +221,9 @@ class DiffusersSampler:
 
         local = Path(spec.source).expanduser().is_dir()
         parts = _denoiser_part(spec, dtype) if spec.denoiser_from else {}
-        pipe = DiffusionPipeline.from_pretrained(spec.source, dtype=dtype, local_files_only=local, **parts,
-                                                 **community_pipeline_kwargs(spec.custom_pipeline))
+        pipe = DiffusionPipeline.from_pretrained(
+            spec.source, dtype=dtype, local_files_only=local, **parts, **community_pipeline_kwargs(spec.custom_pipeline)
+        )
         if spec.denoiser_weights:
             _replace_denoiser(pipe, spec)
         if spec.scheduler:
@@ -234,10 +246,11 @@ class DiffusersSampler:
         if spec.eta is not None:
             options["eta"] = spec.eta
         for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start:start + batch_size])
-            generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
-            out = self.pipe(chunk, guidance_scale=spec.guidance_scale, generator=generators, output_type="pil",
-                            **options)
+            chunk = list(prompts[start : start + batch_size])
+            generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start : start + batch_size]]
+            out = self.pipe(
+                chunk, guidance_scale=spec.guidance_scale, generator=generators, output_type="pil", **options
+            )
             images += out.images
         return images
 
@@ -271,12 +284,12 @@ def generate_shard(
     folder: str | os.PathLike,
     *,
     start: int = 0,
-    end: Optional[int] = None,
+    end: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
     suffix: str = ".png",
     progress: bool = True,
-    fingerprint: Optional[str] = None,
+    fingerprint: str | None = None,
 ) -> dict:
     """Generate images ``start..end-1`` of ``prompts`` into ``folder`` (skipping existing ones).
 
@@ -297,7 +310,7 @@ def generate_shard(
     todo = [i for i in range(start, end) if not image_path(folder, i, suffix).is_file()]
     bar = tqdm(total=len(todo), disable=not progress, desc=f"generate {folder.name}")
     for k in range(0, len(todo), batch_size):
-        indices = todo[k:k + batch_size]
+        indices = todo[k : k + batch_size]
         images = sampler([prompts[i] for i in indices], [seed + i for i in indices], batch_size=batch_size)
         for index, image in zip(indices, images):
             _save_atomic(image, image_path(folder, index, suffix))
@@ -310,7 +323,7 @@ TEACHER, TEACHER_ONE_STEP = "teacher", "teacher-1step"
 PUBLISHED_PREFIX = "pub-"  # a published checkpoint of config/published.yaml: pub-<name>
 
 
-def published_spec(backbone: str, model: str, catalog: Optional[str] = None) -> MultiStepSpec:
+def published_spec(backbone: str, model: str, catalog: str | None = None) -> MultiStepSpec:
     """The sampling spec of the published checkpoint ``pub-<name>`` of ``catalog`` (default
     ``config/published.yaml``), which must belong to ``backbone``."""
     from .published import load_published
@@ -319,15 +332,25 @@ def published_spec(backbone: str, model: str, catalog: Optional[str] = None) -> 
     entries = load_published(catalog, check_paper=catalog is None)
     where = catalog or "config/published.yaml"
     if model == name or name not in entries:
-        raise ValueError(f"{model!r}: no published checkpoint {name!r} in {where}; known: "
-                         f"{', '.join(PUBLISHED_PREFIX + k for k in sorted(entries))}.")
+        raise ValueError(
+            f"{model!r}: no published checkpoint {name!r} in {where}; known: "
+            f"{', '.join(PUBLISHED_PREFIX + k for k in sorted(entries))}."
+        )
     if entries[name].backbone != backbone:
         raise ValueError(f"{model!r} is a {entries[name].backbone} checkpoint ({where}), not {backbone}.")
     return entries[name].to_spec()
 
 
-def make_sampler(backbone: str, model: str, *, source: str, teacher: Optional[dict] = None,
-                 dtype: torch.dtype = torch.float32, device="cpu", catalog: Optional[str] = None) -> Sampler:
+def make_sampler(
+    backbone: str,
+    model: str,
+    *,
+    source: str,
+    teacher: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+    device="cpu",
+    catalog: str | None = None,
+) -> Sampler:
     """The sampler of one evaluated model of ``backbone``:
 
     * a distillation run: its exported one-step student, ``source`` = the ``pipeline/`` folder;
@@ -353,9 +376,15 @@ def make_sampler(backbone: str, model: str, *, source: str, teacher: Optional[di
             where = {"source": parts, "denoiser_from": source} if parts else {"source": source}
             return DiffusersSampler(MultiStepSpec(**{**teacher, **where}), dtype=dtype, device=device)
         extra = {key: teacher[key] for key in ("scheduler", "scheduler_kwargs") if teacher.get(key)}
-        return MultiStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device,
-                                                 steps=teacher.get("steps", 25),
-                                                 guidance_scale=teacher.get("guidance_scale", 3.0), **extra)
+        return MultiStepPipeline.from_pretrained(
+            source,
+            backbone=backbone,
+            dtype=dtype,
+            device=device,
+            steps=teacher.get("steps", 25),
+            guidance_scale=teacher.get("guidance_scale", 3.0),
+            **extra,
+        )
     return OneStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device)
 
 
@@ -367,7 +396,14 @@ def sampler_fingerprint(source: str, settings, seed: int, prompts: Sequence[str]
     import json
 
     folder = Path(source)
-    files = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else str(source)
+    files = (
+        sorted(
+            (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")
+            if p.is_file()
+        )
+        if folder.is_dir()
+        else str(source)
+    )
     identity = json.dumps([files, settings, seed, list(prompts)], default=str)
     return hashlib.sha256(identity.encode()).hexdigest()

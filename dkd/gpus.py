@@ -123,8 +123,9 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def claim_gpu(count: int = 1, *, timeout: float | None = None, poll: float = 1.0,
-              lock_dir: str | os.PathLike | None = None) -> Iterator[tuple[int, ...]]:
+def claim_gpu(
+    count: int = 1, *, timeout: float | None = None, poll: float = 1.0, lock_dir: str | os.PathLike | None = None
+) -> Iterator[tuple[int, ...]]:
     """Claim ``count`` free GPUs of this machine for the block; yields their indices.
 
     Sets ``CUDA_VISIBLE_DEVICES`` to the claimed indices (and ``CUDA_DEVICE_ORDER=PCI_BUS_ID``,
@@ -151,8 +152,10 @@ def claim_gpu(count: int = 1, *, timeout: float | None = None, poll: float = 1.0
         yield ()
         return
     if count > available:
-        raise ValueError(f"claim_gpu: the job asks for {count} GPUs but this machine has {available} "
-                         f"(nvidia-smi -L, or ${COUNT_ENV})")
+        raise ValueError(
+            f"claim_gpu: the job asks for {count} GPUs but this machine has {available} "
+            f"(nvidia-smi -L, or ${COUNT_ENV})"
+        )
     paths = [lock_path(index, lock_dir) for index in range(available)]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     start, waiting = time.monotonic(), False
@@ -172,8 +175,10 @@ def claim_gpu(count: int = 1, *, timeout: float | None = None, poll: float = 1.0
         for fd in held.values():
             os.close(fd)
         if timeout is not None and time.monotonic() - start >= timeout:
-            raise GpuBusyError(f"claim_gpu: {count} of the {available} GPUs did not become free within {timeout} s; "
-                               f"held by other jobs: {_holders(busy)}")
+            raise GpuBusyError(
+                f"claim_gpu: {count} of the {available} GPUs did not become free within {timeout} s; "
+                f"held by other jobs: {_holders(busy)}"
+            )
         if not waiting:
             log.info("GPUs: waiting for %d of %d to be free (held: %s)", count, available, _holders(busy))
             waiting = True

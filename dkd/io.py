@@ -96,8 +96,10 @@ def exclusive(path: str | os.PathLike, what: str = "this folder") -> Iterator[Pa
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "an unknown process"
-            raise LockedError(f"{path}: {holder} holds the lock of {what}; wait for it to end or stop it "
-                              "(scancel its SLURM job) before starting again.") from None
+            raise LockedError(
+                f"{path}: {holder} holds the lock of {what}; wait for it to end or stop it "
+                "(scancel its SLURM job) before starting again."
+            ) from None
         handle.seek(0)
         handle.truncate()
         job = os.environ.get("SLURM_JOB_ID")
@@ -128,8 +130,9 @@ class _Tee(io.TextIOBase):
 
 
 @contextmanager
-def rule_log(path: str | os.PathLike, threads: int | None = None, *, gpus: int = 0,
-             history: str | os.PathLike | None = None) -> Iterator[IO]:
+def rule_log(
+    path: str | os.PathLike, threads: int | None = None, *, gpus: int = 0, history: str | os.PathLike | None = None
+) -> Iterator[IO]:
     """A workflow rule's log: ``logging`` (INFO, timestamps) and stderr (progress bars, warnings)
     go to ``path``; an exception leaving the block is logged with its traceback. Snakemake deletes
     a job's log before each attempt, so a job that resumes across attempts (a distillation) passes

@@ -32,16 +32,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .data.download import RemoteFile, ensure_files, is_offline
 from .io import atomic_write_text
 
 KINDS = ("pipeline", "hub_file", "hub_folder", "open_clip", "inception")
-OPTIONS = {"pipeline": ("custom_pipeline", "without"), "hub_file": ("filename",), "hub_folder": ("subfolder",),
-           "open_clip": ("tag",), "inception": ()}  # the fields each kind takes
+OPTIONS = {
+    "pipeline": ("custom_pipeline", "without"),
+    "hub_file": ("filename",),
+    "hub_folder": ("subfolder",),
+    "open_clip": ("tag",),
+    "inception": (),
+}  # the fields each kind takes
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_FILE = "inception-2015-12-05.pt"  # the name clean-fid's InceptionV3W loads from its folder
 
@@ -59,11 +64,11 @@ class ModelFiles:
 
     kind: str
     source: str
-    filename: Optional[str] = None
-    tag: Optional[str] = None
-    custom_pipeline: Optional[str] = None
-    subfolder: Optional[str] = None
-    without: Optional[tuple[str, ...]] = None
+    filename: str | None = None
+    tag: str | None = None
+    custom_pipeline: str | None = None
+    subfolder: str | None = None
+    without: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -73,8 +78,11 @@ class ModelFiles:
         needs = {"hub_file": "filename", "hub_folder": "subfolder", "open_clip": "tag"}.get(self.kind)
         if needs and not getattr(self, needs):
             raise ValueError(f"{self.kind} {self.source!r} needs {needs}.")
-        extra = [f for f in ("filename", "tag", "custom_pipeline", "subfolder", "without")
-                 if f not in OPTIONS[self.kind] and getattr(self, f) is not None]
+        extra = [
+            f
+            for f in ("filename", "tag", "custom_pipeline", "subfolder", "without")
+            if f not in OPTIONS[self.kind] and getattr(self, f) is not None
+        ]
         if extra:
             raise ValueError(f"{self.kind} {self.source!r}: {', '.join(extra)} do(es) not apply to this kind.")
         if self.without is not None:
@@ -88,8 +96,11 @@ class ModelFiles:
         return f"{self.kind} {self.source}" + (f" ({detail})" if detail else "")
 
     def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in asdict(self).items() if value is not None}
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(self).items()
+            if value is not None
+        }
 
 
 def fetch(files: ModelFiles, *, progress: bool = True) -> str:
@@ -98,14 +109,18 @@ def fetch(files: ModelFiles, *, progress: bool = True) -> str:
     when they cannot be had here (offline, or the download fails)."""
     if files.kind == "inception":
         hint = "or put the file there by hand"
-        return str(ensure_files([RemoteFile(INCEPTION_URL, INCEPTION_FILE)], directory=files.source, hint=hint,
-                                progress=progress)[0])
+        return str(
+            ensure_files(
+                [RemoteFile(INCEPTION_URL, INCEPTION_FILE)], directory=files.source, hint=hint, progress=progress
+            )[0]
+        )
     if files.kind == "pipeline" and Path(files.source).expanduser().is_dir():
         return str(Path(files.source).expanduser())
     if is_offline():
         raise ModelUnavailableError(
             f"{files.describe()}: offline (HF_HUB_OFFLINE is set) and not fetched yet. Fetch it where there is "
-            "network (on a cluster: the login node, with HF_HOME on a file system the compute nodes share).")
+            "network (on a cluster: the login node, with HF_HOME on a file system the compute nodes share)."
+        )
     try:
         return _download(files)
     except Exception as error:  # noqa: BLE001 - one clear error whatever the hub client or open_clip raises
@@ -121,8 +136,9 @@ def _download(files: ModelFiles) -> str:
         # with a community pipeline: its mirror file, which the jobs load too (no second fetch, no PyPI);
         # a component passed to download() (even as None) is not fetched
         left_out = dict.fromkeys(files.without or ())
-        return str(DiffusionPipeline.download(files.source, **left_out,
-                                              **community_pipeline_kwargs(files.custom_pipeline)))
+        return str(
+            DiffusionPipeline.download(files.source, **left_out, **community_pipeline_kwargs(files.custom_pipeline))
+        )
     if files.kind == "hub_file":
         from huggingface_hub import hf_hub_download
 
@@ -142,15 +158,19 @@ def _download(files: ModelFiles) -> str:
 def published_files(spec) -> list[ModelFiles]:
     """The hub files a :class:`dkd.generate.MultiStepSpec` loads: its pipeline (and community
     pipeline), a replacement denoiser file, a LoRA file (diffusers' default name when none is given)."""
-    def on_hub(source: Optional[str]) -> bool:
+
+    def on_hub(source: str | None) -> bool:
         return bool(source) and not Path(source).expanduser().exists()
 
     files = [ModelFiles("pipeline", spec.source, custom_pipeline=spec.custom_pipeline)] if on_hub(spec.source) else []
     if on_hub(spec.denoiser_weights):
         files.append(ModelFiles("hub_file", spec.denoiser_weights, filename=spec.denoiser_weight_name))
     if on_hub(spec.adapter):
-        files.append(ModelFiles("hub_file", spec.adapter,
-                                filename=spec.adapter_weight_name or "pytorch_lora_weights.safetensors"))
+        files.append(
+            ModelFiles(
+                "hub_file", spec.adapter, filename=spec.adapter_weight_name or "pytorch_lora_weights.safetensors"
+            )
+        )
     return files
 
 
@@ -173,7 +193,10 @@ def files_for(what: str, **options) -> list[ModelFiles]:
         if parts is None:
             return [ModelFiles("pipeline", source)]
         subfolder = backbone_spec(backbone).denoiser_subfolder
-        return [ModelFiles("pipeline", parts, without=(subfolder,)), ModelFiles("hub_folder", source, subfolder=subfolder)]
+        return [
+            ModelFiles("pipeline", parts, without=(subfolder,)),
+            ModelFiles("hub_folder", source, subfolder=subfolder),
+        ]
     if what == "published":
         from .published import load_published
 
@@ -197,8 +220,9 @@ def files_for(what: str, **options) -> list[ModelFiles]:
     raise ValueError(f"unknown pretrained files {what!r}: one of teacher, published, clip, hps, inception")
 
 
-def fetch_all(files: Sequence[ModelFiles | dict], *, out_file: Optional[str | os.PathLike] = None,
-              progress: bool = True) -> list[dict]:
+def fetch_all(
+    files: Sequence[ModelFiles | dict], *, out_file: str | os.PathLike | None = None, progress: bool = True
+) -> list[dict]:
     """:func:`fetch` each of ``files`` (``ModelFiles`` or their ``to_dict()``); returns one row per
     item with its local ``path``, also written to ``out_file`` (JSON, atomically) when given."""
     items = [item if isinstance(item, ModelFiles) else ModelFiles(**item) for item in files]

@@ -8,7 +8,6 @@ computed on meta-device models built from the shipped configs, so no weights are
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -35,7 +34,7 @@ def _count(row: pd.Series) -> int:
     return count_trainable(spec)
 
 
-def parameter_table(expected: Optional[Path] = None) -> pd.DataFrame:
+def parameter_table(expected: Path | None = None) -> pd.DataFrame:
     """One row per paper count: ours (millions, 2 decimals), the paper's, and whether they match."""
     rows = pd.read_csv(expected or expected_counts_path(), dtype=str, keep_default_na=False)
     ours = rows.apply(_count, axis=1) / 1e6
@@ -61,5 +60,9 @@ def run_parameter_counts(student: AdapterSpec, fake: AdapterSpec) -> dict:
     """Millions of trainable parameters of a run's student and fake model, and its backbone's total
     (Tables 1, 2, 3 and 7), counted on meta-device models."""
     trainable = count_trainable(student) / 1e6
-    return {"trainable_M": trainable, "student_params_M": trainable, "fake_params_M": count_trainable(fake) / 1e6,
-            "params_M": count_parameters(build_denoiser(student.backbone, device="meta"), trainable_only=False) / 1e6}
+    return {
+        "trainable_M": trainable,
+        "student_params_M": trainable,
+        "fake_params_M": count_trainable(fake) / 1e6,
+        "params_M": count_parameters(build_denoiser(student.backbone, device="meta"), trainable_only=False) / 1e6,
+    }

@@ -8,8 +8,8 @@ set can be regenerated alone (``docs/reference.md`` section 3).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ class _Sampler:
         """One PIL image per (prompt, seed), generated ``batch_size`` at a time."""
         images = []
         for start in range(0, len(prompts), batch_size):
-            latents = self.latents(prompts[start:start + batch_size], seeds[start:start + batch_size])
+            latents = self.latents(prompts[start : start + batch_size], seeds[start : start + batch_size])
             images += to_pil(self.teacher.decode(latents))
         return images
 
@@ -65,8 +65,9 @@ class OneStepPipeline(_Sampler):
         self.teacher, self.t_init = teacher, t_init
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu",
-                        backbone: Optional[str] = None) -> "OneStepPipeline":
+    def from_pretrained(
+        cls, folder: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu", backbone: str | None = None
+    ) -> OneStepPipeline:
         """Load ``folder`` (an exported ``pipeline/``); ``backbone`` and ``t_init`` are read from
         its ``dkd_student.json`` unless ``backbone`` is given."""
         info_path = Path(folder) / STUDENT_INFO
@@ -91,8 +92,15 @@ class MultiStepPipeline(_Sampler):
     pixel-space backbones alike. The rows of the toy's teacher; for SD and PixArt the diffusers
     pipelines (``dkd.generate.DiffusersSampler``) are the reference."""
 
-    def __init__(self, teacher: Teacher, *, steps: int = 25, guidance_scale: float = 3.0,
-                 scheduler: str = "DDIMScheduler", scheduler_kwargs: Optional[dict] = None):
+    def __init__(
+        self,
+        teacher: Teacher,
+        *,
+        steps: int = 25,
+        guidance_scale: float = 3.0,
+        scheduler: str = "DDIMScheduler",
+        scheduler_kwargs: dict | None = None,
+    ):
         import diffusers
 
         if steps <= 0 or guidance_scale < 0:
@@ -105,8 +113,9 @@ class MultiStepPipeline(_Sampler):
         self.teacher, self.steps, self.guidance_scale = teacher, steps, guidance_scale
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, backbone: str, dtype: torch.dtype = torch.float32, device="cpu",
-                        **kwargs) -> "MultiStepPipeline":
+    def from_pretrained(
+        cls, folder: str | Path, *, backbone: str, dtype: torch.dtype = torch.float32, device="cpu", **kwargs
+    ) -> MultiStepPipeline:
         return cls(load_teacher(backbone, str(folder), dtype=dtype, device=device), **kwargs)
 
     @torch.no_grad()

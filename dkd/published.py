@@ -22,12 +22,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
 from .backbones import config_dir
-from .generate import COMMUNITY_PIPELINE, MultiStepSpec, scheduler_class
+from .generate import MultiStepSpec, scheduler_class
 
 BACKBONES = ("sd15", "sd21", "pixart256")
 # How the paper obtained the numbers of a row (see the header of config/published.yaml).
@@ -36,8 +35,16 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
 MODEL_KEYS = {
     "required": {"backbone", "provenance", "rows", "base", "steps", "guidance_scale", "resolution", "reference"},
-    "optional": {"scheduler", "scheduler_kwargs", "timesteps", "eta", "adapter", "denoiser", "custom_pipeline",
-                 "notes"},
+    "optional": {
+        "scheduler",
+        "scheduler_kwargs",
+        "timesteps",
+        "eta",
+        "adapter",
+        "denoiser",
+        "custom_pipeline",
+        "notes",
+    },
 }
 UNAVAILABLE_KEYS = {"required": {"backbone", "rows", "reason"}, "optional": {"reference"}}
 ROW_KEYS = {"required": {"table", "method"}, "optional": set()}
@@ -72,7 +79,7 @@ class HubFile:
     scale: float = 1.0
 
 
-def _check_rows(name: str, rows, provenance: Optional[str]) -> tuple[PaperRow, ...]:
+def _check_rows(name: str, rows, provenance: str | None) -> tuple[PaperRow, ...]:
     rows = tuple(rows)
     if not rows or not all(isinstance(row, PaperRow) for row in rows):
         raise ValueError(f"{name!r}: rows must be a non-empty list of {{table, method}}.")
@@ -101,13 +108,13 @@ class PublishedModel:
     guidance_scale: float
     resolution: int
     reference: str
-    scheduler: Optional[str] = None
+    scheduler: str | None = None
     scheduler_kwargs: dict = field(default_factory=dict)
-    timesteps: Optional[tuple[int, ...]] = None
-    eta: Optional[float] = None
-    adapter: Optional[HubFile] = None
-    denoiser: Optional[HubFile] = None
-    custom_pipeline: Optional[str] = None
+    timesteps: tuple[int, ...] | None = None
+    eta: float | None = None
+    adapter: HubFile | None = None
+    denoiser: HubFile | None = None
+    custom_pipeline: str | None = None
     notes: str = ""
 
     def __post_init__(self):
@@ -126,15 +133,21 @@ class PublishedModel:
             raise ValueError(f"{name!r}: reference must be an https:// URL; got {self.reference!r}.")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
             raise ValueError(f"{name!r}: steps must be a positive integer; got {self.steps!r}.")
-        if isinstance(self.guidance_scale, bool) or not isinstance(self.guidance_scale, (int, float)) \
-                or not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+        if (
+            isinstance(self.guidance_scale, bool)
+            or not isinstance(self.guidance_scale, (int, float))
+            or not math.isfinite(self.guidance_scale)
+            or self.guidance_scale < 0
+        ):
             raise ValueError(f"{name!r}: guidance_scale must be a number >= 0; got {self.guidance_scale!r}.")
         if isinstance(self.resolution, bool) or not isinstance(self.resolution, int):
             raise ValueError(f"{name!r}: resolution must be an integer; got {self.resolution!r}.")
         if self.timesteps is not None:
             object.__setattr__(self, "timesteps", tuple(self.timesteps))
             if len(self.timesteps) != self.steps:
-                raise ValueError(f"{name!r}: {len(self.timesteps)} timesteps {list(self.timesteps)} but steps={self.steps}.")
+                raise ValueError(
+                    f"{name!r}: {len(self.timesteps)} timesteps {list(self.timesteps)} but steps={self.steps}."
+                )
         if self.adapter is not None and not isinstance(self.adapter, HubFile):
             raise ValueError(f"{name!r}: adapter must be {{repo, file, scale}}.")
         if self.denoiser is not None and not isinstance(self.denoiser, HubFile):
@@ -203,7 +216,7 @@ class UnavailableModel:
     backbone: str
     rows: tuple[PaperRow, ...]
     reason: str
-    reference: Optional[str] = None
+    reference: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not NAME.match(self.name):
@@ -234,7 +247,7 @@ def _rows(where: str, raw) -> list[PaperRow]:
     return [PaperRow(**_keys(f"{where} row {i}", row, ROW_KEYS)) for i, row in enumerate(raw)]
 
 
-def _hub_file(where: str, raw, keys: dict) -> Optional[HubFile]:
+def _hub_file(where: str, raw, keys: dict) -> HubFile | None:
     return None if raw is None else HubFile(**_keys(where, raw, keys))
 
 
@@ -299,8 +312,9 @@ def check_paper_rows(entries, results: str | os.PathLike | None = None) -> None:
             owner[key] = entry.name
 
 
-def load_catalog(path: str | os.PathLike | None = None, *, check_paper: bool = True
-                 ) -> tuple[dict[str, PublishedModel], dict[str, UnavailableModel]]:
+def load_catalog(
+    path: str | os.PathLike | None = None, *, check_paper: bool = True
+) -> tuple[dict[str, PublishedModel], dict[str, UnavailableModel]]:
     """Both sections of the YAML, validated: ``(models, unavailable)`` keyed by short name."""
     path = Path(path) if path is not None else published_path()
     if not path.is_file():
@@ -312,8 +326,9 @@ def load_catalog(path: str | os.PathLike | None = None, *, check_paper: bool = T
             if not isinstance(raw.get(section) or {}, dict):
                 raise ValueError(f"{section}: expected a mapping of name -> entry.")
         models = {name: _parse_model(str(name), entry) for name, entry in (raw["models"] or {}).items()}
-        unavailable = {name: _parse_unavailable(str(name), entry)
-                       for name, entry in (raw.get("unavailable") or {}).items()}
+        unavailable = {
+            name: _parse_unavailable(str(name), entry) for name, entry in (raw.get("unavailable") or {}).items()
+        }
         both = sorted(set(models) & set(unavailable))
         if both:
             raise ValueError(f"{both}: listed both under models and under unavailable.")
@@ -329,8 +344,7 @@ def load_published(path: str | os.PathLike | None = None, *, check_paper: bool =
     return load_catalog(path, check_paper=check_paper)[0]
 
 
-def load_unavailable(path: str | os.PathLike | None = None, *, check_paper: bool = True
-                     ) -> dict[str, UnavailableModel]:
+def load_unavailable(path: str | os.PathLike | None = None, *, check_paper: bool = True) -> dict[str, UnavailableModel]:
     """The paper rows without a runnable checkpoint, by name, each with its ``reason``."""
     return load_catalog(path, check_paper=check_paper)[1]
 
@@ -340,12 +354,28 @@ def paper_rows(path: str | os.PathLike | None = None) -> pd.DataFrame:
     (``runnable``/``unavailable``), provenance and, for unavailable rows, the reason (footnotes)."""
     models, unavailable = load_catalog(path)
     lines = [
-        {"table": row.table, "backbone": m.backbone, "method": row.method, "name": m.name, "status": "runnable",
-         "provenance": m.provenance, "reason": ""}
-        for m in models.values() for row in m.rows
+        {
+            "table": row.table,
+            "backbone": m.backbone,
+            "method": row.method,
+            "name": m.name,
+            "status": "runnable",
+            "provenance": m.provenance,
+            "reason": "",
+        }
+        for m in models.values()
+        for row in m.rows
     ] + [
-        {"table": row.table, "backbone": u.backbone, "method": row.method, "name": u.name, "status": "unavailable",
-         "provenance": "", "reason": " ".join(u.reason.split())}
-        for u in unavailable.values() for row in u.rows
+        {
+            "table": row.table,
+            "backbone": u.backbone,
+            "method": row.method,
+            "name": u.name,
+            "status": "unavailable",
+            "provenance": "",
+            "reason": " ".join(u.reason.split()),
+        }
+        for u in unavailable.values()
+        for row in u.rows
     ]
     return pd.DataFrame(lines, columns=["table", "backbone", "method", "name", "status", "provenance", "reason"])

@@ -29,8 +29,10 @@ def parse_run_name(backbone: str, name: str) -> tuple[AdapterSpec, AdapterSpec]:
     """``(student, fake)`` adapter specs of run ``name`` on ``backbone``; one clear error otherwise."""
     match = _PATTERN.fullmatch(name)
     if not match:
-        raise ValueError(f"run name {name!r} is not '{{method}}-s{{rank}}-f{{fake}}-{{layers}}-{{init}}', "
-                         "e.g. 'lorad-s256-f32-linear-zero'.")
+        raise ValueError(
+            f"run name {name!r} is not '{{method}}-s{{rank}}-f{{fake}}-{{layers}}-{{init}}', "
+            "e.g. 'lorad-s256-f32-linear-zero'."
+        )
     method, rank, fake, layers, init = match.group("method", "rank", "fake", "layers", "init")
     if method not in METHODS:
         raise ValueError(f"run {name!r}: method must be one of {METHODS}; got {method!r}.")
@@ -38,8 +40,14 @@ def parse_run_name(backbone: str, name: str) -> tuple[AdapterSpec, AdapterSpec]:
         raise ValueError(f"run {name!r}: layers must be one of {sorted(_LAYERS)} and init one of {sorted(_INITS)}.")
     if (method == "ft") != (rank == "full"):
         raise ValueError(f"run {name!r}: use 'sfull' exactly for method 'ft'.")
-    student = AdapterSpec(backbone, "student", method, rank=1 if rank == "full" else int(rank),
-                          layers="linear" if method == "ft" else _LAYERS[layers], init=_INITS[init])
+    student = AdapterSpec(
+        backbone,
+        "student",
+        method,
+        rank=1 if rank == "full" else int(rank),
+        layers="linear" if method == "ft" else _LAYERS[layers],
+        init=_INITS[init],
+    )
     fake_spec = AdapterSpec(backbone, "fake", "ft" if fake == "ft" else "lorad", rank=1 if fake == "ft" else int(fake))
     return student, fake_spec
 

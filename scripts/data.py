@@ -20,6 +20,8 @@ with rule_log(sm.log[0], sm.threads):
     paths = {Path(p).resolve() for p in written.values()}
     missing = [p for p in sm.output if Path(p).resolve() not in paths]
     if missing:  # e.g. a caption file whose length differs from data.<split>.count
-        raise SystemExit(f"{sm.rule} wrote {sorted(map(str, paths))}, not {missing}: set the count in the config's "
-                         f"data section to the number of prompts the source gives.")
+        raise SystemExit(
+            f"{sm.rule} wrote {sorted(map(str, paths))}, not {missing}: set the count in the config's "
+            f"data section to the number of prompts the source gives."
+        )
     logging.info("wrote %s", sorted(map(str, paths)))

@@ -21,12 +21,34 @@ gpus, nodes = int(sm.resources.get("gpus", 0)), int(sm.resources.get("nodes", 1)
 with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log"):
     settings = merge_settings(sm.params.settings, sm.params.run_settings)  # distill.run_settings.<run> over all
     settings["eval_every"] = curve["every"] if curve else None
-    done = distill_run(backbone, run, settings=settings, source=sm.params.source, dtype=sm.params.dtype,
-                       prompts=sm.input.prompts, out=run_dir, curve=curve, nodes=nodes, cpus=sm.threads,
-                       processes=gpus if torch.cuda.is_available() and gpus > 1 else 1)
+    done = distill_run(
+        backbone,
+        run,
+        settings=settings,
+        source=sm.params.source,
+        dtype=sm.params.dtype,
+        prompts=sm.input.prompts,
+        out=run_dir,
+        curve=curve,
+        nodes=nodes,
+        cpus=sm.threads,
+        processes=gpus if torch.cuda.is_available() and gpus > 1 else 1,
+    )
     student, fake = done.config.student, done.config.fake  # parsed from the run name by distill_run
-    write_result(sm.output.params, backbone=backbone, model=run, evalset=None,
-                 values=run_parameter_counts(student, fake), provenance={"student": repr(student), "fake": repr(fake)})
-    write_result(sm.output.train, backbone=backbone, model=run, evalset=None, values=done.cost,
-                 provenance={"devices": [a["device"] for a in done.attempts], "attempts": done.attempts})
+    write_result(
+        sm.output.params,
+        backbone=backbone,
+        model=run,
+        evalset=None,
+        values=run_parameter_counts(student, fake),
+        provenance={"student": repr(student), "fake": repr(fake)},
+    )
+    write_result(
+        sm.output.train,
+        backbone=backbone,
+        model=run,
+        evalset=None,
+        values=done.cost,
+        provenance={"devices": [a["device"] for a in done.attempts], "attempts": done.attempts},
+    )
     atomic_write_text(sm.output.curve, (train_dir / "curve.csv").read_text() if curve else "step\n")

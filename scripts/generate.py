@@ -15,14 +15,24 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, sm.params.dtype) if device == "cuda" else torch.float32
     backbone, model, source = sm.wildcards.backbone, sm.wildcards.model, sm.params.source
-    sampler = make_sampler(backbone, model, source=source, teacher=sm.params.teacher, dtype=dtype, device=device,
-                           catalog=sm.params.catalog)
+    sampler = make_sampler(
+        backbone, model, source=source, teacher=sm.params.teacher, dtype=dtype, device=device, catalog=sm.params.catalog
+    )
     prompts = read_prompts(sm.input.prompts).prompts
     start, end = sm.params.range
     settings = dataclasses.asdict(sampler.spec) if model.startswith("pub-") else sm.params.teacher  # the card's
-    fingerprint = sampler_fingerprint(source, {"sampling": settings, "dtype": str(dtype)}, sm.params.seed,
-                                      prompts[start:end])
-    counts = generate_shard(sampler, prompts, sm.params.images, start=start, end=end, seed=sm.params.seed,
-                            batch_size=sm.params.batch_size, fingerprint=fingerprint)
+    fingerprint = sampler_fingerprint(
+        source, {"sampling": settings, "dtype": str(dtype)}, sm.params.seed, prompts[start:end]
+    )
+    counts = generate_shard(
+        sampler,
+        prompts,
+        sm.params.images,
+        start=start,
+        end=end,
+        seed=sm.params.seed,
+        batch_size=sm.params.batch_size,
+        fingerprint=fingerprint,
+    )
     logging.info("%s: %s", sm.params.images, counts)
     atomic_write_text(sm.output.marker, json.dumps({**counts, "images": sm.params.images, "seed": sm.params.seed}))

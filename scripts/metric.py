@@ -18,23 +18,35 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
         check_reference_mode(Path(sm.params.reference).parent, sm.params.reference_mode)  # another mode: refused
     evaluator = evaluators.Evaluator(**sm.params.evaluator, device="cuda" if torch.cuda.is_available() else "cpu")
     if sm.rule == "reference_stats":
-        info = evaluators.reference(evaluator, sm.params.reference, stats=sm.output.stats,
-                                    features=sm.output.features, scratch=sm.params.scratch)
+        info = evaluators.reference(
+            evaluator,
+            sm.params.reference,
+            stats=sm.output.stats,
+            features=sm.output.features,
+            scratch=sm.params.scratch,
+        )
         logging.info("reference %s: %s", sm.wildcards.evalset, info)
     else:
-        keys = dict(backbone=sm.wildcards.backbone, model=sm.wildcards.model,
-                    evalset=sm.wildcards.get("evalset", "hpsv2"))
+        keys = dict(
+            backbone=sm.wildcards.backbone, model=sm.wildcards.model, evalset=sm.wildcards.get("evalset", "hpsv2")
+        )
         if sm.rule == "hps":
-            styles = {style: (folder, read_prompts(prompts).prompts[:count])
-                      for style, (folder, prompts, count) in sm.params.styles.items()}
-            outputs = {sm.output.result: evaluators.hps(evaluator, styles, version=sm.params.version,
-                                                        checkpoint=sm.params.checkpoint)}
+            styles = {
+                style: (folder, read_prompts(prompts).prompts[:count])
+                for style, (folder, prompts, count) in sm.params.styles.items()
+            }
+            outputs = {
+                sm.output.result: evaluators.hps(
+                    evaluator, styles, version=sm.params.version, checkpoint=sm.params.checkpoint
+                )
+            }
         elif sm.rule == "clip":
             prompts = read_prompts(sm.input.prompts).prompts[: sm.params.size]
             outputs = {sm.output.result: evaluators.text_image(evaluator, sm.params.images, prompts)}
         else:
-            outputs = evaluators.image_metrics(evaluator, sm.params.images, stats=sm.input.stats,
-                                               features=sm.input.features, scratch=sm.params.scratch)
+            outputs = evaluators.image_metrics(
+                evaluator, sm.params.images, stats=sm.input.stats, features=sm.input.features, scratch=sm.params.scratch
+            )
             outputs = {sm.output.fid: outputs["fid"], sm.output.pr: outputs["pr"]}
         for path, (values, provenance) in outputs.items():
             write_result(path, **keys, values=values, provenance={"images": sm.params.get("images"), **provenance})

@@ -18,6 +18,7 @@ with rule_log(sm.log[0], sm.threads):
     results = read_results(list(sm.input.results))  # sources: paths from the repository root
     paper = read_paper(sm.input.paper[0]) if sm.input.paper else None
     tables = [build_table(table, results, paper) for table in table_specs(spec["tables"])]
+
     def caption(path):
         where = Path(path).parent.relative_to(folder)
         if Path(path).name == "fig16.png":
@@ -26,8 +27,17 @@ with rule_log(sm.log[0], sm.threads):
             return f"Fig. 2a/2b: norm and direction change of {where.parent} against the teacher"
         return f"Samples of {where.parent} ({where.name})"
 
-    figures = [{"caption": caption(path), "path": os.path.relpath(path, folder)}
-               for path in [*sm.output.grids, *sm.input.plots]]
-    written = write_report(folder, tables, title=spec.get("title", "DKD reproduction"), intro=spec.get("intro", ""),
-                           figures=figures, claims=check_claims(spec.get("claims", []), results), table_files=False)
+    figures = [
+        {"caption": caption(path), "path": os.path.relpath(path, folder)}
+        for path in [*sm.output.grids, *sm.input.plots]
+    ]
+    written = write_report(
+        folder,
+        tables,
+        title=spec.get("title", "DKD reproduction"),
+        intro=spec.get("intro", ""),
+        figures=figures,
+        claims=check_claims(spec.get("claims", []), results),
+        table_files=False,
+    )
     logging.info("wrote %s", [str(path) for path in written])

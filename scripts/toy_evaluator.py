@@ -16,7 +16,9 @@ with rule_log(sm.log[0], sm.threads):
     held_out = accuracy(model, load_split("test"))
     logging.info("toy classifier: held-out accuracy %.4f (%s)", held_out, config)
     if held_out < sm.params.min_accuracy:
-        raise SystemExit(f"toy classifier: held-out accuracy {held_out:.4f} < {sm.params.min_accuracy}; "
-                         "train longer (toy.classifier.epochs).")
+        raise SystemExit(
+            f"toy classifier: held-out accuracy {held_out:.4f} < {sm.params.min_accuracy}; "
+            "train longer (toy.classifier.epochs)."
+        )
     save_classifier(model, Path(sm.output.info).parent, accuracy=held_out, config=config.__dict__)
     logging.info("wrote %s", json.dumps({"accuracy": held_out}))

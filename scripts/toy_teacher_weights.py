@@ -17,8 +17,11 @@ with rule_log(sm.log[0], sm.threads):
     config = ToyTeacherConfig.from_dict(sm.params.settings)
     with tempfile.TemporaryDirectory() as scratch:
         unet, rows = train_teacher(config, write_clip_tokenizer(scratch, max_length=TEXT_LENGTH))
-    metadata = {"text_encoder_sha256": text_encoder_digest(toy_text_encoder()),
-                "config": json.dumps(config.__dict__), "final_loss": f"{rows[-1]['loss']:.5f}" if rows else ""}
+    metadata = {
+        "text_encoder_sha256": text_encoder_digest(toy_text_encoder()),
+        "config": json.dumps(config.__dict__),
+        "final_loss": f"{rows[-1]['loss']:.5f}" if rows else "",
+    }
     with atomic_open(sm.output.weights, "wb") as handle:
         handle.write(save(unet.state_dict(), metadata=metadata))
     logging.info("toy teacher: %s", metadata)

@@ -69,8 +69,13 @@ def toy_run(tmp_path_factory):
     with open(shared / "toy.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not outcome.exists():
-            run = subprocess.run([sys.executable, "-m", "snakemake", "all", "--cores", "2", *args], cwd=ROOT,
-                                 capture_output=True, text=True, timeout=1800)
+            run = subprocess.run(
+                [sys.executable, "-m", "snakemake", "all", "--cores", "2", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
             outcome.write_text("" if run.returncode == 0 else run.stdout[-3000:] + run.stderr[-3000:] or "failed")
     failure = outcome.read_text()
     assert not failure, failure

@@ -13,7 +13,8 @@ from dkd.params import parameter_table
 
 def _names(model, kind, exclude_prefixes=(), exclude=()):
     return {
-        n for n, m in model.named_modules()
+        n
+        for n, m in model.named_modules()
         if isinstance(m, kind) and not n.startswith(exclude_prefixes) and n.split(".")[-1] not in exclude
     }
 
@@ -47,8 +48,9 @@ def test_closed_form_count_of_sd15_student():
 
 def test_lora_and_ft_counts():
     model = build_denoiser("sd15")
-    targets = [m for n, m in model.named_modules()
-               if n.endswith(tuple(AdapterSpec("sd15", method="lora").target_modules()))]
+    targets = [
+        m for n, m in model.named_modules() if n.endswith(tuple(AdapterSpec("sd15", method="lora").target_modules()))
+    ]
     lora = sum(256 * (m.weight[0].numel() + m.weight.shape[0]) for m in targets)
     assert count_trainable(AdapterSpec("sd15", method="lora")) == lora
     dora = lora + sum(m.weight.shape[0] for m in targets)
@@ -57,8 +59,9 @@ def test_lora_and_ft_counts():
 
 
 def test_apply_adapter_freezes_everything_but_the_adapter():
-    model = apply_adapter(build_denoiser("pixart256"), AdapterSpec("pixart256", role="fake", rank=8),
-                          low_cpu_mem_usage=True)
+    model = apply_adapter(
+        build_denoiser("pixart256"), AdapterSpec("pixart256", role="fake", rank=8), low_cpu_mem_usage=True
+    )
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".lorad_A." in n or ".lorad_B." in n for n in trainable)
 

@@ -78,11 +78,14 @@ def test_a_community_pipeline_loads_from_the_mirror_file_without_asking_pypi(fol
 
     code = tmp_path / "mirror" / "fake_one_step.py"
     code.parent.mkdir()
-    code.write_text("from diffusers import StableDiffusionPipeline\n\n\n"
-                    "class FakeOneStepPipeline(StableDiffusionPipeline):\n    pass\n")
+    code.write_text(
+        "from diffusers import StableDiffusionPipeline\n\n\n"
+        "class FakeOneStepPipeline(StableDiffusionPipeline):\n    pass\n"
+    )
     asked = []
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
-                        lambda repo, filename, **kw: asked.append((repo, filename, kw)) or str(code))
+    monkeypatch.setattr(
+        huggingface_hub, "hf_hub_download", lambda repo, filename, **kw: asked.append((repo, filename, kw)) or str(code)
+    )
 
     def no_network():
         raise OSError("pypi.org is unreachable")
@@ -112,13 +115,16 @@ def test_the_sd_teacher_rows_make_as_many_network_calls_as_the_paper_counts(fold
     root = Path(__file__).resolve().parents[1]
     teachers = yaml.safe_load((root / "config" / "config.yaml").read_text())["evaluation"]["teachers"]
     with open(root / "config" / "paper" / "results.csv", newline="") as handle:
-        nfe = {row["backbone"]: int(row["value"]) for row in csv.DictReader(handle)
-               if row["metric"] == "nfe" and row["method"].startswith(("SD1.5 (cfg", "SD2.1 (cfg"))}
+        nfe = {
+            row["backbone"]: int(row["value"])
+            for row in csv.DictReader(handle)
+            if row["metric"] == "nfe" and row["method"].startswith(("SD1.5 (cfg", "SD2.1 (cfg"))
+        }
     assert set(nfe) == {"sd15", "sd21"}
     for backbone, expected in nfe.items():
         sampler = DiffusersSampler(MultiStepSpec(source=str(folder), **teachers[backbone]))
         calls = []
-        sampler.pipe.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+        sampler.pipe.unet.register_forward_hook(lambda module, args, out, calls=calls: calls.append(args[0].shape[0]))
         sampler(PROMPTS[:2], [0, 1])
         assert calls == [4] * expected, (backbone, len(calls))  # 2 prompts x (cond, uncond)
     own = {key: value for key, value in teachers["sd15"].items() if key != "scheduler"}

@@ -45,8 +45,13 @@ def machine(tmp_path, monkeypatch):
 
 
 def _holder(count=1, timeout="none"):
-    return subprocess.Popen([sys.executable, "-c", HOLDER, str(count), str(timeout)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(count), str(timeout)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _release(process):
@@ -177,8 +182,9 @@ def test_rule_log_claims_the_jobs_gpus(machine, tmp_path):
     with rule_log(log, 1, gpus=1):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
         env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-        other = subprocess.run([sys.executable, "-c", HOLDER, "2", "0.2"], capture_output=True, text=True,
-                               timeout=60, env=env)
+        other = subprocess.run(
+            [sys.executable, "-c", HOLDER, "2", "0.2"], capture_output=True, text=True, timeout=60, env=env
+        )
         assert other.returncode != 0 and f"(pid {os.getpid()})" in other.stderr  # GPU 0 is this job's
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
     assert "GPUs: claimed (0,)" in log.read_text()

@@ -43,25 +43,36 @@ def test_each_group_names_the_files_its_loader_reads():
     catalog = yaml.safe_load((ROOT / "config" / "published.yaml").read_text())["models"]
     dmd2, lcm = catalog["dmd2-sd15"], catalog["lcm-lora-sd15"]
     assert files_for("published", name="dmd2-sd15") == [
-        ModelFiles("pipeline", dmd2["base"]), ModelFiles("hub_file", dmd2["denoiser"]["repo"], filename=dmd2["denoiser"]["file"])]
+        ModelFiles("pipeline", dmd2["base"]),
+        ModelFiles("hub_file", dmd2["denoiser"]["repo"], filename=dmd2["denoiser"]["file"]),
+    ]
     assert files_for("published", name="lcm-lora-sd15") == [
-        ModelFiles("pipeline", lcm["base"]), ModelFiles("hub_file", lcm["adapter"]["repo"], filename=lcm["adapter"]["file"])]
+        ModelFiles("pipeline", lcm["base"]),
+        ModelFiles("hub_file", lcm["adapter"]["repo"], filename=lcm["adapter"]["file"]),
+    ]
     assert files_for("published", name="instaflow-0.9b") == [
-        ModelFiles("pipeline", catalog["instaflow-0.9b"]["base"], custom_pipeline="instaflow_one_step")]
+        ModelFiles("pipeline", catalog["instaflow-0.9b"]["base"], custom_pipeline="instaflow_one_step")
+    ]
     assert files_for("teacher", source="owner/model") == [ModelFiles("pipeline", "owner/model")]
     assert files_for("teacher", source="stabilityai/stable-diffusion-2-1-base", backbone="sd21") == [
-        ModelFiles("pipeline", "stabilityai/stable-diffusion-2-1-base")]
+        ModelFiles("pipeline", "stabilityai/stable-diffusion-2-1-base")
+    ]
     # PixArt-alpha 256's repo holds only transformer/: the rest of 1024-MS's pipeline, without its transformer
     assert files_for("teacher", source="PixArt-alpha/PixArt-XL-2-256x256", backbone="pixart256") == [
         ModelFiles("pipeline", "PixArt-alpha/PixArt-XL-2-1024-MS", without=("transformer",)),
-        ModelFiles("hub_folder", "PixArt-alpha/PixArt-XL-2-256x256", subfolder="transformer")]
+        ModelFiles("hub_folder", "PixArt-alpha/PixArt-XL-2-256x256", subfolder="transformer"),
+    ]
     assert files_for("teacher", source="/data/pixart256", backbone="pixart256") == [
-        ModelFiles("pipeline", "/data/pixart256")]  # a complete folder of one's own
+        ModelFiles("pipeline", "/data/pixart256")
+    ]  # a complete folder of one's own
     assert files_for("clip") == [ModelFiles("open_clip", "ViT-g-14", tag="laion2b_s12b_b42k")]
     assert files_for("hps", version="v2.1") == [ModelFiles("hub_file", "xswu/HPSv2", filename="HPS_v2.1_compressed.pt")]
     assert files_for("inception", folder="/x") == [ModelFiles("inception", "/x")]
-    for what, options, message in [("published", {"name": "nope"}, "no published checkpoint"),
-                                   ("hps", {"version": "v3"}, "HPS version"), ("weights", {}, "unknown")]:
+    for what, options, message in [
+        ("published", {"name": "nope"}, "no published checkpoint"),
+        ("hps", {"version": "v3"}, "HPS version"),
+        ("weights", {}, "unknown"),
+    ]:
         with pytest.raises(ValueError, match=message):
             files_for(what, **options)
 
@@ -81,24 +92,38 @@ def test_each_kind_is_fetched_by_the_library_that_loads_it(monkeypatch, tmp_path
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(models, "is_offline", lambda: False)
     calls = []
-    monkeypatch.setattr(diffusers.DiffusionPipeline, "download",
-                        staticmethod(lambda source, **kw: calls.append(("pipeline", source, kw)) or "/cache/p"))
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
-                        lambda repo, name, **kw: calls.append(("file", repo, name)) or "/cache/f")
-    monkeypatch.setattr(open_clip.pretrained, "download_pretrained",
-                        lambda cfg: calls.append(("clip", cfg["hf_hub"])) or "/cache/c")
-    monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda repo, **kw: calls.append(("folder", repo, kw)) or "/cache/s")
-    rows = fetch_all([ModelFiles("pipeline", "a/b", custom_pipeline="instaflow_one_step"),
-                      ModelFiles("hub_file", "c/d", filename="w.bin").to_dict(), *files_for("clip"),
-                      *files_for("teacher", source="PixArt-alpha/PixArt-XL-2-256x256", backbone="pixart256")],
-                     out_file=tmp_path / "marker.json")
+    monkeypatch.setattr(
+        diffusers.DiffusionPipeline,
+        "download",
+        staticmethod(lambda source, **kw: calls.append(("pipeline", source, kw)) or "/cache/p"),
+    )
+    monkeypatch.setattr(
+        huggingface_hub, "hf_hub_download", lambda repo, name, **kw: calls.append(("file", repo, name)) or "/cache/f"
+    )
+    monkeypatch.setattr(
+        open_clip.pretrained, "download_pretrained", lambda cfg: calls.append(("clip", cfg["hf_hub"])) or "/cache/c"
+    )
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append(("folder", repo, kw)) or "/cache/s"
+    )
+    rows = fetch_all(
+        [
+            ModelFiles("pipeline", "a/b", custom_pipeline="instaflow_one_step"),
+            ModelFiles("hub_file", "c/d", filename="w.bin").to_dict(),
+            *files_for("clip"),
+            *files_for("teacher", source="PixArt-alpha/PixArt-XL-2-256x256", backbone="pixart256"),
+        ],
+        out_file=tmp_path / "marker.json",
+    )
     release = ".".join(diffusers.__version__.split(".")[:3])
-    assert calls == [("file", "diffusers/community-pipelines-mirror", f"v{release}/instaflow_one_step.py"),
-                     ("pipeline", "a/b", {"custom_pipeline": "/cache/f", "trust_remote_code": True}), ("file", "c/d", "w.bin"),
-                     ("clip", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K/"),
-                     ("pipeline", "PixArt-alpha/PixArt-XL-2-1024-MS", {"transformer": None}),
-                     ("folder", "PixArt-alpha/PixArt-XL-2-256x256", {"allow_patterns": ["transformer/*"]})]
+    assert calls == [
+        ("file", "diffusers/community-pipelines-mirror", f"v{release}/instaflow_one_step.py"),
+        ("pipeline", "a/b", {"custom_pipeline": "/cache/f", "trust_remote_code": True}),
+        ("file", "c/d", "w.bin"),
+        ("clip", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K/"),
+        ("pipeline", "PixArt-alpha/PixArt-XL-2-1024-MS", {"transformer": None}),
+        ("folder", "PixArt-alpha/PixArt-XL-2-256x256", {"allow_patterns": ["transformer/*"]}),
+    ]
     assert [row["path"] for row in rows] == ["/cache/p", "/cache/f", "/cache/c", "/cache/p", "/cache/s/transformer"]
     assert json.loads((tmp_path / "marker.json").read_text()) == {"files": rows}
     assert fetch(ModelFiles("pipeline", str(tmp_path))) == str(tmp_path)  # a local folder: nothing to fetch
@@ -140,8 +165,10 @@ def test_inception_is_fetched_into_a_folder_and_fid_loads_it_from_there(monkeypa
     with pytest.raises(FileNotFoundError, match="Inception weights .* are missing"):
         build_extractor(None, inception_dir=folder, device="cpu")
     (row,) = fetch_all(files_for("inception", folder=str(folder)))
-    assert Path(row["path"]) == folder / INCEPTION_FILE and (folder / INCEPTION_FILE).read_bytes() == \
-        (source / INCEPTION_FILE).read_bytes()
+    assert (
+        Path(row["path"]) == folder / INCEPTION_FILE
+        and (folder / INCEPTION_FILE).read_bytes() == (source / INCEPTION_FILE).read_bytes()
+    )
 
     extractor = build_extractor(None, inception_dir=folder, device="cpu")
     images = torch.rand(2, 3, 299, 299, dtype=torch.float64) * 255

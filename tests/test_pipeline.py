@@ -6,7 +6,6 @@ import copy
 import json
 
 import numpy as np
-
 import pytest
 import torch
 from peft import PeftModel
@@ -35,9 +34,16 @@ def pixart_folder(tmp_path_factory):
 
 def _trained(teacher_folder, out, method, backbone="tiny-sd"):
     teacher = load_teacher(backbone, teacher_folder)
-    config = DistillConfig(backbone=backbone, student=AdapterSpec(backbone, "student", method, rank=4),
-                           fake=AdapterSpec(backbone, "fake", "lorad", rank=2), batch_size=4, per_device_batch=4,
-                           max_steps=2, checkpoint_every=10, seed=1)
+    config = DistillConfig(
+        backbone=backbone,
+        student=AdapterSpec(backbone, "student", method, rank=4),
+        fake=AdapterSpec(backbone, "fake", "lorad", rank=2),
+        batch_size=4,
+        per_device_batch=4,
+        max_steps=2,
+        checkpoint_every=10,
+        seed=1,
+    )
     result = distill(config, teacher, PROMPTS, out / "run", progress=False)
     return teacher, result.student.eval(), export_student(result.student, config.student, teacher, out / "export", 999)
 
@@ -73,8 +79,10 @@ def test_exported_pixart_pipeline_reproduces_the_in_memory_student(pixart_folder
         expected = generate(teacher, student, seeded_noise(seeds, teacher.latent_shape), teacher.encode(prompts))
     pipe = OneStepPipeline.from_pretrained(exported / "pipeline")
     torch.testing.assert_close(pipe.latents(prompts, seeds), expected, rtol=0, atol=0)
-    assert not torch.equal(expected, generate(teacher, teacher.denoiser, seeded_noise(seeds, teacher.latent_shape),
-                                              teacher.encode(prompts)))  # the student moved away from the teacher
+    assert not torch.equal(
+        expected,
+        generate(teacher, teacher.denoiser, seeded_noise(seeds, teacher.latent_shape), teacher.encode(prompts)),
+    )  # the student moved away from the teacher
     loaded = PixArtAlphaPipeline.from_pretrained(exported / "pipeline")
     merged = dict(pipe.teacher.denoiser.named_parameters())
     assert all(torch.equal(merged[n], p) for n, p in loaded.transformer.named_parameters())
@@ -86,8 +94,12 @@ def test_adapter_folder_loads_with_peft(teacher_folder, tmp_path):
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
     embeds = teacher.encode(PROMPTS[:2])
     with torch.no_grad():
-        torch.testing.assert_close(teacher.predict(x, t, embeds, denoiser=loaded),
-                                   teacher.predict(x, t, embeds, denoiser=student), rtol=0, atol=0)
+        torch.testing.assert_close(
+            teacher.predict(x, t, embeds, denoiser=loaded),
+            teacher.predict(x, t, embeds, denoiser=student),
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_exported_folder_is_a_diffusers_pipeline(teacher_folder, tmp_path):
@@ -124,8 +136,9 @@ def test_multistep_pipeline_checks_its_settings(teacher_folder):
         MultiStepPipeline(teacher, steps=1)(PROMPTS[:2], [1])
 
 
-def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teacher_folder, tmp_path, capsys,
-                                                                          monkeypatch):
+def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(
+    teacher_folder, tmp_path, capsys, monkeypatch
+):
     """`python -m dkd sample`: prompts from --prompt and a file, image i from seed SEED + i, equal to
     the pipeline's own images; a second call finds them done; bad input is one error line."""
     from PIL import Image
@@ -135,8 +148,20 @@ def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teache
     _, _, exported = _trained(teacher_folder, tmp_path, "lorad")
     (tmp_path / "prompts.txt").write_text(f"{PROMPTS[1]}\n\n{PROMPTS[2]}\n")
     out = tmp_path / "samples"
-    command = ["sample", str(exported / "pipeline"), "--prompt", PROMPTS[0], "--prompts", str(tmp_path / "prompts.txt"),
-               "--out", str(out), "--seed", "5", "--batch-size", "2"]
+    command = [
+        "sample",
+        str(exported / "pipeline"),
+        "--prompt",
+        PROMPTS[0],
+        "--prompts",
+        str(tmp_path / "prompts.txt"),
+        "--out",
+        str(out),
+        "--seed",
+        "5",
+        "--batch-size",
+        "2",
+    ]
     assert main(command) == 0
     expected = OneStepPipeline.from_pretrained(exported / "pipeline")(PROMPTS[:3], [5, 6, 7])
     got = [Image.open(out / f"{i:05d}.png") for i in range(3)]
@@ -146,9 +171,11 @@ def test_sample_command_writes_the_pipelines_images_with_a_seed_per_index(teache
     assert "3 image(s) written" in capsys.readouterr().err
     assert main(command) == 0 and "0 image(s) written, 3 already there" in capsys.readouterr().err
 
-    for bad, message in [(["sample", str(tmp_path / "missing"), "--prompt", "x", "--out", str(out)], "no such folder"),
-                         (["sample", str(exported / "pipeline"), "--out", str(out)], "no prompt"),
-                         ([*command, "--batch-size", "0"], "--batch-size")]:
+    for bad, message in [
+        (["sample", str(tmp_path / "missing"), "--prompt", "x", "--out", str(out)], "no such folder"),
+        (["sample", str(exported / "pipeline"), "--out", str(out)], "no prompt"),
+        ([*command, "--batch-size", "0"], "--batch-size"),
+    ]:
         assert main(bad) == 2
         assert message in capsys.readouterr().err
 

@@ -36,14 +36,18 @@ def test_shipped_yaml_loads_and_matches_the_paper(catalog, results):
     models, unavailable = catalog
     assert {"hyper-sd15-1step", "lcm-lora-sd15", "yoso-sd15-1step", "sd-turbo", "dmd2-sd15"} <= set(models)
     assert {"ufogen", "tiue-sd21"} <= set(unavailable)
-    nfe = {(r.backbone, r.method): int(r.value) for r in results.itertuples()
-           if r.table == "1 (COCO2014 30k)" and r.metric == "nfe"}
+    nfe = {
+        (r.backbone, r.method): int(r.value)
+        for r in results.itertuples()
+        if r.table == "1 (COCO2014 30k)" and r.metric == "nfe"
+    }
     for model in models.values():
         if model.scheduler:
             assert scheduler_class(model.scheduler).__module__.startswith("diffusers.")
         for row in model.rows:
-            lines = results[(results.table == row.table) & (results.backbone == model.backbone)
-                            & (results.method == row.method)]
+            lines = results[
+                (results.table == row.table) & (results.backbone == model.backbone) & (results.method == row.method)
+            ]
             assert len(lines) > 0, (model.name, row)
             if row.table.startswith("1 "):  # the paper's NFE column: one step, no CFG (two calls)
                 assert model.nfe == nfe[(model.backbone, row.method)], model.name
@@ -93,24 +97,33 @@ def _write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("    steps: 1\n", "    steps: 1\n    stpes: 2\n", r"models\.toy-lcm: unknown key\(s\) \['stpes'\]"),
-    ("    resolution: 512\n", "", r"models\.toy-lcm: .*missing key\(s\) \['resolution'\]"),
-    ("LCMScheduler", "LCMSchedulr", r"'toy-lcm': 'LCMSchedulr' is not a diffusers scheduler"),
-    ("    scheduler: LCMScheduler\n", "    scheduler: LCMScheduler\n    scheduler_kwargs: {spacing: trailing}\n",
-     r"'toy-lcm': LCMScheduler takes no argument\(s\) \['spacing'\]"),
-    ("    scheduler: LCMScheduler\n", "    scheduler: LCMScheduler\n    eta: 1.0\n",
-     r"'toy-lcm': eta is set but LCMScheduler.step takes no eta"),
-    ("    steps: 1\n", "    steps: 1\n    timesteps: [999, 500]\n", r"'toy-lcm': 2 timesteps .* but steps=1"),
-    ("method: LCM-LoRA", "method: LCM LoRA", r"'toy-lcm': paper row .*'LCM LoRA'.* is not in"),
-    ("backbone: sd15\n    provenance", "backbone: sd21\n    provenance", r"'toy-lcm': paper row .*'sd21'"),
-    ("provenance: official", "provenance: reproduced", r"'toy-lcm': provenance 'reproduced' does not match"),
-    ("method: UFOGen", "method: LCM-LoRA", r"'ufogen': paper row .* already claimed by 'toy-lcm'"),
-    ("    reason: no weights\n", "    reason: no weights\n    reason: again\n", r"duplicate key 'reason'"),
-    ("resolution: 512", "resolution: 500", r"'toy-lcm': resolution must be a positive multiple of 8"),
-    ("    scheduler: LCMScheduler\n", "    custom_pipeline: ../evil.py\n", r"'toy-lcm': custom_pipeline must name"),
-    ("reference: https://example.org/card", "reference: example.org", r"'toy-lcm': reference must be an https"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("    steps: 1\n", "    steps: 1\n    stpes: 2\n", r"models\.toy-lcm: unknown key\(s\) \['stpes'\]"),
+        ("    resolution: 512\n", "", r"models\.toy-lcm: .*missing key\(s\) \['resolution'\]"),
+        ("LCMScheduler", "LCMSchedulr", r"'toy-lcm': 'LCMSchedulr' is not a diffusers scheduler"),
+        (
+            "    scheduler: LCMScheduler\n",
+            "    scheduler: LCMScheduler\n    scheduler_kwargs: {spacing: trailing}\n",
+            r"'toy-lcm': LCMScheduler takes no argument\(s\) \['spacing'\]",
+        ),
+        (
+            "    scheduler: LCMScheduler\n",
+            "    scheduler: LCMScheduler\n    eta: 1.0\n",
+            r"'toy-lcm': eta is set but LCMScheduler.step takes no eta",
+        ),
+        ("    steps: 1\n", "    steps: 1\n    timesteps: [999, 500]\n", r"'toy-lcm': 2 timesteps .* but steps=1"),
+        ("method: LCM-LoRA", "method: LCM LoRA", r"'toy-lcm': paper row .*'LCM LoRA'.* is not in"),
+        ("backbone: sd15\n    provenance", "backbone: sd21\n    provenance", r"'toy-lcm': paper row .*'sd21'"),
+        ("provenance: official", "provenance: reproduced", r"'toy-lcm': provenance 'reproduced' does not match"),
+        ("method: UFOGen", "method: LCM-LoRA", r"'ufogen': paper row .* already claimed by 'toy-lcm'"),
+        ("    reason: no weights\n", "    reason: no weights\n    reason: again\n", r"duplicate key 'reason'"),
+        ("resolution: 512", "resolution: 500", r"'toy-lcm': resolution must be a positive multiple of 8"),
+        ("    scheduler: LCMScheduler\n", "    custom_pipeline: ../evil.py\n", r"'toy-lcm': custom_pipeline must name"),
+        ("reference: https://example.org/card", "reference: example.org", r"'toy-lcm': reference must be an https"),
+    ],
+)
 def test_bad_entries_give_one_clear_error_naming_the_file_and_entry(tmp_path, old, new, message):
     assert old in GOOD
     path = _write(tmp_path, GOOD.replace(old, new))
@@ -121,8 +134,13 @@ def test_bad_entries_give_one_clear_error_naming_the_file_and_entry(tmp_path, ol
 
 
 def test_bad_specs_are_refused():
-    for bad in (dict(custom_pipeline="owner/repo"), dict(timesteps=(500, 999)), dict(eta=2.0),
-                dict(adapter_weight_name="x.safetensors"), dict(scheduler_kwargs={"timestep_spacing": "trailing"})):
+    for bad in (
+        dict(custom_pipeline="owner/repo"),
+        dict(timesteps=(500, 999)),
+        dict(eta=2.0),
+        dict(adapter_weight_name="x.safetensors"),
+        dict(scheduler_kwargs={"timestep_spacing": "trailing"}),
+    ):
         with pytest.raises(ValueError):
             MultiStepSpec(source="x", **bad)
     assert MultiStepSpec(source="x", steps=1, timesteps=[999]).timesteps == (999,)
@@ -147,15 +165,20 @@ def test_lora_entry_runs_with_its_scheduler_and_fuses_at_the_given_scale(folder,
 
     lora = _tiny_lora(folder, tmp_path / "lora")
     entry = load_published()["hyper-sd15-1step"]
-    spec = entry.to_spec(source=str(folder), adapter=str(tmp_path / "lora"),
-                         adapter_weight_name="pytorch_lora_weights.safetensors", adapter_scale=0.5, resolution=16)
+    spec = entry.to_spec(
+        source=str(folder),
+        adapter=str(tmp_path / "lora"),
+        adapter_weight_name="pytorch_lora_weights.safetensors",
+        adapter_scale=0.5,
+        resolution=16,
+    )
     sampler = DiffusersSampler(spec)
     assert type(sampler.pipe.scheduler).__name__ == "TCDScheduler"
     base = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").state_dict()
     fused = sampler.pipe.unet.state_dict()
     assert not [k for k in fused if "lora" in k]  # fused, then unloaded: plain layers
     modules = {k.rsplit(".lora_", 1)[0] for k in lora}
-    assert modules == {k[:-len(".weight")] for k in base if k.endswith((".to_q.weight", ".to_v.weight"))}
+    assert modules == {k[: -len(".weight")] for k in base if k.endswith((".to_q.weight", ".to_v.weight"))}
     for name in modules:  # W + scale * (alpha / r) * B A, with alpha = r
         expected = base[f"{name}.weight"] + 0.5 * lora[f"{name}.lora_B.weight"] @ lora[f"{name}.lora_A.weight"]
         torch.testing.assert_close(fused[f"{name}.weight"], expected, rtol=0, atol=1e-6)
@@ -168,8 +191,9 @@ def test_lora_entry_runs_with_its_scheduler_and_fuses_at_the_given_scale(folder,
 
 def test_eta_reaches_the_scheduler(folder):
     def image(eta):
-        spec = MultiStepSpec(source=str(folder), steps=2, guidance_scale=0.0, scheduler="TCDScheduler", eta=eta,
-                             resolution=16)
+        spec = MultiStepSpec(
+            source=str(folder), steps=2, guidance_scale=0.0, scheduler="TCDScheduler", eta=eta, resolution=16
+        )
         return np.asarray(DiffusersSampler(spec)(["a cat"], [4])[0]).astype(int)
 
     assert np.abs(image(1.0) - image(0.0)).max() > 0
@@ -185,8 +209,9 @@ def test_unet_replacement_entry_samples_x0_from_eps_at_t999(folder, tmp_path):
     student = tiny_unet()
     torch.save(student.state_dict(), tmp_path / "pytorch_model.bin")
     entry = load_published()["dmd2-sd15"]
-    spec = entry.to_spec(source=str(folder), denoiser_weights=str(tmp_path), resolution=16,
-                         denoiser_weight_name="pytorch_model.bin")
+    spec = entry.to_spec(
+        source=str(folder), denoiser_weights=str(tmp_path), resolution=16, denoiser_weight_name="pytorch_model.bin"
+    )
     prompt, seed = "a photo of a cat", 7
     got = np.asarray(DiffusersSampler(spec)([prompt], [seed])[0]).astype(int)
 
@@ -194,8 +219,9 @@ def test_unet_replacement_entry_samples_x0_from_eps_at_t999(folder, tmp_path):
     text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
     a = DDPMScheduler.from_pretrained(folder, subfolder="scheduler").alphas_cumprod[999]
-    ids = tokenizer([prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        [prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         z = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(seed))
         eps = student(z, 999, encoder_hidden_states=text_encoder(ids)[0]).sample
@@ -212,8 +238,11 @@ def test_unet_replacement_entry_samples_x0_from_eps_at_t999(folder, tmp_path):
     bad = {f"prefix.{k}": v for k, v in student.state_dict().items()}
     torch.save(bad, tmp_path / "bad.bin")
     with pytest.raises(ValueError, match=r"bad\.bin does not fit the denoiser of .*missing keys"):
-        DiffusersSampler(entry.to_spec(source=str(folder), denoiser_weights=str(tmp_path / "bad.bin"),
-                                       denoiser_weight_name=None, resolution=16))
+        DiffusersSampler(
+            entry.to_spec(
+                source=str(folder), denoiser_weights=str(tmp_path / "bad.bin"), denoiser_weight_name=None, resolution=16
+            )
+        )
 
 
 def test_published_model_names_resolve_to_their_card_spec(catalog):
@@ -232,7 +261,8 @@ def test_workflow_sampler_of_a_published_entry_is_its_card_pipeline(folder, tmp_
     from dkd.generate import make_sampler
 
     catalog = tmp_path / "published.yaml"
-    catalog.write_text(textwrap.dedent(f"""\
+    catalog.write_text(
+        textwrap.dedent(f"""\
         models:
           tiny-turbo:
             backbone: sd15
@@ -245,11 +275,21 @@ def test_workflow_sampler_of_a_published_entry_is_its_card_pipeline(folder, tmp_
             guidance_scale: 0.0
             resolution: 16
             reference: https://huggingface.co/stabilityai/sd-turbo
-        """))
-    sampler = make_sampler("sd15", "pub-tiny-turbo", source="unused", catalog=str(catalog))  # an sd15 entry on a tiny base
-    direct = DiffusersSampler(MultiStepSpec(source=str(folder), steps=1, guidance_scale=0.0, resolution=16,
-                                            scheduler="EulerDiscreteScheduler",
-                                            scheduler_kwargs={"timestep_spacing": "trailing"}))
+        """)
+    )
+    sampler = make_sampler(
+        "sd15", "pub-tiny-turbo", source="unused", catalog=str(catalog)
+    )  # an sd15 entry on a tiny base
+    direct = DiffusersSampler(
+        MultiStepSpec(
+            source=str(folder),
+            steps=1,
+            guidance_scale=0.0,
+            resolution=16,
+            scheduler="EulerDiscreteScheduler",
+            scheduler_kwargs={"timestep_spacing": "trailing"},
+        )
+    )
     ours, theirs = sampler(["a red square", "a cat"], [3, 4]), direct(["a red square", "a cat"], [3, 4])
     assert [np.asarray(im).tolist() for im in ours] == [np.asarray(im).tolist() for im in theirs]
     assert type(sampler.pipe.scheduler).__name__ == "EulerDiscreteScheduler"

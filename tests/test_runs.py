@@ -26,9 +26,14 @@ def test_parse_and_round_trip(name, student, fake):
 
 @pytest.mark.parametrize(
     "name,message",
-    [("lorad-256-f32-linear-zero", "is not"), ("oft-s4-f2-linear-zero", "method must be"),
-     ("lorad-s4-f2-all-zero", "layers must be"), ("ft-s256-fft-linear-zero", "sfull"),
-     ("lorad-sfull-f2-linear-zero", "sfull"), ("lorad-s0-f2-linear-zero", "rank must be")],
+    [
+        ("lorad-256-f32-linear-zero", "is not"),
+        ("oft-s4-f2-linear-zero", "method must be"),
+        ("lorad-s4-f2-all-zero", "layers must be"),
+        ("ft-s256-fft-linear-zero", "sfull"),
+        ("lorad-sfull-f2-linear-zero", "sfull"),
+        ("lorad-s0-f2-linear-zero", "rank must be"),
+    ],
 )
 def test_invalid_names(name, message):
     with pytest.raises(ValueError, match=message):

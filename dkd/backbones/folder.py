@@ -11,8 +11,14 @@ PIPELINE_CLASS = {"sd": "StableDiffusionPipeline", "pixart": "PixArtAlphaPipelin
 
 
 def save_pipeline_folder(
-    folder: str | Path, family: str, *, denoiser: nn.Module, text_encoder: nn.Module, tokenizer,
-    vae: nn.Module | None, scheduler,
+    folder: str | Path,
+    family: str,
+    *,
+    denoiser: nn.Module,
+    text_encoder: nn.Module,
+    tokenizer,
+    vae: nn.Module | None,
+    scheduler,
 ) -> Path:
     """``model_index.json`` plus ``unet/`` (or ``transformer/``), ``text_encoder/``, ``tokenizer/``,
     ``vae/`` and ``scheduler/``: loadable by ``dkd.backbones.load_teacher`` and, for SD, by
@@ -21,8 +27,13 @@ def save_pipeline_folder(
     if family not in PIPELINE_CLASS:
         raise ValueError(f"family must be one of {sorted(PIPELINE_CLASS)}; got {family!r}.")
     folder = Path(folder)
-    parts = {"unet" if family == "sd" else "transformer": denoiser, "text_encoder": text_encoder,
-             "tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}
+    parts = {
+        "unet" if family == "sd" else "transformer": denoiser,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "vae": vae,
+        "scheduler": scheduler,
+    }
     index = {"_class_name": PIPELINE_CLASS[family]}
     for name, part in parts.items():
         if part is None:

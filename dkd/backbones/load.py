@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -21,7 +20,7 @@ def _is_path_like(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") != 1
 
 
-def resolve_source(name: str, source: Optional[str]) -> tuple[str, bool]:
+def resolve_source(name: str, source: str | None) -> tuple[str, bool]:
     """``(source, local)``: a local folder, or a hub id (the backbone's default when None).
 
     A path that does not exist is an error here, not a hub look-up.
@@ -54,8 +53,11 @@ def _load(cls, source: str, subfolder: str, local: bool, what: str, name: str, *
     try:
         return cls.from_pretrained(source, subfolder=subfolder, local_files_only=local, **kwargs)
     except (OSError, ValueError) as err:
-        offline = " (HF_HUB_OFFLINE=1: only local folders and the hub cache are used)" \
-            if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        offline = (
+            " (HF_HUB_OFFLINE=1: only local folders and the hub cache are used)"
+            if os.environ.get("HF_HUB_OFFLINE") == "1"
+            else ""
+        )
         where = f"folder {source!r}" if local else f"hub id {source!r}{offline}"
         raise BackboneNotFoundError(
             f"Cannot load the {what} of {name!r} from {where}: expected a diffusers layout with "
@@ -65,7 +67,7 @@ def _load(cls, source: str, subfolder: str, local: bool, what: str, name: str, *
 
 def load_teacher(
     name: str,
-    source: Optional[str] = None,
+    source: str | None = None,
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
@@ -82,8 +84,15 @@ def load_teacher(
 
     spec = backbone_spec(name)
     source, local = resolve_source(name, source)
-    denoiser = _load(getattr(diffusers, spec.denoiser_class), subfolder=spec.denoiser_subfolder, what="denoiser",
-                     dtype=dtype, source=source, local=local, name=name)
+    denoiser = _load(
+        getattr(diffusers, spec.denoiser_class),
+        subfolder=spec.denoiser_subfolder,
+        what="denoiser",
+        dtype=dtype,
+        source=source,
+        local=local,
+        name=name,
+    )
     parts = components_source(name, source)
     common = dict(source=parts or source, local=local and parts is None, name=name)
     # The training noise schedule: DDPM betas of the shipped scheduler config (PixArt ships a

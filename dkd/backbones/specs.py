@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 FAMILIES = ("sd", "pixart")
 
 
@@ -61,8 +60,14 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec("sd15", "sd", "stable-diffusion-v1-5/stable-diffusion-v1-5", 77, 512),
         BackboneSpec("sd21", "sd", "stabilityai/stable-diffusion-2-1-base", 77, 512),
-        BackboneSpec("pixart256", "pixart", "PixArt-alpha/PixArt-XL-2-256x256", 120, 256,
-                     components_id="PixArt-alpha/PixArt-XL-2-1024-MS"),
+        BackboneSpec(
+            "pixart256",
+            "pixart",
+            "PixArt-alpha/PixArt-XL-2-256x256",
+            120,
+            256,
+            components_id="PixArt-alpha/PixArt-XL-2-1024-MS",
+        ),
         BackboneSpec("tiny-sd", "sd", None, 77, 16),
         BackboneSpec("tiny-pixart", "pixart", None, 120, 16),
         BackboneSpec("toy", "sd", None, 16, 8, latent=False),  # pixel-space digits (dkd.toy)

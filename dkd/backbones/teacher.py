@@ -4,7 +4,6 @@ convention for both denoiser families."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -24,7 +23,10 @@ def denoise(denoiser: nn.Module, family: str, x_t: torch.Tensor, t: torch.Tensor
     if family == "sd":
         return denoiser(x_t, t, encoder_hidden_states=hidden).sample
     out = denoiser(
-        x_t, encoder_hidden_states=hidden, encoder_attention_mask=embeds.attention_mask, timestep=t,
+        x_t,
+        encoder_hidden_states=hidden,
+        encoder_attention_mask=embeds.attention_mask,
+        timestep=t,
         added_cond_kwargs={"resolution": None, "aspect_ratio": None},
     ).sample
     return out[:, : x_t.shape[1]]
@@ -37,9 +39,9 @@ class Teacher:
     spec: BackboneSpec
     denoiser: nn.Module
     scheduler: object  # a diffusers DDPMScheduler: the training noise schedule
-    text_encoder: Optional[nn.Module] = None
-    tokenizer: Optional[object] = None
-    vae: Optional[nn.Module] = None
+    text_encoder: nn.Module | None = None
+    tokenizer: object | None = None
+    vae: nn.Module | None = None
 
     @property
     def family(self) -> str:
@@ -47,7 +49,7 @@ class Teacher:
 
     @property
     def prediction_type(self) -> str:
-        """"epsilon" or "v_prediction", from the scheduler config shipped with the model."""
+        """ "epsilon" or "v_prediction", from the scheduler config shipped with the model."""
         return self.scheduler.config.prediction_type
 
     @property
@@ -63,11 +65,17 @@ class Teacher:
     def encode(self, prompts: list[str]) -> PromptEmbeds:
         if self.text_encoder is None or self.tokenizer is None:
             raise RuntimeError(f"{self.spec.name} was loaded without its text encoder.")
-        return encode_prompts(prompts, tokenizer=self.tokenizer, text_encoder=self.text_encoder,
-                              max_length=self.spec.text_max_length, family=self.family)
+        return encode_prompts(
+            prompts,
+            tokenizer=self.tokenizer,
+            text_encoder=self.text_encoder,
+            max_length=self.spec.text_max_length,
+            family=self.family,
+        )
 
-    def predict(self, x_t: torch.Tensor, t: torch.Tensor, embeds: PromptEmbeds,
-                denoiser: Optional[nn.Module] = None) -> torch.Tensor:
+    def predict(
+        self, x_t: torch.Tensor, t: torch.Tensor, embeds: PromptEmbeds, denoiser: nn.Module | None = None
+    ) -> torch.Tensor:
         """``denoise`` with this teacher's denoiser, or with a student/fake copy of it."""
         return denoise(denoiser if denoiser is not None else self.denoiser, self.family, x_t, t, embeds)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -14,17 +13,17 @@ class PromptEmbeds:
     """Text-encoder states of a batch of prompts, and the mask the DiT needs (None for SD)."""
 
     hidden_states: torch.Tensor  # (batch, tokens, dim)
-    attention_mask: Optional[torch.Tensor] = None  # (batch, tokens), 1 for real tokens
+    attention_mask: torch.Tensor | None = None  # (batch, tokens), 1 for real tokens
 
     def __len__(self) -> int:
         return self.hidden_states.shape[0]
 
-    def to(self, device=None, dtype=None) -> "PromptEmbeds":
+    def to(self, device=None, dtype=None) -> PromptEmbeds:
         mask = None if self.attention_mask is None else self.attention_mask.to(device)
         return PromptEmbeds(self.hidden_states.to(device=device, dtype=dtype), mask)
 
     @staticmethod
-    def cat(parts: list["PromptEmbeds"]) -> "PromptEmbeds":
+    def cat(parts: list[PromptEmbeds]) -> PromptEmbeds:
         """Concatenate batches (e.g. cond and uncond, for one CFG forward pass)."""
         masks = [p.attention_mask for p in parts]
         if any(m is None for m in masks) and not all(m is None for m in masks):
@@ -32,7 +31,7 @@ class PromptEmbeds:
         mask = None if masks[0] is None else torch.cat(masks)
         return PromptEmbeds(torch.cat([p.hidden_states for p in parts]), mask)
 
-    def repeat(self, batch: int) -> "PromptEmbeds":
+    def repeat(self, batch: int) -> PromptEmbeds:
         """One prompt's embedding repeated ``batch`` times (for the empty-prompt uncond)."""
         if len(self) != 1:
             raise ValueError(f"repeat needs a single prompt's embedding; got {len(self)}.")
@@ -52,8 +51,7 @@ def encode_prompts(
     """
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise TypeError("prompts must be a list of strings.")
-    tokens = tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True,
-                       return_tensors="pt")
+    tokens = tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
     device = next(text_encoder.parameters()).device
     ids = tokens.input_ids.to(device)
     if family == "sd":

@@ -119,17 +119,34 @@ def _tiny_text_encoder(family: str) -> nn.Module:
     if family == "sd":
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        return CLIPTextModel(CLIPTextConfig(
-            vocab_size=CLIP_VOCAB_SIZE, hidden_size=TINY_UNET_CONFIG["cross_attention_dim"], intermediate_size=32,
-            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-        ))
+        return CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=CLIP_VOCAB_SIZE,
+                hidden_size=TINY_UNET_CONFIG["cross_attention_dim"],
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=77,
+                bos_token_id=49406,
+                eos_token_id=49407,
+                pad_token_id=49407,
+            )
+        )
     from transformers import T5Config, T5EncoderModel
 
-    return T5EncoderModel(T5Config(
-        vocab_size=CLIP_VOCAB_SIZE, d_model=TINY_PIXART_CONFIG["caption_channels"], d_kv=8, d_ff=32,
-        num_layers=2, num_heads=2, pad_token_id=49407, eos_token_id=49407, decoder_start_token_id=49407,
-    ))
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=CLIP_VOCAB_SIZE,
+            d_model=TINY_PIXART_CONFIG["caption_channels"],
+            d_kv=8,
+            d_ff=32,
+            num_layers=2,
+            num_heads=2,
+            pad_token_id=49407,
+            eos_token_id=49407,
+            decoder_start_token_id=49407,
+        )
+    )
 
 
 def save_tiny_backbone(family: str, folder: str | Path, seed: int = 0) -> Path:
@@ -147,7 +164,11 @@ def save_tiny_backbone(family: str, folder: str | Path, seed: int = 0) -> Path:
     with tempfile.TemporaryDirectory() as scratch:  # the vocabulary files, read back by the tokenizer
         tokenizer = write_clip_tokenizer(scratch, max_length=77 if family == "sd" else 120)
         return save_pipeline_folder(
-            folder, family, denoiser=tiny_unet() if family == "sd" else tiny_pixart(),
-            text_encoder=_tiny_text_encoder(family), tokenizer=tokenizer,
-            vae=AutoencoderKL.from_config(TINY_VAE_CONFIG), scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
+            folder,
+            family,
+            denoiser=tiny_unet() if family == "sd" else tiny_pixart(),
+            text_encoder=_tiny_text_encoder(family),
+            tokenizer=tokenizer,
+            vae=AutoencoderKL.from_config(TINY_VAE_CONFIG),
+            scheduler=DDPMScheduler.from_config(SCHEDULER_CONFIG),
         )

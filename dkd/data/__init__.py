@@ -1,15 +1,5 @@
 """Data: prompt files and their batch order; download/preparation of COCO, HPSv2 and JourneyDB."""
 
-from .prompts import (
-    SUFFIXES,
-    PromptFileError,
-    PromptSet,
-    batches_per_epoch,
-    epoch_permutation,
-    prompt_batches,
-    read_prompts,
-    write_prompts,
-)
 from .coco import (
     COCO2014,
     COCO2017,
@@ -25,6 +15,16 @@ from .coco import (
 )
 from .download import ChecksumError, DataUnavailableError, RemoteFile, download_file, ensure_files, is_offline
 from .hub import journeydb_prompts, prepare_hpsv2, prepare_journeydb, read_hpsv2_style, sample_prompts
+from .prompts import (
+    SUFFIXES,
+    PromptFileError,
+    PromptSet,
+    batches_per_epoch,
+    epoch_permutation,
+    prompt_batches,
+    read_prompts,
+    write_prompts,
+)
 
 __all__ = [
     "check_reference_mode",

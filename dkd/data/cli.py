@@ -45,8 +45,15 @@ def _coco(args: argparse.Namespace) -> dict:
     from .coco import prepare_coco
 
     return prepare_coco(
-        args.dataset, out=args.out, local=args.local, seed=args.seed, count=args.count, captions_file=args.captions,
-        reference=args.reference, base_url=args.base_url, progress=not args.quiet,
+        args.dataset,
+        out=args.out,
+        local=args.local,
+        seed=args.seed,
+        count=args.count,
+        captions_file=args.captions,
+        reference=args.reference,
+        base_url=args.base_url,
+        progress=not args.quiet,
     )
 
 
@@ -60,8 +67,12 @@ def _journeydb(args: argparse.Namespace) -> dict:
     from .hub import prepare_journeydb
 
     return prepare_journeydb(
-        out=args.out, local=args.local, count=args.count or None, seed=args.seed,
-        dedupe=not args.keep_duplicates, progress=not args.quiet,
+        out=args.out,
+        local=args.local,
+        count=args.count or None,
+        seed=args.seed,
+        dedupe=not args.keep_duplicates,
+        progress=not args.quiet,
     )
 
 
@@ -81,20 +92,35 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
     for name, split in SPLITS.items():
         coco = commands.add_parser(name, help=f"{name} val captions ({split.default_count:,}) and FID reference folder")
         archives = f"{split.annotations_zip.rsplit('/', 1)[-1]} and {split.images_zip.rsplit('/', 1)[-1]}"
-        _common(coco, f"folder holding {archives} (or their extracted annotations/{split.captions_json} and "
-                      f"{split.image_dir}/)")
-        coco.add_argument("--seed", type=_non_negative, default=0,
-                          help="seed of the image and caption choice (default 0)")
-        coco.add_argument("--count", type=_non_negative, default=None,
-                          help=f"captions to draw (default {split.default_count}); with --captions: the file's "
-                               "first COUNT (default all)")
-        coco.add_argument("--captions", default=None, metavar="FILE",
-                          help="use this caption list as is: .pkl (DMD2's captions_coco14_test.pkl), .txt, "
-                               ".jsonl, .json, .csv; hf://<owner>/<repo>/<path> fetches it from the hub (DMD2's: "
-                               "hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl)")
-        coco.add_argument("--reference", choices=REFERENCE_MODES, default=None,
-                          help="FID reference folder: the selected images (default when known), all val images "
-                               "(default for a caption file naming none), or none")
+        _common(
+            coco,
+            f"folder holding {archives} (or their extracted annotations/{split.captions_json} and {split.image_dir}/)",
+        )
+        coco.add_argument(
+            "--seed", type=_non_negative, default=0, help="seed of the image and caption choice (default 0)"
+        )
+        coco.add_argument(
+            "--count",
+            type=_non_negative,
+            default=None,
+            help=f"captions to draw (default {split.default_count}); with --captions: the file's "
+            "first COUNT (default all)",
+        )
+        coco.add_argument(
+            "--captions",
+            default=None,
+            metavar="FILE",
+            help="use this caption list as is: .pkl (DMD2's captions_coco14_test.pkl), .txt, "
+            ".jsonl, .json, .csv; hf://<owner>/<repo>/<path> fetches it from the hub (DMD2's: "
+            "hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl)",
+        )
+        coco.add_argument(
+            "--reference",
+            choices=REFERENCE_MODES,
+            default=None,
+            help="FID reference folder: the selected images (default when known), all val images "
+            "(default for a caption file naming none), or none",
+        )
         coco.add_argument("--base-url", default=BASE_URL, help=f"where the archives are (default {BASE_URL})")
         coco.set_defaults(run=_report(_coco))
 
@@ -105,8 +131,12 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
 
     jdb = commands.add_parser("journeydb", help="JourneyDB training prompts (gated; token from HF_TOKEN)")
     _common(jdb, "folder holding train_anno_realease_repath.jsonl.tgz (or the extracted .jsonl)")
-    jdb.add_argument("--count", type=_non_negative, default=JOURNEYDB_COUNT,
-                     help=f"prompts to sample (default {JOURNEYDB_COUNT:,}, the paper's; 0 = all, in file order)")
+    jdb.add_argument(
+        "--count",
+        type=_non_negative,
+        default=JOURNEYDB_COUNT,
+        help=f"prompts to sample (default {JOURNEYDB_COUNT:,}, the paper's; 0 = all, in file order)",
+    )
     jdb.add_argument("--seed", type=_non_negative, default=0, help="seed of the sample (default 0)")
     jdb.add_argument("--keep-duplicates", action="store_true", help="keep repeated prompts (default: first one only)")
     jdb.set_defaults(run=_report(_journeydb))

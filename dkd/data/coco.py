@@ -56,8 +56,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import atomic_open, atomic_write_text
-from .download import RemoteFile, ensure_files
 from .captions import normalize_caption, read_caption_file
+from .download import RemoteFile, ensure_files
 from .hub import HUB_SCHEME, hub_file
 from .prompts import write_prompts
 
@@ -87,10 +87,24 @@ class CocoSplit:
         return self.file_pattern.format(int(image_id))
 
 
-COCO2014 = CocoSplit("coco2014", "annotations/annotations_trainval2014.zip", "zips/val2014.zip",
-                     "captions_val2014.json", "val2014", "COCO_val2014_{:012d}.jpg", 30_000)
-COCO2017 = CocoSplit("coco2017", "annotations/annotations_trainval2017.zip", "zips/val2017.zip",
-                     "captions_val2017.json", "val2017", "{:012d}.jpg", 5_000)
+COCO2014 = CocoSplit(
+    "coco2014",
+    "annotations/annotations_trainval2014.zip",
+    "zips/val2014.zip",
+    "captions_val2014.json",
+    "val2014",
+    "COCO_val2014_{:012d}.jpg",
+    30_000,
+)
+COCO2017 = CocoSplit(
+    "coco2017",
+    "annotations/annotations_trainval2017.zip",
+    "zips/val2017.zip",
+    "captions_val2017.json",
+    "val2017",
+    "{:012d}.jpg",
+    5_000,
+)
 SPLITS = {split.name: split for split in (COCO2014, COCO2017)}
 
 
@@ -109,14 +123,18 @@ def parse_captions(data, *, source: str = "captions json") -> list[CocoImage]:
     Images whose captions are all empty (or that have none) are left out. Raises
     ``ValueError`` naming ``source`` and the offending entry for anything malformed.
     """
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
-        data.get("annotations"), list
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
     ):
         raise ValueError(f'{source}: expected a COCO captions object with "images" and "annotations" lists')
     files: dict[int, str] = {}
     for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not isinstance(
-            image.get("file_name"), str
+        if (
+            not isinstance(image, dict)
+            or not isinstance(image.get("id"), int)
+            or not isinstance(image.get("file_name"), str)
         ):
             raise ValueError(f'{source}: images[{i}] needs an integer "id" and a string "file_name"')
         files[image["id"]] = Path(image["file_name"]).name
@@ -197,8 +215,9 @@ def _image_names(source: dict) -> dict[str, object]:
         return {p.name: p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")}
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = [i for i in archive.infolist()
-                     if not i.is_dir() and Path(i.filename).suffix.lower() in _IMAGE_SUFFIXES]
+            infos = [
+                i for i in archive.infolist() if not i.is_dir() and Path(i.filename).suffix.lower() in _IMAGE_SUFFIXES
+            ]
     except zipfile.BadZipFile as error:
         raise ValueError(f"{path}: not a readable zip archive ({error})") from None
     return {Path(info.filename).name: info for info in infos}
@@ -299,12 +318,17 @@ def prepare_coco(
     ann, img = _find(split, local)
     need_ann, need_img = captions_file is None, reference != "none"
     annotations_remote, images_remote = split.remotes(base_url)
-    fetch = [r for r, need, found in ((annotations_remote, need_ann, ann), (images_remote, need_img, img))
-             if need and not found]
+    fetch = [
+        r
+        for r, need, found in ((annotations_remote, need_ann, ann), (images_remote, need_img, img))
+        if need and not found
+    ]
     if fetch:
-        hint = (f"or pass --local DIR with a directory holding {Path(split.annotations_zip).name} and "
-                f"{Path(split.images_zip).name} (or their extracted annotations/{split.captions_json} and "
-                f"{split.image_dir}/ folder)")
+        hint = (
+            f"or pass --local DIR with a directory holding {Path(split.annotations_zip).name} and "
+            f"{Path(split.images_zip).name} (or their extracted annotations/{split.captions_json} and "
+            f"{split.image_dir}/ folder)"
+        )
         fetched = ensure_files(fetch, directory=downloads, hint=hint, progress=progress, timeout=timeout)
         paths = {remote.name: path for remote, path in zip(fetch, fetched)}
         ann = ann or ({"zip": paths[annotations_remote.name]} if need_ann else {})
@@ -332,12 +356,20 @@ def prepare_coco(
         written["reference"] = link_folder(images, dest / "reference")
     else:
         shutil.rmtree(dest / "reference", ignore_errors=True)
-    info = {"split": split.name, "count": len(captions), **source, "reference": reference,
-            "reference_images": len(names),
-            "images_source": str(next(iter(img.values())).resolve()) if reference != "none" else None}
+    info = {
+        "split": split.name,
+        "count": len(captions),
+        **source,
+        "reference": reference,
+        "reference_images": len(names),
+        "images_source": str(next(iter(img.values())).resolve()) if reference != "none" else None,
+    }
     written["info"] = atomic_write_text(dest / "info.json", json.dumps(info, indent=2) + "\n")
-    print(f"{split.name}: {len(captions)} captions -> {written['prompts']}; reference: {info['reference_images']} "
-          f"image(s) ({reference})", file=sys.stderr)
+    print(
+        f"{split.name}: {len(captions)} captions -> {written['prompts']}; reference: {info['reference_images']} "
+        f"image(s) ({reference})",
+        file=sys.stderr,
+    )
     return written
 
 
@@ -365,4 +397,5 @@ def check_reference_mode(folder: str | os.PathLike, mode: str) -> None:
         raise ValueError(
             f"{path}: the reference folder was made with reference={info.get('reference')!r}, the config asks "
             f"for {mode!r} (data.<set>.reference). Delete {folder} and let the workflow rebuild it, or run "
-            f"`python -m dkd data {info.get('split', '<split>')} --reference {mode}`.")
+            f"`python -m dkd data {info.get('split', '<split>')} --reference {mode}`."
+        )

@@ -159,8 +159,16 @@ def verify_file(path: Path, remote: RemoteFile, *, progress: bool = True) -> dic
 
 
 def _bar(total: int | None, initial: int, desc: str, progress: bool) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                disable=not progress, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=not progress,
+        leave=False,
+    )
 
 
 def _open_stream(url: str, offset: int, *, timeout: float):

@@ -51,8 +51,10 @@ HPSV2_PROMPTS_PER_STYLE = 800
 JOURNEYDB_REPO = "JourneyDB/JourneyDB"
 JOURNEYDB_FILE = "data/train/train_anno_realease_repath.jsonl.tgz"
 JOURNEYDB_COUNT = 1_400_000  # the paper's training prompts (section 4.1)
-_GATED = (f"JourneyDB is gated: accept its terms at https://huggingface.co/datasets/{JOURNEYDB_REPO} "
-          "and export HF_TOKEN=<a read token of that account>")
+_GATED = (
+    f"JourneyDB is gated: accept its terms at https://huggingface.co/datasets/{JOURNEYDB_REPO} "
+    "and export HF_TOKEN=<a read token of that account>"
+)
 
 
 def hub_url(repo_id: str, filename: str, repo_type: str = "dataset") -> str:
@@ -112,16 +114,20 @@ def hub_files(
         path = next((p for p in here if p.is_file()), None)
         if path is None:
             try:
-                path = Path(huggingface_hub.hf_hub_download(
-                    repo_id, filename, repo_type=repo_type, token=token, local_files_only=is_offline()
-                ))
+                path = Path(
+                    huggingface_hub.hf_hub_download(
+                        repo_id, filename, repo_type=repo_type, token=token, local_files_only=is_offline()
+                    )
+                )
             except _hub_error_types() as error:
                 failed.append((filename, error))
                 continue
         found[filename] = path
     if failed:
-        reasons = "; ".join(f"{name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                            for name, error in failed)
+        reasons = "; ".join(
+            f"{name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            for name, error in failed
+        )
         reason = f"offline: HF_HUB_OFFLINE is set; {reasons}" if is_offline() else reasons
         listed = [(hub_url(repo_id, name, repo_type), PurePosixPath(name).name, Path(downloads)) for name, _ in failed]
         raise DataUnavailableError(placement_message(listed, reason=reason, hint=hint))
@@ -152,7 +158,10 @@ def read_hpsv2_style(path: str | os.PathLike) -> list[str]:
 
 
 def prepare_hpsv2(
-    *, out: str | os.PathLike, local: str | os.PathLike | None = None, styles: Sequence[str] = HPSV2_STYLES,
+    *,
+    out: str | os.PathLike,
+    local: str | os.PathLike | None = None,
+    styles: Sequence[str] = HPSV2_STYLES,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Write ``<out>/hpsv2/<style>.txt`` for each style; return ``{style: path}``.
@@ -173,8 +182,10 @@ def prepare_hpsv2(
     for style, name in zip(styles, names):
         prompts = read_hpsv2_style(sources[name])
         if len(prompts) != HPSV2_PROMPTS_PER_STYLE:
-            print(f"note: {sources[name]} has {len(prompts)} prompts, the benchmark has "
-                  f"{HPSV2_PROMPTS_PER_STYLE}", file=sys.stderr)
+            print(
+                f"note: {sources[name]} has {len(prompts)} prompts, the benchmark has {HPSV2_PROMPTS_PER_STYLE}",
+                file=sys.stderr,
+            )
         written[style] = write_prompts(out / "hpsv2" / f"{style}.txt", prompts)
         print(f"hpsv2 {style}: {len(prompts)} prompts -> {written[style]}", file=sys.stderr)
     return written
@@ -274,21 +285,32 @@ def prepare_journeydb(
     source = next((p for p in extracted if p.is_file()), None)
     if source is None:
         hint = f"or pass --local DIR with a directory holding it (or the extracted {plain}). {_GATED}"
-        source = hub_files(JOURNEYDB_REPO, [JOURNEYDB_FILE], local=local, downloads=downloads, hint=hint,
-                           token=token)[JOURNEYDB_FILE]
+        source = hub_files(JOURNEYDB_REPO, [JOURNEYDB_FILE], local=local, downloads=downloads, hint=hint, token=token)[
+            JOURNEYDB_FILE
+        ]
     lines = tqdm(jsonl_lines(source), desc=f"read {source.name}", unit=" lines", disable=not progress, leave=False)
     prompts, counts = journeydb_prompts(lines, source=str(source), dedupe=dedupe)
     if not prompts:
         raise ValueError(f"{source}: no prompts ({counts['empty']} empty line(s))")
     if count is not None and count > len(prompts):
-        raise ValueError(f"{source}: {len(prompts)} prompts kept ({counts['duplicates']} duplicates, "
-                         f"{counts['empty']} empty skipped), fewer than --count {count}; pass a smaller --count")
+        raise ValueError(
+            f"{source}: {len(prompts)} prompts kept ({counts['duplicates']} duplicates, "
+            f"{counts['empty']} empty skipped), fewer than --count {count}; pass a smaller --count"
+        )
     chosen = prompts if count is None else sample_prompts(prompts, count=count, seed=seed)
     dest = out / "journeydb"
     written = {"prompts": write_prompts(dest / "prompts.txt", chosen)}
-    info = {"source": str(source.resolve()), **counts, "dedupe": dedupe, "count": len(chosen),
-            "seed": None if count is None else seed}
+    info = {
+        "source": str(source.resolve()),
+        **counts,
+        "dedupe": dedupe,
+        "count": len(chosen),
+        "seed": None if count is None else seed,
+    }
     written["info"] = atomic_write_text(dest / "info.json", json.dumps(info, indent=2) + "\n")
-    print(f"journeydb: {counts['lines']} lines, {counts['empty']} empty, {counts['duplicates']} duplicate(s) "
-          f"skipped, {counts['kept']} kept, {len(chosen)} written -> {written['prompts']}", file=sys.stderr)
+    print(
+        f"journeydb: {counts['lines']} lines, {counts['empty']} empty, {counts['duplicates']} duplicate(s) "
+        f"skipped, {counts['kept']} kept, {len(chosen)} written -> {written['prompts']}",
+        file=sys.stderr,
+    )
     return written

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from peft.config import PeftConfig
 
@@ -35,10 +35,10 @@ class LoRaDConfig(PeftConfig):
     """
 
     r: int = field(default=32, metadata={"help": "Rank of the rotation-angle matrix Theta = (A B)^T."})
-    target_modules: Optional[Union[list[str], str]] = field(
+    target_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Module names or a regex of the modules to adapt."}
     )
-    exclude_modules: Optional[Union[list[str], str]] = field(
+    exclude_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Module names or a regex of the modules never to adapt."}
     )
     init_weights: Literal["zero_xavier", "xavier_xavier"] = field(
@@ -48,8 +48,8 @@ class LoRaDConfig(PeftConfig):
         default=True, metadata={"help": "Recompute the rotated weight in backward (saves memory)."}
     )
     bias: Literal["none", "all", "lorad_only"] = field(default="none", metadata={"help": "Biases to train."})
-    rank_pattern: Optional[dict] = field(default_factory=dict, metadata={"help": "Per-module ranks."})
-    modules_to_save: Optional[list[str]] = field(
+    rank_pattern: dict | None = field(default_factory=dict, metadata={"help": "Per-module ranks."})
+    modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Modules trained in full and saved with the adapter."}
     )
 
@@ -68,9 +68,7 @@ class LoRaDConfig(PeftConfig):
         if self.bias not in ("none", "all", "lorad_only"):
             raise ValueError(f"bias must be 'none', 'all' or 'lorad_only'; got {self.bias!r}.")
         if not isinstance(self.memory_efficient_backward, bool):
-            raise ValueError(
-                f"memory_efficient_backward must be a bool; got {self.memory_efficient_backward!r}."
-            )
+            raise ValueError(f"memory_efficient_backward must be a bool; got {self.memory_efficient_backward!r}.")
 
 
 def _check_rank(name: str, value) -> None:

@@ -12,7 +12,6 @@ recomputes the rotated weight in backward; the gradients of ``A`` and ``B`` are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,26 +36,24 @@ def compute_dtype_for(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def apply_op(
-    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], conv: Optional[ConvArgs]
-) -> torch.Tensor:
+def apply_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: ConvArgs | None) -> torch.Tensor:
     """``F.linear`` when ``conv`` is None, else ``F.conv2d`` with ``conv``'s arguments."""
     if conv is None:
         return F.linear(x, weight, bias)
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def _cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.to(dtype)
 
 
 def rotated_forward_plain(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
+    bias: torch.Tensor | None,
     lorad_A: torch.Tensor,
     lorad_B: torch.Tensor,
-    conv: Optional[ConvArgs],
+    conv: ConvArgs | None,
     compute_dtype: torch.dtype,
 ) -> torch.Tensor:
     """The reference implementation: the formula under plain autograd."""
@@ -72,8 +69,17 @@ def _input_and_bias_grads(grad_out, x, w, bias, conv, needs_x, needs_b):
         grad_b = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if needs_b else None
         return grad_x, grad_b
     grad_x, _, grad_b = torch.ops.aten.convolution_backward(
-        grad_out, x, w, [w.shape[0]] if needs_b else None, list(conv.stride), list(conv.padding),
-        list(conv.dilation), False, [0, 0], conv.groups, [needs_x, False, needs_b],
+        grad_out,
+        x,
+        w,
+        [w.shape[0]] if needs_b else None,
+        list(conv.stride),
+        list(conv.padding),
+        list(conv.dilation),
+        False,
+        [0, 0],
+        conv.groups,
+        [needs_x, False, needs_b],
     )
     return grad_x, grad_b
 
@@ -86,8 +92,17 @@ def _weight_grad(grad_out, x, w_rot, rows, conv):
     w_block = w_rot[rows].to(x.dtype)
     groups = conv.groups if rows == slice(None) else 1
     return torch.ops.aten.convolution_backward(
-        grad_block, x, w_block, None, list(conv.stride), list(conv.padding), list(conv.dilation),
-        False, [0, 0], groups, [False, True, False],
+        grad_block,
+        x,
+        w_block,
+        None,
+        list(conv.stride),
+        list(conv.padding),
+        list(conv.dilation),
+        False,
+        [0, 0],
+        groups,
+        [False, True, False],
     )[1]
 
 
@@ -145,10 +160,10 @@ class RotatedOp(torch.autograd.Function):
 def rotated_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
+    bias: torch.Tensor | None,
     lorad_A: torch.Tensor,
     lorad_B: torch.Tensor,
-    conv: Optional[ConvArgs] = None,
+    conv: ConvArgs | None = None,
     memory_efficient: bool = True,
 ) -> torch.Tensor:
     """``op(x, R_{AB} W, b)`` in the autocast dtype (or x's dtype), angles in float32."""

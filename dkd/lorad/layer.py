@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ class LoRaDLayer(BaseTunerLayer):
         else:
             raise ValueError(f"Unknown init_weights {init_weights!r}.")
 
-    def _factors(self, adapter_names: list[str]) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    def _factors(self, adapter_names: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``A`` and ``B`` of the given adapters concatenated along the rank (None if none)."""
         names = [name for name in adapter_names if name in self.lorad_A]
         if not names:
@@ -119,7 +119,7 @@ class LoRaDLayer(BaseTunerLayer):
                 raise broken_adapter_error(adapter_name)
             weight.data.copy_(rotated.to(weight.dtype))
 
-    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """``W <- R_theta W`` for each adapter (exact up to the weight dtype's rounding).
 
         With ``safe_merge`` a rotation that yields a non-finite weight raises PEFT's error and
@@ -133,7 +133,7 @@ class LoRaDLayer(BaseTunerLayer):
     def unmerge(self) -> None:
         """Rotate back by ``-theta`` (no matrix inverse), most recently merged first."""
         if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.")
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
             return
         while self.merged_adapters:
             name = self.merged_adapters.pop()
@@ -146,7 +146,7 @@ class LoRaDLayer(BaseTunerLayer):
         rotated = rotate_pairs(weight, self.get_angles(adapter_name))
         return (rotated - weight.to(rotated.dtype)).to(weight.dtype)
 
-    def _conv_args(self) -> Optional[ConvArgs]:
+    def _conv_args(self) -> ConvArgs | None:
         return None
 
     def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,15 +175,19 @@ class _LoRaDModule(nn.Module, LoRaDLayer):
         return self._forward_with(x, factors, *args, **kwargs)
 
     def _forward_with(
-        self, x: torch.Tensor, factors: Optional[tuple[torch.Tensor, torch.Tensor]], *args: Any, **kwargs: Any
+        self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor] | None, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         """The base layer rotated by ``factors`` (``(A, B)``), or the base layer alone if None."""
         if factors is None:
             return self.base_layer(x, *args, **kwargs)
         base = self.get_base_layer()
         return rotated_forward(
-            self._prepare_input(x), base.weight, base.bias, *factors,
-            conv=self._conv_args(), memory_efficient=self.memory_efficient,
+            self._prepare_input(x),
+            base.weight,
+            base.bias,
+            *factors,
+            conv=self._conv_args(),
+            memory_efficient=self.memory_efficient,
         )
 
     def _check_forward_args(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -51,9 +51,7 @@ class LoRaDModel(BaseTuner):
         try:
             new_module = self._create_new_module(target, adapter_name, **layer_kwargs)
         except OddDimensionError as err:
-            raise OddDimensionError(
-                f"Cannot adapt module '{current_key}': {err} Add it to exclude_modules."
-            ) from None
+            raise OddDimensionError(f"Cannot adapt module '{current_key}': {err} Add it to exclude_modules.") from None
         if adapter_name != self.active_adapter:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
@@ -97,9 +95,7 @@ class LoRaDModel(BaseTuner):
             return Conv2d(target, adapter_name, **kwargs)
         if isinstance(base, nn.Linear):
             return Linear(target, adapter_name, **kwargs)
-        raise TypeError(
-            f"LoRaD supports torch.nn.Linear and torch.nn.Conv2d; got {type(base).__name__}."
-        )
+        raise TypeError(f"LoRaD supports torch.nn.Linear and torch.nn.Conv2d; got {type(base).__name__}.")
 
 
 @dataclass(frozen=True)

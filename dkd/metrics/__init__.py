@@ -13,14 +13,22 @@ from .images import center_crop_resize, list_images, preprocess_folder
 from .prdc import equal_size_subsets, precision_recall, precision_recall_equal_sizes, precision_recall_folders
 
 _LAZY = {
-    "STYLES": "hps", "HPSModel": "hps", "HPSPreprocess": "hps", "hps_benchmark": "hps", "hps_scores": "hps",
-    "load_hps": "hps", "parameter_counts": "timing", "time_call": "timing", "time_pipeline": "timing",
+    "STYLES": "hps",
+    "HPSModel": "hps",
+    "HPSPreprocess": "hps",
+    "hps_benchmark": "hps",
+    "hps_scores": "hps",
+    "load_hps": "hps",
+    "parameter_counts": "timing",
+    "time_call": "timing",
+    "time_pipeline": "timing",
 }
 
 __all__ = [
     "center_crop_resize", "clip_score", "clip_score_folder", "compute_fid", "equal_size_subsets", "feature_stats",
     "folder_features", "frechet_distance", "image_text_cosines", "list_images", "load_clip", "load_stats",
-    "precision_recall", "precision_recall_equal_sizes", "precision_recall_folders", "preprocess_folder", "reference_stats", *_LAZY,
+    "precision_recall", "precision_recall_equal_sizes", "precision_recall_folders", "preprocess_folder",
+    "reference_stats", *_LAZY,
 ]  # fmt: skip
 
 

@@ -19,7 +19,6 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -32,10 +31,10 @@ from .images import SIZE, center_crop_resize, list_images, to_rgb
 MODEL = "ViT-g-14"
 PRETRAINED = "laion2b_s12b_b42k"
 PREFIX = "A photo depicts "
-ImageLike = Union[Image.Image, str, os.PathLike]
+ImageLike = Image.Image | str | os.PathLike
 
 
-def load_clip(name: str = MODEL, pretrained: Optional[str] = PRETRAINED, *, device=None):
+def load_clip(name: str = MODEL, pretrained: str | None = PRETRAINED, *, device=None):
     """``(model, preprocess, tokenizer)`` of open_clip ``name`` with weights ``pretrained``, in eval mode.
 
     ``preprocess`` is open_clip's inference transform. Downloads the weights on first use.
@@ -49,8 +48,16 @@ def load_clip(name: str = MODEL, pretrained: Optional[str] = PRETRAINED, *, devi
 
 
 def image_text_cosines(
-    images: Sequence[ImageLike], captions: Sequence[str], *, model: torch.nn.Module, preprocess: Callable,
-    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None, crop: Optional[int] = SIZE,
+    images: Sequence[ImageLike],
+    captions: Sequence[str],
+    *,
+    model: torch.nn.Module,
+    preprocess: Callable,
+    tokenizer: Callable,
+    prefix: str = PREFIX,
+    batch_size: int = 32,
+    device=None,
+    crop: int | None = SIZE,
 ) -> np.ndarray:
     """Per-image cosine between ``model.encode_image`` of image ``i`` and ``model.encode_text``
     of ``prefix + captions[i]``, both L2-normalised (float64 array, values in ``[-1, 1]``).
@@ -83,9 +90,19 @@ def image_text_cosines(
 
 
 def clip_score(
-    images: Sequence[ImageLike], captions: Sequence[str], *, model: torch.nn.Module, preprocess: Callable,
-    tokenizer: Callable, prefix: str = PREFIX, batch_size: int = 32, device=None, crop: Optional[int] = SIZE,
-    model_name: str = MODEL, pretrained: Optional[str] = PRETRAINED, out_file: Optional[str | os.PathLike] = None,
+    images: Sequence[ImageLike],
+    captions: Sequence[str],
+    *,
+    model: torch.nn.Module,
+    preprocess: Callable,
+    tokenizer: Callable,
+    prefix: str = PREFIX,
+    batch_size: int = 32,
+    device=None,
+    crop: int | None = SIZE,
+    model_name: str = MODEL,
+    pretrained: str | None = PRETRAINED,
+    out_file: str | os.PathLike | None = None,
 ) -> dict:
     """Mean raw cosine over the images (:func:`image_text_cosines`).
 

@@ -24,7 +24,6 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ from .images import list_images
 DEFAULT_EXTRACTOR = "inception_v3"  # clean-fid's model_name of its torchscript Inception-v3
 MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
 STATS_KEYS = ("mu", "sigma", "count", "feature_extractor", "mode", "files_digest")
-Extractor = Union[Callable[[torch.Tensor], torch.Tensor], torch.nn.Module]
+Extractor = Callable[[torch.Tensor], torch.Tensor] | torch.nn.Module
 
 
 def clean_fid_version() -> str:
@@ -85,7 +84,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def resolve_extractor_name(feature_extractor: Optional[Extractor], name: Optional[str] = None) -> str:
+def resolve_extractor_name(feature_extractor: Extractor | None, name: str | None = None) -> str:
     """The name recorded with the statistics: ``name`` if given, else ``"inception_v3"`` for
     clean-fid's model, else the extractor's ``name`` / ``__name__`` attribute or class name."""
     if name:
@@ -99,8 +98,13 @@ def resolve_extractor_name(feature_extractor: Optional[Extractor], name: Optiona
     )
 
 
-def build_extractor(feature_extractor: Optional[Extractor] = None, *, mode: str = "clean", device=None,
-                    inception_dir: Optional[str | os.PathLike] = None) -> Extractor:
+def build_extractor(
+    feature_extractor: Extractor | None = None,
+    *,
+    mode: str = "clean",
+    device=None,
+    inception_dir: str | os.PathLike | None = None,
+) -> Extractor:
     """clean-fid's Inception for ``mode`` when ``feature_extractor`` is None, else the given model,
     put in eval mode on ``device``.
 
@@ -117,11 +121,15 @@ def build_extractor(feature_extractor: Optional[Extractor] = None, *, mode: str 
         from ..models import INCEPTION_FILE
 
         if mode == "legacy_pytorch":
-            raise ValueError("inception_dir holds the torchscript Inception of modes 'clean' and 'legacy_tensorflow'; "
-                             "mode 'legacy_pytorch' uses another network")
+            raise ValueError(
+                "inception_dir holds the torchscript Inception of modes 'clean' and 'legacy_tensorflow'; "
+                "mode 'legacy_pytorch' uses another network"
+            )
         if not (Path(inception_dir) / INCEPTION_FILE).is_file():
-            raise FileNotFoundError(f"clean-fid's Inception weights {Path(inception_dir) / INCEPTION_FILE} are missing: "
-                                    "fetch them with dkd.models (the workflow's fetch_model rule) or put the file there")
+            raise FileNotFoundError(
+                f"clean-fid's Inception weights {Path(inception_dir) / INCEPTION_FILE} are missing: "
+                "fetch them with dkd.models (the workflow's fetch_model rule) or put the file there"
+            )
         feature_extractor = InceptionV3W(str(inception_dir), download=False, resize_inside=mode == "legacy_tensorflow")
     if feature_extractor is None:
         from cleanfid import features
@@ -139,8 +147,14 @@ def files_digest(folder: str | os.PathLike, files) -> str:
 
 
 def folder_features(
-    folder: str | os.PathLike, *, model: Extractor, mode: str = "clean", batch_size: int = 32,
-    num_workers: int = 0, device=None, verbose: bool = False,
+    folder: str | os.PathLike,
+    *,
+    model: Extractor,
+    mode: str = "clean",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device=None,
+    verbose: bool = False,
 ) -> np.ndarray:
     """``(N, D)`` features of every image under ``folder`` (recursive, as clean-fid's folder
     glob) through clean-fid's ``get_files_features`` with ``model`` (see :func:`build_extractor`)."""
@@ -151,8 +165,14 @@ def folder_features(
         raise ValueError(f"no images in {str(folder)!r}")
     device = torch.device(device) if device is not None else default_device()
     features = get_files_features(
-        [str(path) for path in files], model=model, num_workers=num_workers, batch_size=batch_size,
-        device=device, mode=mode, description=f"features {Path(folder).name}", verbose=verbose,
+        [str(path) for path in files],
+        model=model,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        device=device,
+        mode=mode,
+        description=f"features {Path(folder).name}",
+        verbose=verbose,
     )
     if features.ndim != 2 or features.shape[0] != len(files):
         raise ValueError(
@@ -188,9 +208,17 @@ def check_stats(stats: Mapping, *, feature_extractor: str, mode: str, source: st
 
 
 def reference_stats(
-    ref_folder: Optional[str | os.PathLike], cache_file: str | os.PathLike, *, mode: str = "clean",
-    feature_extractor: Optional[Extractor] = None, extractor_name: Optional[str] = None, batch_size: int = 32,
-    num_workers: int = 0, device=None, verbose: bool = False, model: Optional[Extractor] = None,
+    ref_folder: str | os.PathLike | None,
+    cache_file: str | os.PathLike,
+    *,
+    mode: str = "clean",
+    feature_extractor: Extractor | None = None,
+    extractor_name: str | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device=None,
+    verbose: bool = False,
+    model: Extractor | None = None,
 ) -> dict:
     """Statistics of the reference set, computed once and cached in ``cache_file`` (``.npz``).
 
@@ -221,8 +249,14 @@ def reference_stats(
     return save_stats(features, cache_file, folder=folder, feature_extractor=wanted, mode=mode)
 
 
-def save_stats(features: np.ndarray, cache_file: str | os.PathLike, *, folder: str | os.PathLike,
-               feature_extractor: str, mode: str = "clean") -> dict:
+def save_stats(
+    features: np.ndarray,
+    cache_file: str | os.PathLike,
+    *,
+    folder: str | os.PathLike,
+    feature_extractor: str,
+    mode: str = "clean",
+) -> dict:
     """Write the statistics of ``features`` (of the images of ``folder``, as :func:`folder_features`
     lists them) in :func:`reference_stats`' cache format, atomically; returns them."""
     files = list_images(folder, recursive=True)
@@ -237,10 +271,18 @@ def save_stats(features: np.ndarray, cache_file: str | os.PathLike, *, folder: s
 
 
 def compute_fid(
-    gen_folder: str | os.PathLike, ref_folder: Optional[str | os.PathLike] = None, *,
-    ref_stats: Optional[str | os.PathLike | Mapping] = None, mode: str = "clean",
-    feature_extractor: Optional[Extractor] = None, extractor_name: Optional[str] = None, batch_size: int = 32,
-    num_workers: int = 0, device=None, out_file: Optional[str | os.PathLike] = None, verbose: bool = False,
+    gen_folder: str | os.PathLike,
+    ref_folder: str | os.PathLike | None = None,
+    *,
+    ref_stats: str | os.PathLike | Mapping | None = None,
+    mode: str = "clean",
+    feature_extractor: Extractor | None = None,
+    extractor_name: str | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device=None,
+    out_file: str | os.PathLike | None = None,
+    verbose: bool = False,
 ) -> dict:
     """FID of the images in ``gen_folder`` against a reference set (``docs/reference.md`` section 3).
 

@@ -45,7 +45,6 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -69,7 +68,7 @@ CHUNK = 80  # hpsv2's evaluate_benchmark averages means of 80 consecutive images
 SCALE = 100.0
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip.constants.OPENAI_DATASET_MEAN
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)  # open_clip.constants.OPENAI_DATASET_STD
-ImageLike = Union[Image.Image, str, os.PathLike]
+ImageLike = Image.Image | str | os.PathLike
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def _check_version(version: str) -> str:
     return CHECKPOINTS[version]
 
 
-def checkpoint_path(version: str = DEFAULT_VERSION, checkpoint: Optional[str | os.PathLike] = None) -> Path:
+def checkpoint_path(version: str = DEFAULT_VERSION, checkpoint: str | os.PathLike | None = None) -> Path:
     """The checkpoint file of ``version``: ``checkpoint`` if given, else the hub file (cached).
 
     ``huggingface_hub.hf_hub_download("xswu/HPSv2", CHECKPOINTS[version])`` honours
@@ -193,8 +192,9 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     return state
 
 
-def load_hps(version: str = DEFAULT_VERSION, checkpoint: Optional[str | os.PathLike] = None, *,
-             device=None, model_name: str = MODEL) -> HPSModel:
+def load_hps(
+    version: str = DEFAULT_VERSION, checkpoint: str | os.PathLike | None = None, *, device=None, model_name: str = MODEL
+) -> HPSModel:
     """HPSv2 ``version`` ("v2.0" or "v2.1") as an :class:`HPSModel`, in eval mode on ``device``.
 
     ``checkpoint``: a local ``HPS_v2*_compressed.pt``; None fetches it with
@@ -222,8 +222,16 @@ def load_hps(version: str = DEFAULT_VERSION, checkpoint: Optional[str | os.PathL
 
 
 def hps_scores(
-    images: Sequence[ImageLike], prompts: Sequence[str], *, model: torch.nn.Module, preprocess: Callable,
-    tokenizer: Callable, batch_size: int = BATCH_SIZE, device=None, autocast: bool = True, progress: bool = False,
+    images: Sequence[ImageLike],
+    prompts: Sequence[str],
+    *,
+    model: torch.nn.Module,
+    preprocess: Callable,
+    tokenizer: Callable,
+    batch_size: int = BATCH_SIZE,
+    device=None,
+    autocast: bool = True,
+    progress: bool = False,
     desc: str = "HPSv2",
 ) -> np.ndarray:
     """HPS of image ``i`` for ``prompts[i]``: ``100 * cos(encode_image, encode_text)`` (float64 array).
@@ -249,8 +257,8 @@ def hps_scores(
     starts = range(0, len(images), batch_size)
     with torch.no_grad():
         for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
-            pixels = torch.stack([preprocess(to_rgb(image)) for image in images[start:start + batch_size]])
-            tokens = tokenizer(list(prompts[start:start + batch_size])).to(device)
+            pixels = torch.stack([preprocess(to_rgb(image)) for image in images[start : start + batch_size]])
+            tokens = tokenizer(list(prompts[start : start + batch_size])).to(device)
             with amp:
                 image_features = model.encode_image(pixels.to(device, parameter.dtype), normalize=True)
                 text_features = model.encode_text(tokens, normalize=True)
@@ -328,14 +336,25 @@ def style_summary(scores: np.ndarray, *, chunk: int = CHUNK) -> dict:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or scores.size == 0:
         raise ValueError(f"scores must be a non-empty 1-D array, got shape {scores.shape}")
-    chunk_means = [scores[i:i + chunk].mean() for i in range(0, scores.size, chunk)]
+    chunk_means = [scores[i : i + chunk].mean() for i in range(0, scores.size, chunk)]
     return {"mean": float(scores.mean()), "count": int(scores.size), "chunk_std": float(np.std(chunk_means))}
 
 
 def hps_benchmark(
-    folder: str | os.PathLike, prompts_dir: str | os.PathLike, *, model: torch.nn.Module, preprocess: Callable,
-    tokenizer: Callable, version: str, checkpoint: str, model_name: str = MODEL, styles: Sequence[str] = STYLES,
-    batch_size: int = BATCH_SIZE, device=None, autocast: bool = True, out_file: Optional[str | os.PathLike] = None,
+    folder: str | os.PathLike,
+    prompts_dir: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    preprocess: Callable,
+    tokenizer: Callable,
+    version: str,
+    checkpoint: str,
+    model_name: str = MODEL,
+    styles: Sequence[str] = STYLES,
+    batch_size: int = BATCH_SIZE,
+    device=None,
+    autocast: bool = True,
+    out_file: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
     """The HPSv2 benchmark of the images under ``folder`` (Table 6).

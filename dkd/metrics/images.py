@@ -23,7 +23,7 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 SIZE = 256
 
 
-def to_rgb(image: "Image.Image | str | os.PathLike") -> Image.Image:
+def to_rgb(image: Image.Image | str | os.PathLike) -> Image.Image:
     """An RGB copy of a PIL image or of an image file (closed after reading)."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")

@@ -26,7 +26,6 @@ import contextlib
 import io
 import json
 import os
-from typing import Optional
 
 import numpy as np
 
@@ -64,7 +63,10 @@ def precision_recall_equal_sizes(real_features, fake_features, *, k: int = K, se
     ``count_fake``), plus ``subset_seed`` and the sets' full sizes ``total_real``, ``total_fake``."""
     real, fake = np.asarray(real_features), np.asarray(fake_features)
     return precision_recall(*equal_size_subsets(real, fake, seed=seed), k=k) | {
-        "subset_seed": seed, "total_real": int(len(real)), "total_fake": int(len(fake))}
+        "subset_seed": seed,
+        "total_real": int(len(real)),
+        "total_fake": int(len(fake)),
+    }
 
 
 def precision_recall(real_features, fake_features, *, k: int = K) -> dict:
@@ -87,9 +89,18 @@ def precision_recall(real_features, fake_features, *, k: int = K) -> dict:
 
 
 def precision_recall_folders(
-    real_folder: str | os.PathLike, fake_folder: str | os.PathLike, *, k: int = K, mode: str = "clean",
-    feature_extractor: Optional[Extractor] = None, extractor_name: Optional[str] = None, batch_size: int = 32,
-    num_workers: int = 0, device=None, out_file: Optional[str | os.PathLike] = None, verbose: bool = False,
+    real_folder: str | os.PathLike,
+    fake_folder: str | os.PathLike,
+    *,
+    k: int = K,
+    mode: str = "clean",
+    feature_extractor: Extractor | None = None,
+    extractor_name: str | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device=None,
+    out_file: str | os.PathLike | None = None,
+    verbose: bool = False,
     seed: int = 0,
 ) -> dict:
     """:func:`precision_recall` on the features of two image folders, extracted as for FID, cut to

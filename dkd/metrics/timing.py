@@ -2,8 +2,8 @@
 
 Table 5's "Inference" column is the wall-clock time of one text-to-image call at batch 1,
 *including* the text encoder and the VAE decoder (the paper's note under Table 6; diffusers
-0.25.0 on an NVIDIA A40, PyTorch 2.4.0; appendix F.4). :func:`time_pipeline` times exactly that: prompt in, PIL image out, for our
-one-step samplers (``dkd.pipeline.OneStepPipeline`` / ``MultiStepPipeline``,
+0.25.0 on an NVIDIA A40, PyTorch 2.4.0; appendix F.4). :func:`time_pipeline` times exactly that:
+prompt in, PIL image out, for our one-step samplers (``dkd.pipeline.OneStepPipeline`` / ``MultiStepPipeline``,
 ``dkd.generate.DiffusersSampler``: ``sampler([prompt], [seed])``) and for a plain diffusers
 pipeline (``pipe(prompt, generator=..., **call_kwargs).images[0]``). :func:`time_call` is the
 clock: warm-up calls first (CUDA kernels, cuDNN autotuning, allocator), then ``repeats`` timed
@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from PIL import Image
@@ -81,8 +81,15 @@ def timing_summary(times: list[float]) -> dict:
     }
 
 
-def time_call(fn: Callable[[], Any], *, warmup: int = WARMUP, repeats: int = REPEATS, device=None,
-              progress: bool = False, desc: str = "timing") -> dict:
+def time_call(
+    fn: Callable[[], Any],
+    *,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
+    device=None,
+    progress: bool = False,
+    desc: str = "timing",
+) -> dict:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` calls timed one by one.
 
     Each timed call is bracketed by ``time.perf_counter()``, with the device synchronised
@@ -120,7 +127,7 @@ def _is_diffusers_pipeline(pipe) -> bool:
     return isinstance(pipe, DiffusionPipeline)
 
 
-def pipeline_device(pipe) -> Optional[torch.device]:
+def pipeline_device(pipe) -> torch.device | None:
     """Where ``pipe`` runs: a diffusers pipeline's ``.device``, a sampler's ``.pipe`` / teacher
     denoiser, else None."""
     if _is_diffusers_pipeline(pipe):
@@ -144,11 +151,13 @@ def text_to_image(pipe, prompt: str, *, seed: int = 0, **call_kwargs) -> Callabl
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be one string (batch 1), got {type(prompt).__name__}")
     if _is_diffusers_pipeline(pipe):
+
         def run():
             generator = torch.Generator().manual_seed(seed)
             with torch.no_grad():
                 return pipe(prompt, generator=generator, output_type="pil", **call_kwargs).images[0]
     elif callable(pipe):
+
         def run():
             with torch.no_grad():
                 return pipe([prompt], [seed], **call_kwargs)[0]
@@ -157,8 +166,17 @@ def text_to_image(pipe, prompt: str, *, seed: int = 0, **call_kwargs) -> Callabl
     return run
 
 
-def time_pipeline(pipe, prompt: str, *, seed: int = 0, warmup: int = WARMUP, repeats: int = REPEATS, device=None,
-                  progress: bool = False, **call_kwargs) -> dict:
+def time_pipeline(
+    pipe,
+    prompt: str,
+    *,
+    seed: int = 0,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
+    device=None,
+    progress: bool = False,
+    **call_kwargs,
+) -> dict:
     """Seconds per text-to-image call at batch 1, text encoder and VAE included (Table 5).
 
     ``pipe``: a diffusers ``DiffusionPipeline`` or a ``(prompts, seeds) -> images`` sampler
@@ -212,5 +230,10 @@ def parameter_counts(module_or_pipeline) -> dict:
             seen.setdefault(id(parameter), parameter)
     total = sum(p.numel() for p in seen.values())
     trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
-    return {"total_M": total / 1e6, "trainable_M": trainable / 1e6, "total": total, "trainable": trainable,
-            "components": {name: count_parameters(part, trainable_only=False) / 1e6 for name, part in parts.items()}}
+    return {
+        "total_M": total / 1e6,
+        "trainable_M": trainable / 1e6,
+        "total": total,
+        "trainable": trainable,
+        "components": {name: count_parameters(part, trainable_only=False) / 1e6 for name, part in parts.items()},
+    }

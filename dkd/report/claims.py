@@ -18,7 +18,6 @@ Every claim has ``claim`` (the sentence), ``backbone`` and, for per-set metrics,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Optional
 
 import pandas as pd
 
@@ -27,7 +26,7 @@ from .tables import metric_format
 KINDS = ("best", "interior_best", "ratio", "relative", "threshold")
 
 
-def _value(results: pd.DataFrame, backbone: str, model: str, metric: str, evalset: Optional[str]) -> Optional[float]:
+def _value(results: pd.DataFrame, backbone: str, model: str, metric: str, evalset: str | None) -> float | None:
     level = metric_format(metric).model_level
     rows = results[(results["backbone"] == backbone) & (results["model"] == model) & (results["metric"] == metric)]
     rows = rows[rows["evalset"].isna()] if level else rows[rows["evalset"] == evalset]
@@ -50,7 +49,7 @@ def check_claim(spec: Mapping, results: pd.DataFrame) -> dict:
         raise ValueError(f"a claim needs 'claim', 'backbone' and 'kind' in {KINDS}; got {dict(spec)}.")
     backbone, evalset = spec["backbone"], spec.get("evalset")
 
-    def get(model: str, metric: str) -> Optional[float]:
+    def get(model: str, metric: str) -> float | None:
         return _value(results, backbone, model, metric, evalset)
 
     if kind in ("best", "interior_best"):
@@ -68,9 +67,12 @@ def check_claim(spec: Mapping, results: pd.DataFrame) -> dict:
         if top is None or bottom is None:
             return {"claim": spec["claim"], "holds": None, "evidence": f"no {spec['numerator']}/{spec['denominator']}"}
         ratio = top / bottom if bottom else float("inf")
-        return {"claim": spec["claim"], "holds": ratio >= spec["at_least"],
-                "evidence": f"{spec['numerator']} {_fmt(top)} / {spec['denominator']} {_fmt(bottom)} = {_fmt(ratio)} "
-                            f"(needs >= {spec['at_least']})"}
+        return {
+            "claim": spec["claim"],
+            "holds": ratio >= spec["at_least"],
+            "evidence": f"{spec['numerator']} {_fmt(top)} / {spec['denominator']} {_fmt(bottom)} = {_fmt(ratio)} "
+            f"(needs >= {spec['at_least']})",
+        }
     if kind == "relative":
         ours, ref = get(spec["model"], spec["metric"]), get(spec["reference"], spec["metric"])
         if ours is None or ref is None:
@@ -78,17 +80,26 @@ def check_claim(spec: Mapping, results: pd.DataFrame) -> dict:
         bound = spec["factor"] * ref
         holds = ours >= bound if spec.get("at_least", False) else ours <= bound
         sign = ">=" if spec.get("at_least", False) else "<="
-        return {"claim": spec["claim"], "holds": holds,
-                "evidence": f"{spec['metric']}: {spec['model']} {_fmt(ours)} {sign} {spec['factor']} x "
-                            f"{spec['reference']} {_fmt(ref)} = {_fmt(bound)}"}
+        return {
+            "claim": spec["claim"],
+            "holds": holds,
+            "evidence": f"{spec['metric']}: {spec['model']} {_fmt(ours)} {sign} {spec['factor']} x "
+            f"{spec['reference']} {_fmt(ref)} = {_fmt(bound)}",
+        }
     value = get(spec["model"], spec["metric"])
     if value is None:
         return {"claim": spec["claim"], "holds": None, "evidence": f"no {spec['metric']} for {spec['model']}"}
     if "minimum" in spec:
-        return {"claim": spec["claim"], "holds": value >= spec["minimum"],
-                "evidence": f"{spec['metric']} {_fmt(value)} >= {spec['minimum']}"}
-    return {"claim": spec["claim"], "holds": value <= spec["maximum"],
-            "evidence": f"{spec['metric']} {_fmt(value)} <= {spec['maximum']}"}
+        return {
+            "claim": spec["claim"],
+            "holds": value >= spec["minimum"],
+            "evidence": f"{spec['metric']} {_fmt(value)} >= {spec['minimum']}",
+        }
+    return {
+        "claim": spec["claim"],
+        "holds": value <= spec["maximum"],
+        "evidence": f"{spec['metric']} {_fmt(value)} <= {spec['maximum']}",
+    }
 
 
 def check_claims(specs: Sequence[Mapping], results: pd.DataFrame) -> list[dict]:

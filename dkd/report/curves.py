@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -20,8 +20,9 @@ def read_curve(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def plot_curves(curves: Mapping[str, pd.DataFrame], metrics: Sequence[str], out: str | os.PathLike,
-                *, title: str = "Convergence") -> Path:
+def plot_curves(
+    curves: Mapping[str, pd.DataFrame], metrics: Sequence[str], out: str | os.PathLike, *, title: str = "Convergence"
+) -> Path:
     """One panel per metric, one line per run (label -> curve), written atomically as PNG."""
     import matplotlib
 

@@ -51,8 +51,12 @@ def render_table(table: Table) -> str:
     if not isinstance(table, Table):
         raise ValueError(f"render_table: expected a Table from build_table; got {type(table).__name__}.")
     text = _ENV.get_template("table.md.j2").render(
-        title=table.title, markdown=_markdown(table.frame), footnotes=table.footnotes,
-        sources=table.sources, paper=table.paper, paper_source=table.paper_source,
+        title=table.title,
+        markdown=_markdown(table.frame),
+        footnotes=table.footnotes,
+        sources=table.sources,
+        paper=table.paper,
+        paper_source=table.paper_source,
     )
     return _tidy(text)
 
@@ -62,8 +66,11 @@ def _figures(figures) -> list[dict]:
         raise ValueError(f"figures: expected a list of {{caption, path}}; got {figures!r}.")
     checked = []
     for i, figure in enumerate(figures):
-        if not isinstance(figure, Mapping) or set(figure) != {"caption", "path"} \
-                or not all(isinstance(figure[k], (str, os.PathLike)) and str(figure[k]).strip() for k in figure):
+        if (
+            not isinstance(figure, Mapping)
+            or set(figure) != {"caption", "path"}
+            or not all(isinstance(figure[k], (str, os.PathLike)) and str(figure[k]).strip() for k in figure)
+        ):
             raise ValueError(f"figures[{i}]: expected {{caption: text, path: image path}}; got {figure!r}.")
         path = Path(figure["path"]).as_posix()
         checked.append({"caption": _cell(figure["caption"]), "path": f"<{path}>" if " " in path else path})
@@ -90,8 +97,9 @@ def _claims(claims) -> str:
     return "\n".join(["| Claim | Holds | Evidence |", "|:--|:--:|:--|", *lines])
 
 
-def render_report(tables: Sequence[Table], *, title: str, intro: str, figures: Sequence = (),
-                  claims: Sequence = ()) -> str:
+def render_report(
+    tables: Sequence[Table], *, title: str, intro: str, figures: Sequence = (), claims: Sequence = ()
+) -> str:
     """``report.md``: ``title``, ``intro``, every table (with footnotes and sources), the
     ``figures`` (``[{caption, path}]``, paths relative to the report) and the ``claims``
     (``[{claim, holds: bool | None, evidence}]``)."""
@@ -103,20 +111,33 @@ def render_report(tables: Sequence[Table], *, title: str, intro: str, figures: S
     if twice:
         raise ValueError(f"render_report: table name(s) {twice} appear twice; each table has one file.")
     text = _ENV.get_template("report.md.j2").render(
-        title=title.strip(), intro=intro.strip(), tables=[render_table(t) for t in tables],
-        figures=_figures(figures), claims=_claims(claims),
+        title=title.strip(),
+        intro=intro.strip(),
+        tables=[render_table(t) for t in tables],
+        figures=_figures(figures),
+        claims=_claims(claims),
     )
     return _tidy(text)
 
 
-def write_report(folder: str | os.PathLike, tables: Sequence[Table], *, title: str, intro: str,
-                 figures: Sequence = (), claims: Sequence = (), table_files: bool = True) -> list[Path]:
+def write_report(
+    folder: str | os.PathLike,
+    tables: Sequence[Table],
+    *,
+    title: str,
+    intro: str,
+    figures: Sequence = (),
+    claims: Sequence = (),
+    table_files: bool = True,
+) -> list[Path]:
     """Write ``<folder>/tables/<name>.md`` per table (unless ``table_files`` is False: the workflow
     renders each table in its own rule) and ``<folder>/report.md``, atomically; all markdown is
     rendered first, so bad input writes nothing. Returns the paths written."""
     report = render_report(tables, title=title, intro=intro, figures=figures, claims=claims)
     folder = Path(folder)
-    written = [atomic_write_text(folder / "tables" / f"{table.name}.md", render_table(table))
-               for table in (tables if table_files else ())]
+    written = [
+        atomic_write_text(folder / "tables" / f"{table.name}.md", render_table(table))
+        for table in (tables if table_files else ())
+    ]
     written.append(atomic_write_text(folder / "report.md", report))
     return written

@@ -88,8 +88,16 @@ def _parse_result(source: Path, data) -> list[dict]:
             raise ValueError(
                 f"{source}: values[{metric!r}] must be a finite number or a non-empty text; got {value!r}."
             )
-        records.append({"backbone": data["backbone"], "model": data["model"], "evalset": data["evalset"],
-                        "metric": metric, "value": value, "source": str(source)})
+        records.append(
+            {
+                "backbone": data["backbone"],
+                "model": data["model"],
+                "evalset": data["evalset"],
+                "metric": metric,
+                "value": value,
+                "source": str(source),
+            }
+        )
     return records
 
 
@@ -111,8 +119,9 @@ def read_results(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> pd.D
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, "
-                             f"column {error.colno}).") from None
+            raise ValueError(
+                f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})."
+            ) from None
         for record in _parse_result(path, data):
             key = tuple(record[k] for k in ("backbone", "model", "evalset", "metric"))
             if key in seen:
@@ -162,13 +171,25 @@ def read_paper(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(records, columns=[*PAPER_COLUMNS, "source"], dtype=object)
 
 
-def write_result(path: str | os.PathLike, *, backbone: str, model: str, evalset: str | None, values: dict,
-                 provenance: dict | None = None) -> Path:
+def write_result(
+    path: str | os.PathLike,
+    *,
+    backbone: str,
+    model: str,
+    evalset: str | None,
+    values: dict,
+    provenance: dict | None = None,
+) -> Path:
     """Write one result file in the form :func:`read_results` reads (atomically); checked by reading it back."""
     from ..io import atomic_write_text
 
-    record = {"backbone": backbone, "model": model, "evalset": evalset, "values": values,
-              "provenance": provenance or {}}
+    record = {
+        "backbone": backbone,
+        "model": model,
+        "evalset": evalset,
+        "values": values,
+        "provenance": provenance or {},
+    }
     _parse_result(Path(path), json.loads(json.dumps(record, default=str)))  # the same checks as the reader
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return Path(path)

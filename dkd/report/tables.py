@@ -17,7 +17,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Optional
 
 import pandas as pd
 
@@ -34,9 +33,9 @@ class MetricFormat:
     footnoted on every Δ of it (a value measured on other hardware than the paper's)."""
 
     header: str
-    decimals: Optional[int] = 3
+    decimals: int | None = 3
     model_level: bool = False
-    caveat: Optional[str] = None
+    caveat: str | None = None
 
 
 def _hps(style: str) -> MetricFormat:
@@ -44,43 +43,63 @@ def _hps(style: str) -> MetricFormat:
 
 
 # The one mapping of metric names (as in config/paper/results.csv and our result files) to formats.
-METRICS: Mapping[str, MetricFormat] = MappingProxyType({
-    "fid": MetricFormat("FID", 2),
-    "clip": MetricFormat("CLIP", 3),
-    "precision": MetricFormat("Precision", 3),
-    "recall": MetricFormat("Recall", 3),
-    "anime": _hps("Anime"), "concept_art": _hps("Concept-art"), "paintings": _hps("Paintings"),
-    "photo": _hps("Photo"), "average": _hps("Average"),
-    "delta_fid": MetricFormat("ΔFID", 2),
-    "delta_clip": MetricFormat("ΔCLIP", 3),
-    "trainable_M": MetricFormat("Trainable params (M)", 2, True),
-    "params_M": MetricFormat("Params (M)", 2, True),
-    "student_params_M": MetricFormat("Student params (M)", 2, True),
-    "fake_params_M": MetricFormat("Fake params (M)", 2, True),
-    "student_rank": MetricFormat("Student rank", 0, True),
-    "fake_rank": MetricFormat("Fake rank", 0, True),
-    "nfe": MetricFormat("NFE", 0, True),
-    "norm_mean_pct": MetricFormat("Norm mean (%)", 2, True),
-    "norm_std_pct": MetricFormat("Norm std (%)", 2, True),
-    "dir_mean_pct": MetricFormat("Direction mean (%)", 2, True),
-    "dir_std_pct": MetricFormat("Direction std (%)", 2, True),
-    "energy_kept": MetricFormat("Energy kept", 3, True),
-    "rank_fraction_90pct": MetricFormat("Rank fraction for 90% energy", 3, True),
-    "digit_prob": MetricFormat("P(prompted digit)", 3),
-    "digit_accuracy": MetricFormat("Digit accuracy", 3),
-    "rank_fraction": MetricFormat("Rank fraction", 3, True),
-    "inference_s": MetricFormat("Inference (s)", 3, True, "the paper timed on an NVIDIA A40 (appendix F.4); "
-                                "ours ran on the device named in timing.json: the difference is mostly hardware"),
-    "inference_time_reduction_pct": MetricFormat("Inference time reduction (%)", 2, True),
-    "gpu_days": MetricFormat("Training (GPU-days)", 1, True, "the paper counts A100-days; ours are days of the "
-                             "devices named in train.json: the difference is partly hardware"),
-    "memory_mb": MetricFormat("Memory (MB)", 0, True, "ours: the peak GPU memory one training process allocated "
-                              "(MiB, train.json: per-GPU batch, precision and speed settings included); the paper "
-                              "does not say what its column counts (its LoRA figure is below the frozen fp16 U-Net)"),
-    "type": MetricFormat("Type", None, True),
-    "image_free": MetricFormat("Image-free", None, True),
-    "train_data": MetricFormat("Training data", None, True),
-})
+METRICS: Mapping[str, MetricFormat] = MappingProxyType(
+    {
+        "fid": MetricFormat("FID", 2),
+        "clip": MetricFormat("CLIP", 3),
+        "precision": MetricFormat("Precision", 3),
+        "recall": MetricFormat("Recall", 3),
+        "anime": _hps("Anime"),
+        "concept_art": _hps("Concept-art"),
+        "paintings": _hps("Paintings"),
+        "photo": _hps("Photo"),
+        "average": _hps("Average"),
+        "delta_fid": MetricFormat("ΔFID", 2),
+        "delta_clip": MetricFormat("ΔCLIP", 3),
+        "trainable_M": MetricFormat("Trainable params (M)", 2, True),
+        "params_M": MetricFormat("Params (M)", 2, True),
+        "student_params_M": MetricFormat("Student params (M)", 2, True),
+        "fake_params_M": MetricFormat("Fake params (M)", 2, True),
+        "student_rank": MetricFormat("Student rank", 0, True),
+        "fake_rank": MetricFormat("Fake rank", 0, True),
+        "nfe": MetricFormat("NFE", 0, True),
+        "norm_mean_pct": MetricFormat("Norm mean (%)", 2, True),
+        "norm_std_pct": MetricFormat("Norm std (%)", 2, True),
+        "dir_mean_pct": MetricFormat("Direction mean (%)", 2, True),
+        "dir_std_pct": MetricFormat("Direction std (%)", 2, True),
+        "energy_kept": MetricFormat("Energy kept", 3, True),
+        "rank_fraction_90pct": MetricFormat("Rank fraction for 90% energy", 3, True),
+        "digit_prob": MetricFormat("P(prompted digit)", 3),
+        "digit_accuracy": MetricFormat("Digit accuracy", 3),
+        "rank_fraction": MetricFormat("Rank fraction", 3, True),
+        "inference_s": MetricFormat(
+            "Inference (s)",
+            3,
+            True,
+            "the paper timed on an NVIDIA A40 (appendix F.4); "
+            "ours ran on the device named in timing.json: the difference is mostly hardware",
+        ),
+        "inference_time_reduction_pct": MetricFormat("Inference time reduction (%)", 2, True),
+        "gpu_days": MetricFormat(
+            "Training (GPU-days)",
+            1,
+            True,
+            "the paper counts A100-days; ours are days of the "
+            "devices named in train.json: the difference is partly hardware",
+        ),
+        "memory_mb": MetricFormat(
+            "Memory (MB)",
+            0,
+            True,
+            "ours: the peak GPU memory one training process allocated "
+            "(MiB, train.json: per-GPU batch, precision and speed settings included); the paper "
+            "does not say what its column counts (its LoRA figure is below the frozen fp16 U-Net)",
+        ),
+        "type": MetricFormat("Type", None, True),
+        "image_free": MetricFormat("Image-free", None, True),
+        "train_data": MetricFormat("Training data", None, True),
+    }
+)
 
 
 def metric_format(metric: str) -> MetricFormat:
@@ -88,7 +107,7 @@ def metric_format(metric: str) -> MetricFormat:
     return METRICS.get(metric, MetricFormat(metric, 3, False))
 
 
-def format_value(value, decimals: Optional[int]) -> str:
+def format_value(value, decimals: int | None) -> str:
     """``value`` with ``decimals`` decimals when it is a number and decimals is set; text as is."""
     number = as_number(value)
     if decimals is None or number is None or isinstance(value, str):
@@ -96,12 +115,12 @@ def format_value(value, decimals: Optional[int]) -> str:
     return f"{number:.{decimals}f}"
 
 
-def format_delta(ours: float, paper: float, decimals: Optional[int]) -> str:
+def format_delta(ours: float, paper: float, decimals: int | None) -> str:
     """Δ = ours − paper with an explicit sign, e.g. ``+1.25``."""
     return f"{ours - paper:+.{3 if decimals is None else decimals}f}"
 
 
-def _text(where: str, key: str, value, *, optional: bool = False) -> Optional[str]:
+def _text(where: str, key: str, value, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value.strip():
@@ -114,8 +133,9 @@ def _check_keys(where: str, data, required: set, optional: set) -> None:
         raise ValueError(f"{where}: expected a mapping; got {data!r}.")
     missing, unknown = sorted(required - set(data)), sorted(set(data) - required - optional)
     if missing or unknown:
-        raise ValueError(f"{where}: missing key(s) {missing}, unknown key(s) {unknown}; "
-                         f"allowed: {sorted(required | optional)}.")
+        raise ValueError(
+            f"{where}: missing key(s) {missing}, unknown key(s) {unknown}; allowed: {sorted(required | optional)}."
+        )
 
 
 @dataclass(frozen=True)
@@ -126,10 +146,10 @@ class RowSpec:
 
     label: str
     backbone: str
-    model: Optional[str] = None
-    evalset: Optional[str] = None
+    model: str | None = None
+    evalset: str | None = None
     values: Mapping = field(default_factory=dict)
-    note: Optional[str] = None
+    note: str | None = None
 
     def __post_init__(self):
         where = f"row {self.label!r}"
@@ -146,7 +166,7 @@ class RowSpec:
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
 
     @classmethod
-    def from_dict(cls, data: Mapping, *, where: str = "row") -> "RowSpec":
+    def from_dict(cls, data: Mapping, *, where: str = "row") -> RowSpec:
         """A row from its config mapping; unknown or missing keys are one ``ValueError``."""
         _check_keys(where, data, {"label", "backbone"}, {"model", "evalset", "values", "note"})
         try:
@@ -164,7 +184,7 @@ class TableSpec:
     title: str
     columns: tuple[str, ...]
     rows: tuple[RowSpec, ...]
-    paper: Optional[str] = None
+    paper: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not FILE_NAME.match(self.name):
@@ -188,13 +208,14 @@ class TableSpec:
                 raise ValueError(f"{where}: row {row.label!r} on {row.backbone!r} is listed twice.")
             extra = sorted(set(row.values) - set(columns))
             if extra:
-                raise ValueError(f"{where}, row {row.label!r}: configured values {extra} "
-                                 f"are not columns {list(columns)}.")
+                raise ValueError(
+                    f"{where}, row {row.label!r}: configured values {extra} are not columns {list(columns)}."
+                )
         object.__setattr__(self, "columns", columns)
         object.__setattr__(self, "rows", rows)
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping) -> "TableSpec":
+    def from_dict(cls, name: str, data: Mapping) -> TableSpec:
         """A table from its config mapping (keys title, columns, rows, optional paper)."""
         where = f"table {name!r}"
         _check_keys(where, data, {"title", "columns", "rows"}, {"paper"})
@@ -225,8 +246,8 @@ class Table:
     frame: pd.DataFrame
     footnotes: tuple[str, ...]
     sources: tuple[str, ...]
-    paper: Optional[str] = None
-    paper_source: Optional[str] = None
+    paper: str | None = None
+    paper_source: str | None = None
 
 
 class _Footnotes:
@@ -241,7 +262,7 @@ class _Footnotes:
         return f"[{self.reasons.index(reason) + 1}]"
 
 
-def _lookup_text(backbone: str, model: str, evalset: Optional[str]) -> str:
+def _lookup_text(backbone: str, model: str, evalset: str | None) -> str:
     where = "null (model-level value)" if evalset is None else repr(evalset)
     return f"backbone={backbone!r}, model={model!r}, evalset={where}"
 
@@ -261,7 +282,7 @@ def _index_results(results: pd.DataFrame) -> tuple[dict, dict]:
     return values, {key: sorted(found) for key, found in files.items()}
 
 
-def _paper_rows(spec: TableSpec, paper: Optional[pd.DataFrame]) -> tuple[dict, set, Optional[str]]:
+def _paper_rows(spec: TableSpec, paper: pd.DataFrame | None) -> tuple[dict, set, str | None]:
     """(backbone, method) -> {metric: text or None} of the spec's paper table, its metrics and file."""
     if spec.paper is None:
         return {}, set(), None
@@ -270,15 +291,16 @@ def _paper_rows(spec: TableSpec, paper: Optional[pd.DataFrame]) -> tuple[dict, s
     part = paper[paper["table"] == spec.paper]
     if part.empty:
         known = sorted(set(paper["table"]))
-        raise ValueError(f"table {spec.name!r}: paper table {spec.paper!r} is not in the paper's results; "
-                         f"tables there: {known}.")
+        raise ValueError(
+            f"table {spec.name!r}: paper table {spec.paper!r} is not in the paper's results; tables there: {known}."
+        )
     rows: dict[tuple, dict] = {}
     for row in part.itertuples(index=False):
         rows.setdefault((row.backbone, row.method), {})[row.metric] = None if _is_missing(row.value) else row.value
     return rows, set(part["metric"]), ", ".join(sorted(set(part["source"])))
 
 
-def build_table(spec: TableSpec, results: pd.DataFrame, paper: Optional[pd.DataFrame] = None) -> Table:
+def build_table(spec: TableSpec, results: pd.DataFrame, paper: pd.DataFrame | None = None) -> Table:
     """The cells of ``spec`` from our ``results`` and the ``paper`` (DataFrames of
     :func:`~dkd.report.results.read_results` / :func:`~dkd.report.results.read_paper`)."""
     ours_index, files_index = _index_results(results)
@@ -304,8 +326,15 @@ def build_table(spec: TableSpec, results: pd.DataFrame, paper: Optional[pd.DataF
             record[f"{fmt.header} Δ"] = _delta(ours, printed, fmt, ours_marks, paper_marks, notes)
         records.append(record)
     frame = pd.DataFrame(records, dtype=object)
-    return Table(name=spec.name, title=spec.title, frame=frame, footnotes=tuple(notes.reasons),
-                 sources=tuple(sorted(sources)), paper=spec.paper, paper_source=paper_source)
+    return Table(
+        name=spec.name,
+        title=spec.title,
+        frame=frame,
+        footnotes=tuple(notes.reasons),
+        sources=tuple(sorted(sources)),
+        paper=spec.paper,
+        paper_source=paper_source,
+    )
 
 
 def _ours(spec, row, metric, fmt, ours_index, files_index, notes, sources):
@@ -318,8 +347,10 @@ def _ours(spec, row, metric, fmt, ours_index, files_index, notes, sources):
     found = ours_index.get(key, {}).get(metric)
     if metric in row.values:
         if found is not None:
-            raise ValueError(f"table {spec.name!r}, row {row.label!r}: {metric!r} is configured in the spec "
-                             f"and also measured in {found[1]}; keep one.")
+            raise ValueError(
+                f"table {spec.name!r}, row {row.label!r}: {metric!r} is configured in the spec "
+                f"and also measured in {found[1]}; keep one."
+            )
         return row.values[metric], notes.mark("a setting configured in the table spec, not a measurement")
     if key not in files_index:
         return None, notes.mark(f"no result file for {_lookup_text(*key)}")
@@ -334,12 +365,13 @@ def _paper(spec, row, metric, paper_rows, paper_metrics, notes):
     """The paper's printed value of ``metric`` in ``row`` (None if absent) and the marks of its cell."""
     values = paper_rows.get((row.backbone, row.label))
     if values is None:
-        return None, notes.mark(f"the paper's table {spec.paper!r} has no row {row.label!r} "
-                                f"on backbone {row.backbone!r}")
+        return None, notes.mark(
+            f"the paper's table {spec.paper!r} has no row {row.label!r} on backbone {row.backbone!r}"
+        )
     if metric not in paper_metrics:
         return None, notes.mark(f"the paper's table {spec.paper!r} has no {metric!r} column")
     if values.get(metric) is None:
-        return None, notes.mark("the paper prints no value here (\"-\" or blank)")
+        return None, notes.mark('the paper prints no value here ("-" or blank)')
     return values[metric], ""
 
 

@@ -40,8 +40,15 @@ TOY_UNET_CONFIG = {
 }
 
 TOY_TEXT_CONFIG = dict(
-    vocab_size=CLIP_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-    max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    vocab_size=CLIP_VOCAB_SIZE,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
 )
 
 
@@ -89,8 +96,13 @@ def save_toy_backbone(folder: str | Path, unet: nn.Module | None = None, *, seed
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = write_clip_tokenizer(scratch, max_length=TEXT_LENGTH)
         return save_pipeline_folder(
-            folder, "sd", denoiser=unet if unet is not None else toy_unet(seed), text_encoder=toy_text_encoder(),
-            tokenizer=tokenizer, vae=None, scheduler=toy_scheduler(),
+            folder,
+            "sd",
+            denoiser=unet if unet is not None else toy_unet(seed),
+            text_encoder=toy_text_encoder(),
+            tokenizer=tokenizer,
+            vae=None,
+            scheduler=toy_scheduler(),
         )
 
 

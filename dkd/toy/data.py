@@ -11,8 +11,8 @@ so an evaluation needs nothing but its prompt file.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,9 @@ def prompt_digit(text: str) -> int:
     """The digit a toy prompt names (its last digit word or numeral); one clear error otherwise."""
     found = _WORD_OR_DIGIT.findall(text.lower())
     if not found:
-        raise ValueError(f"prompt {text!r} names no digit (expected e.g. 'the number 7' or 'a handwritten digit seven').")
+        raise ValueError(
+            f"prompt {text!r} names no digit (expected e.g. 'the number 7' or 'a handwritten digit seven')."
+        )
     last = found[-1]
     return int(last) if last.isdigit() else WORDS.index(last)
 

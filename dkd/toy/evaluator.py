@@ -13,9 +13,9 @@ pixels up to the filter's small overshoot, then maps to model space.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,10 +35,16 @@ class DigitClassifier(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * width * 4, FEATURES),
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 4, FEATURES),
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(FEATURES, 10))
 
@@ -72,7 +78,7 @@ def _shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch
     padded = F.pad(x, (max_shift,) * 4, value=-1.0)
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2, len(x)), generator=generator)
     size = x.shape[-1]
-    return torch.stack([padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] for i in range(len(x))])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + size, dx[i] : dx[i] + size] for i in range(len(x))])
 
 
 def train_classifier(config: ClassifierConfig, train: DigitSplit | None = None) -> DigitClassifier:
@@ -88,7 +94,7 @@ def train_classifier(config: ClassifierConfig, train: DigitSplit | None = None) 
     for _ in range(config.epochs):
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), config.batch_size):
-            index = order[start:start + config.batch_size]
+            index = order[start : start + config.batch_size]
             x = _shift(train.images[index], config.max_shift, generator)
             loss = F.cross_entropy(model(x), train.labels[index])
             optimizer.zero_grad(set_to_none=True)
@@ -110,7 +116,9 @@ def save_classifier(model: DigitClassifier, folder: str | Path, **info) -> Path:
     folder = Path(folder)
     with atomic_open(folder / "model.safetensors", "wb") as handle:
         handle.write(save(model.state_dict()))
-    atomic_write_text(folder / "classifier.json", json.dumps({"name": NAME, "features": FEATURES, **info}, indent=2) + "\n")
+    atomic_write_text(
+        folder / "classifier.json", json.dumps({"name": NAME, "features": FEATURES, **info}, indent=2) + "\n"
+    )
     return folder
 
 

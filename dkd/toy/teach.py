@@ -43,10 +43,12 @@ class ToyTeacherConfig:
             raise ValueError(f"cfg_dropout and ema_decay must be in [0, 1); got {asdict(self)}.")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ToyTeacherConfig":
+    def from_dict(cls, values: dict) -> ToyTeacherConfig:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown toy teacher settings {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}.")
+            raise ValueError(
+                f"unknown toy teacher settings {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}."
+            )
         return cls(**values)
 
 
@@ -55,8 +57,9 @@ def prompt_table(tokenizer, text_encoder) -> torch.Tensor:
     """Embeddings ``(10 * len(TEMPLATES) + 1, tokens, dim)``: row ``digit * len(TEMPLATES) + wording``,
     last row the empty prompt."""
     prompts = all_prompts() + [""]
-    return encode_prompts(prompts, tokenizer=tokenizer, text_encoder=text_encoder, max_length=TEXT_LENGTH,
-                          family="sd").hidden_states
+    return encode_prompts(
+        prompts, tokenizer=tokenizer, text_encoder=text_encoder, max_length=TEXT_LENGTH, family="sd"
+    ).hidden_states
 
 
 def train_teacher(config: ToyTeacherConfig, tokenizer, *, progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
@@ -71,8 +74,12 @@ def train_teacher(config: ToyTeacherConfig, tokenizer, *, progress: bool = True)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
-        * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * step / config.steps)).item()),
+        optimizer,
+        lambda step: (
+            min(1.0, (step + 1) / max(1, config.warmup_steps))
+            * 0.5
+            * (1 + torch.cos(torch.tensor(torch.pi * step / config.steps)).item())
+        ),
     )
     rows, running = [], 0.0
     for step in tqdm(range(config.steps), desc="toy teacher", disable=not progress):

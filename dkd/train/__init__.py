@@ -1,6 +1,5 @@
 """DKD distillation (paper section 3.3, Algorithm 1): noise-schedule helpers and losses."""
 
-from .step import VSDConfig, fake_loss, generate, generator_loss
 from .losses import WEIGHTINGS, cfg, dmd_gradient, fake_denoising_loss, sds_gradient, vsd_generator_loss
 from .schedule import (
     PREDICTION_TYPES,
@@ -15,6 +14,7 @@ from .schedule import (
     sample_timesteps,
     timestep_range,
 )
+from .step import VSDConfig, fake_loss, generate, generator_loss
 
 __all__ = [
     "VSDConfig",

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,12 +33,15 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
-            and (p / "state.json").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
+    done = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit() and (p / "state.json").is_file()
+    ]
+    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
-def latest_checkpoint(root: str | os.PathLike) -> Optional[Path]:
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
 
@@ -55,8 +58,9 @@ def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing, unexpected = set(params) - set(tensors), set(tensors) - set(params)
     if missing or unexpected:
-        raise ValueError(f"checkpoint does not match the model: missing {sorted(missing)[:3]}, "
-                         f"unexpected {sorted(unexpected)[:3]}")
+        raise ValueError(
+            f"checkpoint does not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(tensors[name])
@@ -141,6 +145,10 @@ def training_cost(state: dict[str, Any]) -> dict[str, float | int]:
     attempts = state.get("attempts", [])
     seconds = [float(a["seconds"]) for a in attempts]
     memory = [float(a["peak_memory_gb"]) * 1024 for a in attempts if "peak_memory_gb" in a]
-    return {"gpu_days": sum(s * a["processes"] for s, a in zip(seconds, attempts)) / SECONDS_PER_DAY,
-            "train_hours": sum(seconds) / 3600.0, "processes": int(state["processes"]), "steps": int(state["step"]),
-            **({"memory_mb": max(memory)} if memory else {})}
+    return {
+        "gpu_days": sum(s * a["processes"] for s, a in zip(seconds, attempts)) / SECONDS_PER_DAY,
+        "train_hours": sum(seconds) / 3600.0,
+        "processes": int(state["processes"]),
+        "steps": int(state["step"]),
+        **({"memory_mb": max(memory)} if memory else {}),
+    }

@@ -21,7 +21,6 @@ import copy
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -33,7 +32,7 @@ def _problem(error: yaml.YAMLError) -> str:
     return f"{getattr(error, 'problem', None) or str(error).splitlines()[0]}{where}"
 
 
-def read_settings(path: Optional[str], backbone: str, run: str) -> tuple[dict, dict]:
+def read_settings(path: str | None, backbone: str, run: str) -> tuple[dict, dict]:
     """``(settings, backbone entry)`` from a YAML file: a workflow config (``distill.settings`` with
     ``distill.run_settings.<run>`` merged in, and ``backbones.<backbone>``) or a plain mapping of
     settings; ``({}, {})`` without a file."""
@@ -55,8 +54,9 @@ def read_settings(path: Optional[str], backbone: str, run: str) -> tuple[dict, d
     settings, per_run = distill.get("settings") or {}, (distill.get("run_settings") or {}).get(run) or {}
     entry = (data.get("backbones") or {}).get(backbone) or {}
     if not all(isinstance(part, dict) for part in (settings, per_run, entry)):
-        raise ValueError(f"--config {path}: distill.settings, distill.run_settings.{run} and backbones.{backbone} "
-                         "must be mappings")
+        raise ValueError(
+            f"--config {path}: distill.settings, distill.run_settings.{run} and backbones.{backbone} must be mappings"
+        )
     return merge_settings(settings, per_run), dict(entry)
 
 
@@ -97,7 +97,7 @@ def _value(text: str):
         raise ValueError(f"--set value {text!r} is not a valid YAML list or mapping ({_problem(error)})") from None
 
 
-def teacher_source(backbone: str, source: Optional[str], entry: dict) -> str:
+def teacher_source(backbone: str, source: str | None, entry: dict) -> str:
     """--source, else the config's ``backbones.<B>.source``, else the backbone's hub id."""
     from ..backbones.specs import backbone_spec
 
@@ -108,12 +108,12 @@ def teacher_source(backbone: str, source: Optional[str], entry: dict) -> str:
 
 
 def _distill(args: argparse.Namespace) -> int:
+    import logging
+
     from ..io import LockedError
     from .launch import INTERRUPTED_EXIT, LaunchError
     from .loop import NonFiniteLossError, TrainingInterrupted
     from .run import distill_run
-
-    import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # resume and export lines
     try:
@@ -122,9 +122,17 @@ def _distill(args: argparse.Namespace) -> int:
         if not Path(args.prompts).is_file():
             raise FileNotFoundError(f"--prompts {args.prompts}: no such file")
         source = teacher_source(args.backbone, args.source, entry)
-        done = distill_run(args.backbone, args.name, settings=settings, source=source,
-                           dtype=args.dtype or entry.get("dtype", "float32"), prompts=args.prompts, out=args.out,
-                           processes=args.processes, nodes=args.nodes)
+        done = distill_run(
+            args.backbone,
+            args.name,
+            settings=settings,
+            source=source,
+            dtype=args.dtype or entry.get("dtype", "float32"),
+            prompts=args.prompts,
+            out=args.out,
+            processes=args.processes,
+            nodes=args.nodes,
+        )
     except TrainingInterrupted as stopped:
         print(f"stopped: {stopped}; the same command again resumes", file=sys.stderr)
         return INTERRUPTED_EXIT
@@ -139,28 +147,57 @@ def add_subcommand(commands) -> None:
     """``distill`` on the top-level subparsers of ``python -m dkd``."""
     from .launch import DTYPES
 
-    parser = commands.add_parser("distill", help="one distillation run (DKD or a baseline), resumable, then "
-                                 "its export: DIR/adapter, DIR/pipeline (python -m dkd sample)",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", metavar="RUN", help="{method}-s{rank}-f{fake}-{layers}-{init}: lorad-s256-f32-"
-                        "linear-zero is DKD; lora-/dora-s256-f32-linear-zero, ft-sfull-fft-linear-zero (DMD2)")
-    parser.add_argument("--backbone", required=True, help="sd15, sd21, pixart256 (or tiny-sd, tiny-pixart, toy "
-                        "with --source)")
+    parser = commands.add_parser(
+        "distill",
+        help="one distillation run (DKD or a baseline), resumable, then "
+        "its export: DIR/adapter, DIR/pipeline (python -m dkd sample)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "name",
+        metavar="RUN",
+        help="{method}-s{rank}-f{fake}-{layers}-{init}: lorad-s256-f32-"
+        "linear-zero is DKD; lora-/dora-s256-f32-linear-zero, ft-sfull-fft-linear-zero (DMD2)",
+    )
+    parser.add_argument(
+        "--backbone", required=True, help="sd15, sd21, pixart256 (or tiny-sd, tiny-pixart, toy with --source)"
+    )
     parser.add_argument("--prompts", required=True, help="training prompts: .txt (one per line) or .jsonl")
     parser.add_argument("--out", required=True, help="run folder: train/ (checkpoints, log.csv), adapter/, pipeline/")
-    parser.add_argument("--config", default=None, help="YAML: a workflow config (distill.settings, "
-                        "backbones.<B>.source/dtype) or a mapping of DistillConfig fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting after --config (YAML value; repeatable), e.g. max_steps=1000, "
-                        "vsd.guidance_scale=2.0, optim_student.lr=5e-5")
-    parser.add_argument("--source", default=None, help="teacher: local diffusers folder or hub id (default: the "
-                        "config's, else the backbone's hub id)")
-    parser.add_argument("--dtype", choices=DTYPES, default=None,
-                        help="frozen teacher's precision on a GPU (default: the config's, else float32, as the "
-                        "workflow)")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="data-parallel processes per machine, one per GPU (accelerate launch)")
-    parser.add_argument("--nodes", type=int, default=1,
-                        help="machines of this SLURM allocation to train on, one srun task each (e.g. inside "
-                        "sbatch --nodes=2 --ntasks-per-node=1 --gres=gpu:8)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML: a workflow config (distill.settings, "
+        "backbones.<B>.source/dtype) or a mapping of DistillConfig fields",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting after --config (YAML value; repeatable), e.g. max_steps=1000, "
+        "vsd.guidance_scale=2.0, optim_student.lr=5e-5",
+    )
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="teacher: local diffusers folder or hub id (default: the config's, else the backbone's hub id)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="frozen teacher's precision on a GPU (default: the config's, else float32, as the workflow)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="data-parallel processes per machine, one per GPU (accelerate launch)"
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="machines of this SLURM allocation to train on, one srun task each (e.g. inside "
+        "sbatch --nodes=2 --ntasks-per-node=1 --gres=gpu:8)",
+    )
     parser.set_defaults(run=_distill)

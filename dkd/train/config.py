@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 from ..adapters import AdapterSpec
 from ..backbones import backbone_spec
@@ -57,18 +56,18 @@ class DistillConfig:
     batch_size: int = 128
     per_device_batch: int = 16
     epochs: int = 2
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
     generator_every: int = 1
     seed: int = 0
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     channels_last: bool = False  # NHWC convolutions (dkd.train.speed); numerics unchanged up to kernel choice
-    compile_blocks: Union[bool, tuple[str, ...]] = False  # torch.compile of each repeated block (or of the named classes)
+    compile_blocks: bool | tuple[str, ...] = False  # torch.compile of each repeated block (or of the named classes)
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
-    eval_every: Optional[int] = None  # evaluation hook period (Fig. 16 curves); None: no evaluation
-    embedding_cache: Optional[str] = None  # folder of cached prompt embeddings (dkd.train.embeddings); None: encode
+    eval_every: int | None = None  # evaluation hook period (Fig. 16 curves); None: no evaluation
+    embedding_cache: str | None = None  # folder of cached prompt embeddings (dkd.train.embeddings); None: encode
 
     def __post_init__(self):
         backbone_spec(self.backbone)
@@ -79,8 +78,15 @@ class DistillConfig:
                 raise ValueError(f"{role} spec must have backbone={self.backbone!r} and role={role!r}; got {spec}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be a whole number; got {self.seed!r}.")
-        for name in ("batch_size", "per_device_batch", "epochs", "generator_every", "checkpoint_every",
-                     "keep_checkpoints", "log_every"):
+        for name in (
+            "batch_size",
+            "per_device_batch",
+            "epochs",
+            "generator_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}.")
@@ -89,17 +95,24 @@ class DistillConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
         if self.batch_size % self.per_device_batch:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of per_device_batch "
-                             f"{self.per_device_batch}.")
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of per_device_batch {self.per_device_batch}."
+            )
         for name in ("gradient_checkpointing", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}.")
         if not isinstance(self.compile_blocks, bool):
             names = self.compile_blocks
-            if (isinstance(names, str) or not isinstance(names, (list, tuple)) or not names
-                    or not all(isinstance(n, str) and n.isidentifier() for n in names)):
-                raise ValueError("compile_blocks must be true, false or a list of module class names "
-                                 f"(e.g. [BasicTransformerBlock, ResnetBlock2D]); got {names!r}.")
+            if (
+                isinstance(names, str)
+                or not isinstance(names, (list, tuple))
+                or not names
+                or not all(isinstance(n, str) and n.isidentifier() for n in names)
+            ):
+                raise ValueError(
+                    "compile_blocks must be true, false or a list of module class names "
+                    f"(e.g. [BasicTransformerBlock, ResnetBlock2D]); got {names!r}."
+                )
             object.__setattr__(self, "compile_blocks", tuple(names))
         if isinstance(self.embedding_cache, os.PathLike):
             object.__setattr__(self, "embedding_cache", os.fspath(self.embedding_cache))
@@ -112,25 +125,32 @@ class DistillConfig:
         """Micro-batches per optimiser step and process, for ``processes`` data-parallel processes."""
         per_step = self.per_device_batch * processes
         if self.batch_size % per_step:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of per_device_batch x processes "
-                             f"= {per_step}.")
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of per_device_batch x processes = {per_step}."
+            )
         return self.batch_size // per_step
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DistillConfig":
+    def from_dict(cls, data: dict) -> DistillConfig:
         """Inverse of ``to_dict`` (e.g. from a workflow's YAML or a checkpoint's JSON). A nested
         setting given in part (``optim_student: {warmup_steps: 100}``) keeps the defaults of the rest."""
         data = dict(data)
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown distillation settings: {sorted(unknown)}.")
-        defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls)
-                    if f.default_factory is not dataclasses.MISSING}
-        nested = {"student": AdapterSpec, "fake": AdapterSpec, "vsd": VSDConfig,
-                  "optim_student": OptimConfig, "optim_fake": OptimConfig}
+        defaults = {
+            f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
+        }
+        nested = {
+            "student": AdapterSpec,
+            "fake": AdapterSpec,
+            "vsd": VSDConfig,
+            "optim_student": OptimConfig,
+            "optim_fake": OptimConfig,
+        }
         for key, kind in nested.items():
             if key not in data or isinstance(data[key], kind):
                 continue

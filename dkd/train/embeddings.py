@@ -46,8 +46,8 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -82,10 +82,18 @@ def encoder_info(teacher: Teacher) -> dict:
     parameter = next(encoder.parameters())
     device = torch.cuda.get_device_name(parameter.device) if parameter.device.type == "cuda" else parameter.device.type
     config = {k: v for k, v in encoder.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
-    return {"format": FORMAT, "family": teacher.family, "max_length": teacher.spec.text_max_length,
-            "encoder_class": type(encoder).__name__, "encoder_config": config, "parameters_sha256": digest.hexdigest(),
-            "tokenizer_class": type(tokenizer).__name__, "vocab_sha256": hashlib.sha256(vocab.encode()).hexdigest(),
-            "dtype": str(parameter.dtype), "device": device}
+    return {
+        "format": FORMAT,
+        "family": teacher.family,
+        "max_length": teacher.spec.text_max_length,
+        "encoder_class": type(encoder).__name__,
+        "encoder_config": config,
+        "parameters_sha256": digest.hexdigest(),
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_sha256": hashlib.sha256(vocab.encode()).hexdigest(),
+        "dtype": str(parameter.dtype),
+        "device": device,
+    }
 
 
 def encoder_key(info: dict) -> str:
@@ -98,7 +106,7 @@ def texts_hash(texts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def _row_digests(hidden: torch.Tensor, mask: Optional[torch.Tensor]) -> list[str]:
+def _row_digests(hidden: torch.Tensor, mask: torch.Tensor | None) -> list[str]:
     digests = []
     for row in range(hidden.shape[0]):
         h = hashlib.blake2b(_tensor_bytes(hidden[row]), digest_size=16)
@@ -121,8 +129,15 @@ class EmbeddingCache:
     call when a block is encoded. Counters: ``blocks_read`` and ``blocks_written``.
     """
 
-    def __init__(self, folder: str | os.PathLike, teacher: Teacher, prompts: Sequence[str], *,
-                 block_size: int = 256, encode_batch: int = 64):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        teacher: Teacher,
+        prompts: Sequence[str],
+        *,
+        block_size: int = 256,
+        encode_batch: int = 64,
+    ):
         for name, value in (("block_size", block_size), ("encode_batch", encode_batch)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"embedding cache: {name} must be a positive integer; got {value!r}.")
@@ -143,15 +158,20 @@ class EmbeddingCache:
             self._index.setdefault(prompt, i)
         self._names: dict[int, str] = {}
         self.blocks_read = self.blocks_written = 0
-        log.info("embedding cache %s: %d prompts in %d blocks of %d", self.folder, len(self.prompts), self.num_blocks,
-                 block_size)
+        log.info(
+            "embedding cache %s: %d prompts in %d blocks of %d",
+            self.folder,
+            len(self.prompts),
+            self.num_blocks,
+            block_size,
+        )
 
     @property
     def num_blocks(self) -> int:
         return -(-len(self.prompts) // self.block_size)
 
     def _texts(self, block: int) -> list[str]:
-        return self.prompts[block * self.block_size:(block + 1) * self.block_size]
+        return self.prompts[block * self.block_size : (block + 1) * self.block_size]
 
     def shard_path(self, block: int) -> Path:
         """Where block ``block`` is stored (whether or not it has been written)."""
@@ -160,21 +180,27 @@ class EmbeddingCache:
         return self.folder / self._names[block]
 
     # -- one block -------------------------------------------------------------------------
-    def _write_block(self, block: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _write_block(self, block: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encode block ``block`` (``encode_batch`` prompts per call) and write its shard atomically."""
         texts = self._texts(block)
-        parts = [self.teacher.encode(texts[k:k + self.encode_batch]) for k in range(0, len(texts), self.encode_batch)]
+        parts = [self.teacher.encode(texts[k : k + self.encode_batch]) for k in range(0, len(texts), self.encode_batch)]
         hidden = torch.cat([p.hidden_states for p in parts]).cpu().contiguous()
-        mask = None if parts[0].attention_mask is None else torch.cat([p.attention_mask for p in parts]).cpu().contiguous()
+        mask = (
+            None if parts[0].attention_mask is None else torch.cat([p.attention_mask for p in parts]).cpu().contiguous()
+        )
         tensors = {"hidden_states": hidden, **({"attention_mask": mask} if mask is not None else {})}
-        metadata = {"format": FORMAT, "encoder": self.key, "texts": texts_hash(texts),
-                    "rows": json.dumps(_row_digests(hidden, mask))}
+        metadata = {
+            "format": FORMAT,
+            "encoder": self.key,
+            "texts": texts_hash(texts),
+            "rows": json.dumps(_row_digests(hidden, mask)),
+        }
         with atomic_open(self.shard_path(block), "wb") as handle:
             handle.write(safetensors_bytes(tensors, metadata=metadata))
         self.blocks_written += 1
         return hidden, mask
 
-    def _read_rows(self, block: int, rows: Sequence[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _read_rows(self, block: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Rows ``rows`` of a written shard, each checked against its digest; ``CorruptShardError``
         (or ``FileNotFoundError``) otherwise."""
         path = self.shard_path(block)
@@ -190,8 +216,8 @@ class EmbeddingCache:
                 mask_slice = shard.get_slice("attention_mask") if "attention_mask" in names else None
                 if len(digests) != len(self._texts(block)) or hidden_slice.get_shape()[0] != len(digests):
                     raise CorruptShardError(f"{path}: {len(digests)} rows for {len(self._texts(block))} prompts.")
-                hidden = torch.cat([hidden_slice[r:r + 1] for r in rows])
-                mask = None if mask_slice is None else torch.cat([mask_slice[r:r + 1] for r in rows])
+                hidden = torch.cat([hidden_slice[r : r + 1] for r in rows])
+                mask = None if mask_slice is None else torch.cat([mask_slice[r : r + 1] for r in rows])
         except (FileNotFoundError, CorruptShardError):
             raise
         except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
@@ -201,7 +227,7 @@ class EmbeddingCache:
         self.blocks_read += 1
         return hidden, mask
 
-    def _rows(self, block: int, rows: Sequence[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _rows(self, block: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Rows of block ``block``, from its shard, or encoded (and written) if missing or damaged."""
         try:
             return self._read_rows(block, rows)
@@ -225,7 +251,7 @@ class EmbeddingCache:
         wanted: dict[int, list[int]] = {}
         for i in indices:
             wanted.setdefault(i // self.block_size, []).append(i % self.block_size)
-        found: dict[int, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+        found: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for block, rows in wanted.items():
             rows = sorted(set(rows))
             hidden, mask = self._rows(block, rows)

@@ -34,8 +34,10 @@ def save_adapter(model: nn.Module, spec: AdapterSpec, folder: str | Path, adapte
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(model, adapter_name=adapter_name)
-    save_file({f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in state.items()},
-              str(folder / "adapter_model.safetensors"))
+    save_file(
+        {f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in state.items()},
+        str(folder / "adapter_model.safetensors"),
+    )
     config.save_pretrained(str(folder))
     return folder
 
@@ -64,10 +66,23 @@ def export_student(student: nn.Module, spec: AdapterSpec, teacher: Teacher, out:
     denoiser = merge_adapters(student).eval()
     if any(p.dtype != teacher.denoiser.dtype for p in denoiser.parameters()):
         denoiser = denoiser.to(teacher.denoiser.dtype)  # the teacher's storage dtype (FT trains in fp32)
-    info = {"backbone": teacher.spec.name, "t_init": t_init, "method": spec.method, "rank": spec.rank,
-            "layers": spec.layers, "prediction_type": teacher.prediction_type}
+    info = {
+        "backbone": teacher.spec.name,
+        "t_init": t_init,
+        "method": spec.method,
+        "rank": spec.rank,
+        "layers": spec.layers,
+        "prediction_type": teacher.prediction_type,
+    }
     with atomic_folder(out / "pipeline") as folder:
-        save_pipeline_folder(folder, teacher.family, denoiser=denoiser, text_encoder=teacher.text_encoder,
-                             tokenizer=teacher.tokenizer, vae=teacher.vae, scheduler=teacher.scheduler)
+        save_pipeline_folder(
+            folder,
+            teacher.family,
+            denoiser=denoiser,
+            text_encoder=teacher.text_encoder,
+            tokenizer=teacher.tokenizer,
+            vae=teacher.vae,
+            scheduler=teacher.scheduler,
+        )
         (folder / STUDENT_INFO).write_text(json.dumps(info, indent=2))
     return out

@@ -13,10 +13,10 @@ its last checkpoint (:func:`finished_run`); only the parent writes the job's dec
 
 The rendezvous port is chosen by accelerate (``--main_process_port 0``: the OS picks a free port),
 so two jobs on one node do not collide. Several nodes (``nodes > 1``, inside a SLURM allocation):
-one node task per node under ``srun``, each starting its node's ranks (``dkd.train.nodes``). ``CUDA_VISIBLE_DEVICES`` (set by SLURM or
-``dkd.gpus.claim_gpu``) is inherited. On a machine without CUDA the ranks run on the CPU (gloo):
-the launch is the same but for ``ACCELERATE_USE_CPU=true`` in their environment (accelerate's
-``--cpu`` launcher starts one process; several need MPI).
+one node task per node under ``srun``, each starting its node's ranks (``dkd.train.nodes``).
+``CUDA_VISIBLE_DEVICES`` (set by SLURM or ``dkd.gpus.claim_gpu``) is inherited. On a machine without
+CUDA the ranks run on the CPU (gloo): the launch is the same but for ``ACCELERATE_USE_CPU=true`` in
+their environment (accelerate's ``--cpu`` launcher starts one process; several need MPI).
 """
 
 from __future__ import annotations
@@ -30,16 +30,17 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any
 
 import torch
 
 from ..io import exclusive
 from .checkpoint import latest_checkpoint, load_state, load_trainable_state, load_weights, training_cost
 from .config import DistillConfig
-from .loop import ROLES, DistillResult, Distiller, TrainingInterrupted, distill
+from .loop import ROLES, Distiller, DistillResult, TrainingInterrupted, distill
 from .nodes import Machines, machines_from_slurm, srun_command
 from .processes import forward_signals, stream_output
 from .signals import StopSignals
@@ -69,7 +70,7 @@ class DistillJob:
     dtype: str
     prompts: str
     train_dir: str
-    curve: Optional[dict] = None
+    curve: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.config, DistillConfig):
@@ -101,7 +102,7 @@ class DistillJob:
         return atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "DistillJob":
+    def read(cls, path: str | os.PathLike) -> DistillJob:
         """The job written by :meth:`write`; anything malformed is one ``ValueError`` naming the file."""
         path = Path(path)
         try:
@@ -109,11 +110,15 @@ class DistillJob:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a readable distillation job ({err}).") from err
         fields = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or set(data) - fields or {"config", "source", "dtype", "prompts",
-                                                                 "train_dir"} - set(data):
+        if (
+            not isinstance(data, dict)
+            or set(data) - fields
+            or {"config", "source", "dtype", "prompts", "train_dir"} - set(data)
+        ):
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"{path}: a distillation job is an object with keys {sorted(fields)} (curve optional); "
-                             f"got {keys}.")
+            raise ValueError(
+                f"{path}: a distillation job is an object with keys {sorted(fields)} (curve optional); got {keys}."
+            )
         try:
             config = DistillConfig.from_dict(data["config"]) if isinstance(data["config"], dict) else data["config"]
             return cls(**{**data, "config": config})
@@ -148,12 +153,13 @@ def _prompts(job: DistillJob) -> list[str]:
     from ..data import read_prompts
 
     prompts = read_prompts(job.prompts)
-    log.info("%s: %d prompts (%d empty lines skipped), %s", job.prompts, len(prompts), prompts.skipped_empty,
-             job.config)
+    log.info(
+        "%s: %d prompts (%d empty lines skipped), %s", job.prompts, len(prompts), prompts.skipped_empty, job.config
+    )
     return prompts.prompts
 
 
-def curve_hook(job: DistillJob, teacher, device: torch.device) -> Optional[Callable]:
+def curve_hook(job: DistillJob, teacher, device: torch.device) -> Callable | None:
     """The evaluation hook of the run's convergence curve (None without one). The evaluator is built
     at the hook's first call: only the main process calls it, the other ranks only hold it."""
     if job.curve is None:
@@ -165,11 +171,18 @@ def curve_hook(job: DistillJob, teacher, device: torch.device) -> Optional[Calla
 
     def evaluate(step: int, student) -> dict:
         if not built:
-            built.append(training_curve(
-                Evaluator(**curve["evaluator"], device=str(device)), teacher,
-                prompts=read_prompts(curve["prompts"]).prompts[:curve["count"]], seed=curve["seed"],
-                folder=Path(job.train_dir) / "curve-images", stats=curve["stats"], features=curve["features"],
-                t_init=job.config.vsd.t_init))
+            built.append(
+                training_curve(
+                    Evaluator(**curve["evaluator"], device=str(device)),
+                    teacher,
+                    prompts=read_prompts(curve["prompts"]).prompts[: curve["count"]],
+                    seed=curve["seed"],
+                    folder=Path(job.train_dir) / "curve-images",
+                    stats=curve["stats"],
+                    features=curve["features"],
+                    t_init=job.config.vsd.t_init,
+                )
+            )
         return built[0](step, student)
 
     return evaluate
@@ -186,12 +199,14 @@ def finished_run(config: DistillConfig, teacher, prompts, output_dir) -> Distill
     state = load_state(path)
     distiller.check_fingerprint(path, state)
     if state["step"] != distiller.total_steps:
-        raise ValueError(f"{path}: the run is at step {state['step']} of {distiller.total_steps}, not finished; "
-                         "resume it first.")
+        raise ValueError(
+            f"{path}: the run is at step {state['step']} of {distiller.total_steps}, not finished; resume it first."
+        )
     for role, tensors in load_weights(path, list(ROLES)).items():
         load_trainable_state(distiller.acc.unwrap_model(distiller.models[role]), tensors)
-    return DistillResult(distiller.output_dir, state["step"], path,
-                         *(distiller.acc.unwrap_model(distiller.models[r]) for r in ROLES))
+    return DistillResult(
+        distiller.output_dir, state["step"], path, *(distiller.acc.unwrap_model(distiller.models[r]) for r in ROLES)
+    )
 
 
 def _is_finished(train_dir: Path) -> bool:
@@ -202,8 +217,15 @@ def _is_finished(train_dir: Path) -> bool:
     return state["step"] >= state["total_steps"]
 
 
-def run_distillation(job: DistillJob, *, processes: int = 1, nodes: int = 1, cpus: Optional[int] = None,
-                     cpu: Optional[bool] = None, log_stream: Optional[IO[str]] = None) -> Distilled:
+def run_distillation(
+    job: DistillJob,
+    *,
+    processes: int = 1,
+    nodes: int = 1,
+    cpus: int | None = None,
+    cpu: bool | None = None,
+    log_stream: IO[str] | None = None,
+) -> Distilled:
     """Train (or resume) ``job``'s run and return it finished, loaded in this process.
 
     ``processes`` 1: in this process (``distill``). More: that many ranks through accelerate's
@@ -225,8 +247,9 @@ def run_distillation(job: DistillJob, *, processes: int = 1, nodes: int = 1, cpu
         return _run_distillation(job, processes, nodes, cpus, cpu, log_stream)
 
 
-def _run_distillation(job: DistillJob, processes: int, nodes: int, cpus: Optional[int], cpu: Optional[bool],
-                      log_stream) -> Distilled:
+def _run_distillation(
+    job: DistillJob, processes: int, nodes: int, cpus: int | None, cpu: bool | None, log_stream
+) -> Distilled:
     train_dir = Path(job.train_dir)
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     device = torch.device("cpu" if cpu or not torch.cuda.is_available() else "cuda")
@@ -234,15 +257,27 @@ def _run_distillation(job: DistillJob, processes: int, nodes: int, cpus: Optiona
     stream = log_stream if log_stream is not None else sys.stderr
     if nodes > 1 and not finished:
         if shutil.which("srun") is None:
-            raise RuntimeError(f"a run on {nodes} nodes needs a SLURM allocation of {nodes} nodes (srun not found); "
-                               "run it through the slurm profile (DKD_SLURM_DISTILL_NODES) or on one node.")
+            raise RuntimeError(
+                f"a run on {nodes} nodes needs a SLURM allocation of {nodes} nodes (srun not found); "
+                "run it through the slurm profile (DKD_SLURM_DISTILL_NODES) or on one node."
+            )
         job.write()
-        command = srun_command(job.path.resolve(), processes=processes, nodes=nodes,
-                               cpus=cpus or len(os.sched_getaffinity(0)), gpus=not cpu)
+        command = srun_command(
+            job.path.resolve(),
+            processes=processes,
+            nodes=nodes,
+            cpus=cpus or len(os.sched_getaffinity(0)),
+            gpus=not cpu,
+        )
         received = _supervise(job, command, dict(os.environ), stream, processes * nodes, ranks=False)
         if not _is_finished(train_dir):  # the node tasks stopped cleanly after a signal
-            raise _interrupted(job, received, processes * nodes, "a signal to the node tasks (srun exited with code 0)",
-                               getattr(stream, "name", "the job's log"))
+            raise _interrupted(
+                job,
+                received,
+                processes * nodes,
+                "a signal to the node tasks (srun exited with code 0)",
+                getattr(stream, "name", "the job's log"),
+            )
         finished = True
     elif processes > 1 and not finished:
         job.write()
@@ -257,26 +292,52 @@ def _run_distillation(job: DistillJob, processes: int, nodes: int, cpus: Optiona
     return Distilled(job.config, teacher, result, training_cost(state), state.get("attempts", []))
 
 
-def launch_command(job_file: Path, processes: int, *, mixed_precision: str, threads: int,
-                   machines: Machines = Machines()) -> list[str]:
+def launch_command(
+    job_file: Path, processes: int, *, mixed_precision: str, threads: int, machines: Machines = Machines()
+) -> list[str]:
     """``accelerate launch`` of ``processes`` ranks on this machine running ``python -m
     dkd.train.launch <job_file>``, ``threads`` CPU threads per rank; on one machine a free
     rendezvous port picked by the OS, on several the rendezvous of ``machines``."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", *machines.accelerate_args(processes),
-            "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
-            "--num_cpu_threads_per_process", str(threads), "--module", "dkd.train.launch", str(job_file)]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        *machines.accelerate_args(processes),
+        "--mixed_precision",
+        mixed_precision,
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        str(threads),
+        "--module",
+        "dkd.train.launch",
+        str(job_file),
+    ]
 
 
-def _launch(job: DistillJob, processes: int, *, cpu: bool, stream: IO[str], machines: Machines = Machines(),
-            threads: Optional[int] = None) -> None:
+def _launch(
+    job: DistillJob,
+    processes: int,
+    *,
+    cpu: bool,
+    stream: IO[str],
+    machines: Machines = Machines(),
+    threads: int | None = None,
+) -> None:
     """Run this machine's ranks to the end (``threads`` CPU threads in all, default torch's), streaming
     their output into ``stream`` and forwarding signals."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("ACCELERATE_USE_CPU", None)
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
-    command = launch_command(job.path.resolve(), processes, mixed_precision=job.config.mixed_precision,
-                             threads=max(1, (threads or torch.get_num_threads()) // processes), machines=machines)
+    command = launch_command(
+        job.path.resolve(),
+        processes,
+        mixed_precision=job.config.mixed_precision,
+        threads=max(1, (threads or torch.get_num_threads()) // processes),
+        machines=machines,
+    )
     log.info("training on %d processes (%s): %s", processes, "CPU" if cpu else "GPU", " ".join(command))
     _supervise(job, command, env, stream, processes * machines.count, ranks=True)
 
@@ -286,13 +347,17 @@ def _interrupted(job: DistillJob, received: list[int], processes: int, source: s
     checkpoint = latest_checkpoint(Path(job.train_dir) / "checkpoints")
     if received:
         source = f"signal {received[0]} (forwarded to the {processes} training processes)"
-    at = (f"at step {load_state(checkpoint)['step']}; checkpoint {checkpoint}; the next attempt resumes from it"
-          if checkpoint else "before the first checkpoint; the next attempt starts over")
+    at = (
+        f"at step {load_state(checkpoint)['step']}; checkpoint {checkpoint}; the next attempt resumes from it"
+        if checkpoint
+        else "before the first checkpoint; the next attempt starts over"
+    )
     return TrainingInterrupted(f"{source} {at} (log: {where}).")
 
 
-def _supervise(job: DistillJob, command: list[str], env: dict, stream: IO[str], processes: int, *,
-               ranks: bool) -> list[int]:
+def _supervise(
+    job: DistillJob, command: list[str], env: dict, stream: IO[str], processes: int, *, ranks: bool
+) -> list[int]:
     """Run ``command`` (accelerate's launcher, or ``srun`` of the node tasks) to the end, streaming
     its output into ``stream``; a received SIGTERM/SIGUSR1 goes to the launcher's children (the
     ranks, ``ranks=True``) or to ``srun`` itself, which forwards it to every node task. Raises
@@ -318,11 +383,18 @@ def _supervise(job: DistillJob, command: list[str], env: dict, stream: IO[str], 
     rank, rank_code = (int(cause[-1][0]), int(cause[-1][1])) if cause else (None, None)
     launcher = "accelerate launch" if ranks else "srun"
     if received or rank_code == INTERRUPTED_EXIT:
-        raise _interrupted(job, received, processes,
-                           f"a signal to the training processes (rank {rank} exited with code {rank_code})", where)
+        raise _interrupted(
+            job,
+            received,
+            processes,
+            f"a signal to the training processes (rank {rank} exited with code {rank_code})",
+            where,
+        )
     which = f"rank {rank} exited with code {rank_code}" if cause else "a rank failed"
-    raise LaunchError(f"distillation on {processes} processes failed: {which} ({launcher} exit code {code}); "
-                      f"the ranks' output and traceback are in {where}; latest checkpoint: {checkpoint or 'none'}.")
+    raise LaunchError(
+        f"distillation on {processes} processes failed: {which} ({launcher} exit code {code}); "
+        f"the ranks' output and traceback are in {where}; latest checkpoint: {checkpoint or 'none'}."
+    )
 
 
 def _rank_main(job_file: str) -> int:
@@ -333,8 +405,9 @@ def _rank_main(job_file: str) -> int:
 
     job = DistillJob.read(job_file)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format=f"%(asctime)s rank {state.process_index} %(name)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format=f"%(asctime)s rank {state.process_index} %(name)s %(message)s"
+    )
     device = torch.device(state.device)
     teacher = _teacher(job, device)
     try:
@@ -354,8 +427,14 @@ def _node_main(job_file: str, processes: int) -> int:
         job, machines = DistillJob.read(job_file), machines_from_slurm()
         log.info("node %d of %d (rendezvous %s:%d)", machines.rank, machines.count, machines.address, machines.port)
         cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-        _launch(job, processes, cpu=not torch.cuda.is_available(), stream=sys.stdout, machines=machines,
-                threads=int(cpus) if cpus.isdigit() else None)
+        _launch(
+            job,
+            processes,
+            cpu=not torch.cuda.is_available(),
+            stream=sys.stdout,
+            machines=machines,
+            threads=int(cpus) if cpus.isdigit() else None,
+        )
     except TrainingInterrupted as err:
         log.warning("%s", err)
         return 0
@@ -365,11 +444,13 @@ def _node_main(job_file: str, processes: int) -> int:
     return 0
 
 
-USAGE = ("usage: python -m dkd.train.launch <job.json>  (one rank, run by accelerate launch)\n"
-         "       python -m dkd.train.launch --node --processes N <job.json>  (one node's N ranks, run by srun)")
+USAGE = (
+    "usage: python -m dkd.train.launch <job.json>  (one rank, run by accelerate launch)\n"
+    "       python -m dkd.train.launch --node --processes N <job.json>  (one node's N ranks, run by srun)"
+)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m dkd.train.launch <job.json>``: one rank's training (see ``run_distillation``);
     ``--node --processes N <job.json>``: one node task of a multi-node run."""
     from torch.distributed.elastic.multiprocessing.errors import record

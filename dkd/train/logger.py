@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 
 class CsvLogger:
     """``resume_after``: the step the run resumes after (rows up to it are kept), or None for a run
     that starts from scratch (every row of an earlier attempt is dropped, step 0 included)."""
 
-    def __init__(self, path: str | Path, resume_after: Optional[int] = None, tensorboard: bool = True):
+    def __init__(self, path: str | Path, resume_after: int | None = None, tensorboard: bool = True):
         self.path = Path(path)
         self.columns: list[str] | None = None
         keep_until = -1 if resume_after is None else resume_after
@@ -34,8 +34,11 @@ class CsvLogger:
                 self.columns = reader.fieldnames
                 rows = [row for row in reader if int(row["step"]) <= keep_until]
             self._rewrite(rows)
-        self._tensorboard = _tensorboard_writer(self.path.parent / "tensorboard" / self.path.stem, keep_until + 1) \
-            if tensorboard else None
+        self._tensorboard = (
+            _tensorboard_writer(self.path.parent / "tensorboard" / self.path.stem, keep_until + 1)
+            if tensorboard
+            else None
+        )
 
     def _rewrite(self, rows: list[dict]) -> None:
         tmp = self.path.with_suffix(".csv.tmp")
@@ -70,7 +73,7 @@ class CsvLogger:
 
 
 @contextlib.contextmanager
-def closing_all(*loggers: Optional[CsvLogger]) -> Iterator[None]:
+def closing_all(*loggers: CsvLogger | None) -> Iterator[None]:
     """Close every logger that is not None on leaving the block, however it is left."""
     try:
         yield

@@ -19,9 +19,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -31,8 +31,15 @@ from ..adapters import apply_adapter
 from ..backbones import PromptEmbeds, Teacher
 from ..data.prompts import epoch_permutation
 from ..io import atomic_write_text
-from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
-                         set_rng_state, trainable_state)
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
 from .config import DistillConfig, OptimConfig
 from .embeddings import EmbeddingCache
 from .logger import CsvLogger, closing_all
@@ -41,8 +48,16 @@ from .speed import tune_for_speed
 from .step import fake_loss, generate, generator_loss
 
 ROLES = ("student", "fake")
-RESULT_NEUTRAL = ("gradient_checkpointing", "channels_last", "compile_blocks", "checkpoint_every", "keep_checkpoints",
-                  "log_every", "eval_every", "embedding_cache")  # settings a resumed run may change
+RESULT_NEUTRAL = (
+    "gradient_checkpointing",
+    "channels_last",
+    "compile_blocks",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "eval_every",
+    "embedding_cache",
+)  # settings a resumed run may change
 _log = logging.getLogger(__name__)
 _clock = time.perf_counter  # the clock of the training-cost record (tests replace it)
 
@@ -76,8 +91,9 @@ def build_role(teacher: Teacher, spec) -> nn.Module:
 def _optimizer(model: nn.Module, optim: OptimConfig):
     params = [p for p in model.parameters() if p.requires_grad]
     fused = all(p.is_cuda for p in params)  # one kernel for all parameters on a GPU; CPU keeps foreach
-    opt = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
-                            fused=fused or None)
+    opt = torch.optim.AdamW(
+        params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, fused=fused or None
+    )
     warmup = optim.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     return opt, sched
@@ -94,9 +110,16 @@ def run_fingerprint(config: DistillConfig, teacher: Teacher) -> str:
         total = sum(p.double().sum().item() for p in params)
         squares = sum(p.double().square().sum().item() for p in params)
     settings = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
-    blob = json.dumps({"config": settings, "backbone": teacher.spec.name,
-                       "denoiser": dict(teacher.denoiser.config), "weights": [f"{total:.9g}", f"{squares:.9g}"]},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "config": settings,
+            "backbone": teacher.spec.name,
+            "denoiser": dict(teacher.denoiser.config),
+            "weights": [f"{total:.9g}", f"{squares:.9g}"],
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -110,8 +133,10 @@ class Distiller:
         self.output_dir = Path(output_dir)
         self.acc = accelerator or Accelerator(mixed_precision=config.mixed_precision)
         if teacher.denoiser.dtype in (torch.bfloat16, torch.float16) and config.mixed_precision == "no":
-            raise ValueError(f"the teacher is in {teacher.denoiser.dtype}: set mixed_precision to 'bf16' or 'fp16' "
-                             "(or load the teacher in float32).")
+            raise ValueError(
+                f"the teacher is in {teacher.denoiser.dtype}: set mixed_precision to 'bf16' or 'fp16' "
+                "(or load the teacher in float32)."
+            )
         self.steps_per_epoch = len(prompts) // config.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(prompts)} prompts are fewer than one batch of {config.batch_size}.")
@@ -123,8 +148,11 @@ class Distiller:
         models = {role: build_role(teacher, getattr(config, role)) for role in ROLES}
         for model in models.values() if config.gradient_checkpointing else ():
             model.enable_gradient_checkpointing()
-        tune_for_speed([teacher.denoiser, *models.values()], channels_last=config.channels_last,
-                       compile_blocks=config.compile_blocks)
+        tune_for_speed(
+            [teacher.denoiser, *models.values()],
+            channels_last=config.channels_last,
+            compile_blocks=config.compile_blocks,
+        )
         if self.acc.device.type == "cuda":  # TF32 for the float32 matmuls and convolutions left under autocast
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         optims = {role: _optimizer(models[role], getattr(config, f"optim_{role}")) for role in ROLES}
@@ -132,13 +160,15 @@ class Distiller:
         self.models = dict(zip(ROLES, prepared[:2]))
         self.optims = dict(zip(ROLES, prepared[2:]))
         self.scheds = {role: optims[role][1] for role in ROLES}
-        self.generator = torch.Generator(device=self.acc.device).manual_seed(config.seed * 1_000_003 + self.acc.process_index)
+        self.generator = torch.Generator(device=self.acc.device).manual_seed(
+            config.seed * 1_000_003 + self.acc.process_index
+        )
         self.uncond = teacher.encode([""]).to(self.acc.device)
         self.cache = EmbeddingCache(config.embedding_cache, teacher, prompts) if config.embedding_cache else None
         self.fingerprint = run_fingerprint(config, teacher)
         self.step = 0
         self.attempts: list[dict] = []  # the training cost of earlier attempts (from the checkpoint)
-        self._attempt: Optional[dict] = None  # this attempt's, while ``run`` trains
+        self._attempt: dict | None = None  # this attempt's, while ``run`` trains
         self._timer = [0.0, 0.0]  # the attempt's start on ``_clock`` and its seconds not counted
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -153,13 +183,21 @@ class Distiller:
         path = None
         if self.acc.is_main_process:
             path = save_checkpoint(
-                self.checkpoint_root, self.step,
+                self.checkpoint_root,
+                self.step,
                 weights={role: trainable_state(self.acc.unwrap_model(m)) for role, m in self.models.items()},
-                training_state={"optimizers": {r: o.state_dict() for r, o in self.optims.items()},
-                                "schedulers": {r: s.state_dict() for r, s in self.scheds.items()}, "rng": rng,
-                                "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None},
-                state={"total_steps": self.total_steps, "processes": self.acc.num_processes,
-                       "fingerprint": self.fingerprint, "attempts": self._cost_record()},
+                training_state={
+                    "optimizers": {r: o.state_dict() for r, o in self.optims.items()},
+                    "schedulers": {r: s.state_dict() for r, s in self.scheds.items()},
+                    "rng": rng,
+                    "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
+                },
+                state={
+                    "total_steps": self.total_steps,
+                    "processes": self.acc.num_processes,
+                    "fingerprint": self.fingerprint,
+                    "attempts": self._cost_record(),
+                },
                 keep=self.config.keep_checkpoints,
             )
         self.acc.wait_for_everyone()
@@ -171,8 +209,10 @@ class Distiller:
             return list(self.attempts)
         seconds, device = _clock() - self._timer[0] - self._timer[1], self.acc.device  # + peak GPU memory (Table 4)
         memory = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30} if device.type == "cuda" else {}
-        return [*self.attempts, {**self._attempt, **memory, "seconds": seconds,
-                                 "steps": [self._attempt["steps"][0], self.step]}]
+        return [
+            *self.attempts,
+            {**self._attempt, **memory, "seconds": seconds, "steps": [self._attempt["steps"][0], self.step]},
+        ]
 
     def _start_attempt(self) -> None:
         """Start this attempt's cost record: the devices of all processes (one collective call)."""
@@ -181,16 +221,21 @@ class Distiller:
         device = self.acc.device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         names = gather_object([name]) if self.acc.num_processes > 1 else [name]
-        self._attempt = {"device": ", ".join(sorted(set(names))), "processes": self.acc.num_processes,
-                         "steps": [self.step, self.step]}
+        self._attempt = {
+            "device": ", ".join(sorted(set(names))),
+            "processes": self.acc.num_processes,
+            "steps": [self.step, self.step],
+        }
         self._timer = [_clock(), 0.0]
 
     def check_fingerprint(self, path: Path, state: dict) -> None:
         """Refuse a checkpoint of another run (``state`` is its ``state.json``)."""
         if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(f"{path} belongs to a run with other settings or another teacher (fingerprint "
-                             f"{state.get('fingerprint')} != {self.fingerprint}); use a new output folder or remove "
-                             f"{self.checkpoint_root}.")
+            raise ValueError(
+                f"{path} belongs to a run with other settings or another teacher (fingerprint "
+                f"{state.get('fingerprint')} != {self.fingerprint}); use a new output folder or remove "
+                f"{self.checkpoint_root}."
+            )
 
     def resume(self) -> bool:
         """Load the latest checkpoint, if any; say in the log where this attempt starts."""
@@ -202,8 +247,10 @@ class Distiller:
         weights, training_state, state = load_checkpoint(path, list(ROLES))
         self.check_fingerprint(path, state)
         if state["processes"] != self.acc.num_processes:
-            raise ValueError(f"{path} was written by {state['processes']} processes; resume with as many "
-                             f"(this run has {self.acc.num_processes}).")
+            raise ValueError(
+                f"{path} was written by {state['processes']} processes; resume with as many "
+                f"(this run has {self.acc.num_processes})."
+            )
         for role in ROLES:
             load_trainable_state(self.acc.unwrap_model(self.models[role]), weights[role])
             self.optims[role].load_state_dict(training_state["optimizers"][role])
@@ -226,11 +273,11 @@ class Distiller:
         """This process's micro-batches of step ``step``: a fixed shuffled order per epoch."""
         epoch, position = divmod(step, self.steps_per_epoch)
         order = epoch_permutation(len(self.prompts), seed=self.config.seed, epoch=epoch)
-        batch = order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
+        batch = order[position * self.config.batch_size : (position + 1) * self.config.batch_size]
         per_process = self.config.batch_size // self.acc.num_processes
-        mine = batch[self.acc.process_index * per_process:(self.acc.process_index + 1) * per_process]
+        mine = batch[self.acc.process_index * per_process : (self.acc.process_index + 1) * per_process]
         size = self.config.per_device_batch
-        return [[self.prompts[int(i)] for i in mine[k:k + size]] for k in range(0, len(mine), size)]
+        return [[self.prompts[int(i)] for i in mine[k : k + size]] for k in range(0, len(mine), size)]
 
     def _update(self, role: str, losses: list, logs: dict) -> None:
         model, opt = self.models[role], self.optims[role]
@@ -247,7 +294,8 @@ class Distiller:
             what = "loss" if bool(self._nonfinite_loss.get(role, False)) else "gradient"
             raise NonFiniteLossError(
                 f"non-finite {'generator' if role == 'student' else 'fake'} {what} at step {self.step + 1}; no "
-                f"update was applied; the last good checkpoint is {latest_checkpoint(self.checkpoint_root) or 'none'}.")
+                f"update was applied; the last good checkpoint is {latest_checkpoint(self.checkpoint_root) or 'none'}."
+            )
         logs[f"grad_norm_{role}"] = norm
         with record_function(f"dkd.optimizer_{role}"):
             opt.step()
@@ -284,11 +332,19 @@ class Distiller:
                     if not update_generator:
                         return None
                     with record_function("dkd.score_real_fake"):
-                        loss, step_logs = generator_loss(teacher, self.models["fake"], x0, embeds,
-                                                         self.uncond.repeat(len(prompts)), vsd, self.generator)
+                        loss, step_logs = generator_loss(
+                            teacher,
+                            self.models["fake"],
+                            x0,
+                            embeds,
+                            self.uncond.repeat(len(prompts)),
+                            vsd,
+                            self.generator,
+                        )
                 self._record_finite("student", loss)
                 _accumulate(logs, step_logs)
                 return loss
+
             return run
 
         micro = [generator_micro(p) for p in self._micro_batches(self.step)]
@@ -306,11 +362,18 @@ class Distiller:
                 self._record_finite("fake", loss)
                 _accumulate(logs, step_logs)
                 return loss
+
             return run
 
         self._update("fake", [fake_micro(x0, e) for x0, e in samples], logs)
-        return {k: (torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in v]).mean() if isinstance(v, list)
-                    else torch.as_tensor(v)) for k, v in logs.items()}
+        return {
+            k: (
+                torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in v]).mean()
+                if isinstance(v, list)
+                else torch.as_tensor(v)
+            )
+            for k, v in logs.items()
+        }
 
     def _agreed(self, flag: bool) -> bool:
         """True on every process if it is true on any (a signal may reach the ranks at different steps)."""
@@ -319,7 +382,7 @@ class Distiller:
         return bool(self.acc.reduce(torch.tensor([float(flag)], device=self.acc.device), reduction="sum").item() > 0)
 
     # -- the run -----------------------------------------------------------------------------
-    def _evaluate(self, evaluate: Optional[Callable], curve: Optional[CsvLogger], done: bool) -> None:
+    def _evaluate(self, evaluate: Callable | None, curve: CsvLogger | None, done: bool) -> None:
         """The evaluation hook, on the main process, at step 0 and every ``eval_every`` steps (and at
         the end): ``evaluate(step, student)`` returns metrics, one row of ``curve.csv``. The hook
         must not draw from the run's generator (the run stays bit-identical with or without it)."""
@@ -335,7 +398,7 @@ class Distiller:
             curve.write(self.step, values)
         self.acc.wait_for_everyone()
 
-    def run(self, progress: bool = True, evaluate: Optional[Callable] = None) -> DistillResult:
+    def run(self, progress: bool = True, evaluate: Callable | None = None) -> DistillResult:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.resume()
         if self.acc.is_main_process:
@@ -343,26 +406,34 @@ class Distiller:
             atomic_write_text(self.output_dir / "config.json", json.dumps(record, indent=2))
         resume_after = self.step or None  # None: from scratch, an earlier attempt's step-0 curve row is dropped too
         logger = CsvLogger(self.output_dir / "log.csv", resume_after) if self.acc.is_main_process else None
-        curve = CsvLogger(self.output_dir / "curve.csv", resume_after) \
-            if self.acc.is_main_process and evaluate is not None else None
+        curve = (
+            CsvLogger(self.output_dir / "curve.csv", resume_after)
+            if self.acc.is_main_process and evaluate is not None
+            else None
+        )
         with closing_all(logger, curve):
             return self._train(progress, evaluate, logger, curve)
 
-    def _train(self, progress: bool, evaluate: Optional[Callable], logger: Optional[CsvLogger],
-               curve: Optional[CsvLogger]) -> DistillResult:
+    def _train(
+        self, progress: bool, evaluate: Callable | None, logger: CsvLogger | None, curve: CsvLogger | None
+    ) -> DistillResult:
         from tqdm.auto import tqdm
 
         if self.step == 0:
             self._evaluate(evaluate, curve, done=False)
         self._start_attempt()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not self.acc.is_main_process,
-                   desc="distill")
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not progress or not self.acc.is_main_process,
+            desc="distill",
+        )
         checkpoint, latest = None, {}
         with StopSignals() as stop:
             while self.step < self.total_steps:
                 start = time.perf_counter()
                 latest.update(self.train_step())  # a row holds each metric's latest value (the generator's
-                self.step += 1                    # come from its last update when generator_every > 1)
+                self.step += 1  # come from its last update when generator_every > 1)
                 bar.update(1)
                 done = self.step == self.total_steps
                 stopping = self._agreed(stop.signal is not None)
@@ -384,8 +455,9 @@ class Distiller:
         bar.close()
         self._attempt = None
         checkpoint = checkpoint or latest_checkpoint(self.checkpoint_root)
-        return DistillResult(self.output_dir, self.step, checkpoint,
-                             *(self.acc.unwrap_model(self.models[r]) for r in ROLES))
+        return DistillResult(
+            self.output_dir, self.step, checkpoint, *(self.acc.unwrap_model(self.models[r]) for r in ROLES)
+        )
 
 
 def _accumulate(logs: dict, new: dict) -> None:
@@ -393,8 +465,16 @@ def _accumulate(logs: dict, new: dict) -> None:
         logs.setdefault(key, []).append(value)
 
 
-def distill(config: DistillConfig, teacher: Teacher, prompts: Sequence[str], output_dir, *, progress: bool = True,
-            accelerator=None, evaluate: Optional[Callable] = None) -> DistillResult:
+def distill(
+    config: DistillConfig,
+    teacher: Teacher,
+    prompts: Sequence[str],
+    output_dir,
+    *,
+    progress: bool = True,
+    accelerator=None,
+    evaluate: Callable | None = None,
+) -> DistillResult:
     """Run (or resume) one distillation; see ``Distiller``. ``evaluate(step, student) -> dict``: the
     optional evaluation hook, every ``config.eval_every`` steps, logged to ``curve.csv``."""
     return Distiller(config, teacher, prompts, output_dir, accelerator).run(progress=progress, evaluate=evaluate)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
 
 PORT_BASE, PORT_SPAN = 20000, 20000  # rendezvous ports 20000-39999, one per job id
 
@@ -38,7 +38,7 @@ class Machines:
 
     count: int = 1
     rank: int = 0
-    address: Optional[str] = None
+    address: str | None = None
     port: int = 0
 
     def __post_init__(self):
@@ -47,11 +47,14 @@ class Machines:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"machines: {name} must be a whole number >= 0; got {value!r}.")
         if self.count < 1 or self.rank >= self.count:
-            raise ValueError(f"machines: need count >= 1 and 0 <= rank < count; got count={self.count}, "
-                             f"rank={self.rank}.")
+            raise ValueError(
+                f"machines: need count >= 1 and 0 <= rank < count; got count={self.count}, rank={self.rank}."
+            )
         if self.count > 1 and (not self.address or not 0 < self.port < 65536):
-            raise ValueError(f"machines: {self.count} machines need the main machine's address and a port in "
-                             f"1-65535; got address={self.address!r}, port={self.port}.")
+            raise ValueError(
+                f"machines: {self.count} machines need the main machine's address and a port in "
+                f"1-65535; got address={self.address!r}, port={self.port}."
+            )
 
     def accelerate_args(self, processes: int) -> list[str]:
         """``accelerate launch`` arguments for ``processes`` ranks on each machine (accelerate's
@@ -59,8 +62,14 @@ class Machines:
         args = ["--num_processes", str(processes * self.count), "--num_machines", str(self.count)]
         if self.count == 1:
             return args + ["--main_process_port", "0"]
-        return args + ["--machine_rank", str(self.rank), "--main_process_ip", str(self.address),
-                       "--main_process_port", str(self.port)]
+        return args + [
+            "--machine_rank",
+            str(self.rank),
+            "--main_process_ip",
+            str(self.address),
+            "--main_process_port",
+            str(self.port),
+        ]
 
 
 def rendezvous_port(job_id: str) -> int:
@@ -95,21 +104,34 @@ def node_address(name: str) -> str:
     return name
 
 
-def machines_from_slurm(env: Optional[Mapping[str, str]] = None) -> Machines:
+def machines_from_slurm(env: Mapping[str, str] | None = None) -> Machines:
     """This node task's :class:`Machines`, from the environment ``srun`` gives each task."""
     env = os.environ if env is None else env
     count = env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES")
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
-    missing = [name for name, value in (("SLURM_NODEID", env.get("SLURM_NODEID")), ("SLURM_JOB_ID", env.get("SLURM_JOB_ID")),
-                                        ("SLURM_STEP_NUM_NODES", count), ("SLURM_STEP_NODELIST", nodelist)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("SLURM_NODEID", env.get("SLURM_NODEID")),
+            ("SLURM_JOB_ID", env.get("SLURM_JOB_ID")),
+            ("SLURM_STEP_NUM_NODES", count),
+            ("SLURM_STEP_NODELIST", nodelist),
+        )
+        if not value
+    ]
     if missing:
-        raise RuntimeError(f"a node task of a multi-node run must run under srun inside a SLURM job; "
-                           f"{', '.join(missing)} not set.")
+        raise RuntimeError(
+            f"a node task of a multi-node run must run under srun inside a SLURM job; {', '.join(missing)} not set."
+        )
     hosts = _hostnames(nodelist)
     if len(hosts) != int(count):
         raise RuntimeError(f"SLURM's step has {count} nodes but its node list {nodelist!r} names {len(hosts)}.")
-    return Machines(count=int(count), rank=int(env["SLURM_NODEID"]), address=node_address(hosts[0]),
-                    port=rendezvous_port(env["SLURM_JOB_ID"]))
+    return Machines(
+        count=int(count),
+        rank=int(env["SLURM_NODEID"]),
+        address=node_address(hosts[0]),
+        port=rendezvous_port(env["SLURM_JOB_ID"]),
+    )
 
 
 def srun_command(job_file: Path, *, processes: int, nodes: int, cpus: int, gpus: bool = True) -> list[str]:
@@ -119,6 +141,20 @@ def srun_command(job_file: Path, *, processes: int, nodes: int, cpus: int, gpus:
     for name, value in (("processes", processes), ("nodes", nodes), ("cpus", cpus)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
-    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={cpus}",
-            *([f"--gres=gpu:{processes}"] if gpus else []), "--kill-on-bad-exit=1", "--unbuffered", sys.executable,
-            "-m", "dkd.train.launch", "--node", "--processes", str(processes), str(job_file)]
+    return [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={cpus}",
+        *([f"--gres=gpu:{processes}"] if gpus else []),
+        "--kill-on-bad-exit=1",
+        "--unbuffered",
+        sys.executable,
+        "-m",
+        "dkd.train.launch",
+        "--node",
+        "--processes",
+        str(processes),
+        str(job_file),
+    ]

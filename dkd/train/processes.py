@@ -8,7 +8,8 @@ import contextlib
 import os
 import select
 import subprocess
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 
 def forward_signals(proc: subprocess.Popen, received: list[int], forwarded: set, ranks: bool = True) -> None:

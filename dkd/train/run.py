@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 from ..runs import parse_run_name
 from .config import DistillConfig
 from .export import export_student
-from .launch import DistillJob, Distilled, run_distillation
+from .launch import Distilled, DistillJob, run_distillation
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,34 @@ def run_config(backbone: str, run: str, settings: Mapping) -> DistillConfig:
     return DistillConfig.from_dict({**settings, "backbone": backbone, "student": student, "fake": fake})
 
 
-def distill_run(backbone: str, run: str, *, settings: Mapping, source: str, dtype: str, prompts: str | os.PathLike,
-                out: str | os.PathLike, processes: int = 1, nodes: int = 1, cpus: Optional[int] = None,
-                curve: Optional[dict] = None) -> Distilled:
+def distill_run(
+    backbone: str,
+    run: str,
+    *,
+    settings: Mapping,
+    source: str,
+    dtype: str,
+    prompts: str | os.PathLike,
+    out: str | os.PathLike,
+    processes: int = 1,
+    nodes: int = 1,
+    cpus: int | None = None,
+    curve: dict | None = None,
+) -> Distilled:
     """Train run ``run`` of ``backbone`` (teacher from ``source``: folder or hub id, ``dtype`` on a GPU)
     on the prompt file ``prompts``, resuming from ``<out>/train`` when a checkpoint is there, and export
     it into ``out``; returns the finished run (a finished one is loaded, not trained again). ``processes``
     per node and ``nodes``: see :func:`dkd.train.launch.run_distillation`; ``curve``: the evaluation
     hook's settings (Fig. 16) or None."""
     config = run_config(backbone, run, settings)
-    job = DistillJob(config=config, source=str(source), dtype=dtype, prompts=str(prompts),
-                     train_dir=str(Path(out) / "train"), curve=curve)
+    job = DistillJob(
+        config=config,
+        source=str(source),
+        dtype=dtype,
+        prompts=str(prompts),
+        train_dir=str(Path(out) / "train"),
+        curve=curve,
+    )
     log.info("%s %s on %d process(es) x %d node(s)", backbone, run, processes, nodes)
     done = run_distillation(job, processes=processes, nodes=nodes, cpus=cpus)
     export_student(done.result.student, config.student, done.teacher, out, t_init=config.vsd.t_init)

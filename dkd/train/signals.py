@@ -4,7 +4,7 @@ time-limit signals; ``--signal=USR1@<seconds>`` asks for SIGUSR1 ahead of the li
 from __future__ import annotations
 
 import signal
-from typing import Callable, Optional
+from collections.abc import Callable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -15,17 +15,17 @@ class StopSignals:
     exit. Outside the main thread, where Python cannot install handlers, nothing is installed: the
     caller handles signals."""
 
-    def __init__(self, on_signal: Optional[Callable[[int], None]] = None):
+    def __init__(self, on_signal: Callable[[int], None] | None = None):
         self.received: list[int] = []
         self._on_signal = on_signal
         self._previous = {}
 
     @property
-    def signal(self) -> Optional[int]:
+    def signal(self) -> int | None:
         """The first signal received, or None."""
         return self.received[0] if self.received else None
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         for sig in STOP_SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -12,7 +12,7 @@ ResNet blocks too (GroupNorm, SiLU, convolution and their autocast casts fused p
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -27,13 +27,20 @@ def repeated_blocks(model: nn.Module, names: Sequence[str] | None = None) -> lis
     names = tuple(names or getattr(model, "_repeated_blocks", None) or DEFAULT_BLOCKS)
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if not blocks:
-        raise ValueError(f"{type(model).__name__} has no module of the classes {names} to compile; "
-                         "set compile_blocks to false for it.")
+        raise ValueError(
+            f"{type(model).__name__} has no module of the classes {names} to compile; "
+            "set compile_blocks to false for it."
+        )
     return blocks
 
 
-def tune_for_speed(models: Iterable[nn.Module], *, channels_last: bool = False,
-                   compile_blocks: Union[bool, Sequence[str]] = False, compile_options: dict | None = None) -> None:
+def tune_for_speed(
+    models: Iterable[nn.Module],
+    *,
+    channels_last: bool = False,
+    compile_blocks: bool | Sequence[str] = False,
+    compile_options: dict | None = None,
+) -> None:
     """Apply the speed settings to ``models`` in place (the teacher's denoiser, student, fake).
 
     ``compile_blocks``: ``True`` compiles each model's ``_repeated_blocks``, a sequence of class
@@ -44,8 +51,9 @@ def tune_for_speed(models: Iterable[nn.Module], *, channels_last: bool = False,
         import torch._dynamo as dynamo
 
         dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        dynamo.config.accumulated_recompile_limit = max(dynamo.config.accumulated_recompile_limit,
-                                                        4 * dynamo.config.recompile_limit)
+        dynamo.config.accumulated_recompile_limit = max(
+            dynamo.config.accumulated_recompile_limit, 4 * dynamo.config.recompile_limit
+        )
     for model in models:
         if channels_last:
             model.to(memory_format=torch.channels_last)

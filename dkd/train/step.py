@@ -86,8 +86,9 @@ def generator_loss(
     model (no CFG), and return the VSD loss whose gradient w.r.t. ``x0`` is the weighted
     score difference (``dkd.train.losses.vsd_generator_loss``)."""
     abar, kind = teacher.alphas_cumprod, teacher.prediction_type
-    t = sample_timesteps(x0.shape[0], *config.t_range, num_train_timesteps=abar.shape[0],
-                         generator=generator, device=x0.device)
+    t = sample_timesteps(
+        x0.shape[0], *config.t_range, num_train_timesteps=abar.shape[0], generator=generator, device=x0.device
+    )
     x_t = add_noise(x0.detach(), _randn_like(x0, generator), t, abar)
     with torch.no_grad():
         both = teacher.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), PromptEmbeds.cat([embeds, uncond]))
@@ -113,8 +114,9 @@ def fake_loss(
     """Eq. 12: the fake model's denoising loss on G's detached sample (Algorithm 1, lines 9-11)."""
     x0 = x0.detach()
     abar = teacher.alphas_cumprod
-    t = sample_timesteps(x0.shape[0], *config.fake_t_range, num_train_timesteps=abar.shape[0],
-                         generator=generator, device=x0.device)
+    t = sample_timesteps(
+        x0.shape[0], *config.fake_t_range, num_train_timesteps=abar.shape[0], generator=generator, device=x0.device
+    )
     noise = _randn_like(x0, generator)
     out = teacher.predict(add_noise(x0, noise, t, abar), t, embeds, denoiser=fake)
     return fake_denoising_loss(out, denoising_target(x0, noise, t, abar, teacher.prediction_type))

@@ -124,7 +124,9 @@ def test_residual_with_known_singular_values():
     ref, new = _two_block_pair()
     result = direction_residual_energy(ref, new, energy=0.9, rank_fraction=0.25)
     assert result["full_rank"] == 4
-    torch.testing.assert_close(result["singular_values"], T([6.0, 2.0, 0.0, 0.0], dtype=torch.float64).sqrt(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        result["singular_values"], T([6.0, 2.0, 0.0, 0.0], dtype=torch.float64).sqrt(), rtol=0, atol=1e-12
+    )
     assert result["energy_at_rank_fraction"] == pytest.approx(0.75, rel=1e-12)
     assert result["rank_fraction_for_energy"] == 0.5
     s = result["singular_values"]
@@ -176,7 +178,11 @@ def test_swap_takes_norms_from_one_and_directions_from_the_other():
 
 def test_swap_models_copies_other_tensors_from_the_direction_model():
     gen = torch.Generator().manual_seed(5)
-    a = {"l.weight": torch.randn(4, 3, generator=gen), "l.bias": torch.randn(4, generator=gen), "c.weight": torch.randn(4, 2, 1, 1, generator=gen)}
+    a = {
+        "l.weight": torch.randn(4, 3, generator=gen),
+        "l.bias": torch.randn(4, generator=gen),
+        "c.weight": torch.randn(4, 2, 1, 1, generator=gen),
+    }
     b = {k: torch.randn(v.shape, generator=gen) for k, v in a.items()}
     out = swap_models(a, b, norms_from="a")
     torch.testing.assert_close(_rows(out["l.weight"])[0], _rows(a["l.weight"])[0])
@@ -218,7 +224,9 @@ def test_compare_models_layer_sets_follow_module_types(tiny_pair):
     assert set(both.loc[both["kind"] == "conv", "name"]) == _weight_names(ref, nn.Conv2d)
     row = both.set_index("name").loc["down_blocks.0.resnets.0.conv1.weight"]
     assert (row["out"], row["in_flat"]) == (16, 16 * 9)
-    expected = norm_direction_change(state_ref["down_blocks.0.resnets.0.conv1.weight"], state_new["down_blocks.0.resnets.0.conv1.weight"])
+    expected = norm_direction_change(
+        state_ref["down_blocks.0.resnets.0.conv1.weight"], state_new["down_blocks.0.resnets.0.conv1.weight"]
+    )
     assert row["direction_mean"] == pytest.approx(expected["direction_mean"], rel=1e-12)
     assert (both["direction_mean"] > 0).all() and both["energy_at_30pct"].between(0.3, 1).all()
     assert layer_kind("class_embedding.weight", torch.ones(3, 4)) is None
@@ -273,7 +281,10 @@ def test_load_state_dict_sources_and_errors(tiny_pair, tmp_path, monkeypatch):
     assert state.keys() == ref.state_dict().keys()
     single = load_state_dict(tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors")
     torch.testing.assert_close(single["conv_in.weight"], ref.state_dict()["conv_in.weight"])
-    save_file({"blocks.10.weight": torch.ones(2, 2), "blocks.2.weight": torch.ones(2, 2), "a.weight": torch.ones(1, 1)}, tmp_path / "order.safetensors")
+    save_file(
+        {"blocks.10.weight": torch.ones(2, 2), "blocks.2.weight": torch.ones(2, 2), "a.weight": torch.ones(1, 1)},
+        tmp_path / "order.safetensors",
+    )
     assert list(load_state_dict(tmp_path / "order.safetensors")) == ["a.weight", "blocks.2.weight", "blocks.10.weight"]
     with pytest.raises(FileNotFoundError, match="looked in"):
         load_state_dict(tmp_path / "pipe", subfolder="transformer")
@@ -308,7 +319,10 @@ def test_cli_analyze_and_swap_end_to_end(tiny_pair, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
     swapped_dir = tmp_path / "swapped"
-    assert main(["swap-weights", str(tmp_path / "a"), str(tmp_path / "b"), "--norms-from", "a", "--out", str(swapped_dir)]) == 0
+    assert (
+        main(["swap-weights", str(tmp_path / "a"), str(tmp_path / "b"), "--norms-from", "a", "--out", str(swapped_dir)])
+        == 0
+    )
     swapped = UNet2DConditionModel.from_pretrained(swapped_dir).state_dict()
     state_a, state_b = ref.state_dict(), new.state_dict()
     for name in _weight_names(ref, nn.Linear):

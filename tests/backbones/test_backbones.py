@@ -58,8 +58,13 @@ def test_load_teacher_from_folder_reproduces_the_saved_models(tiny_folder):
         if family == "sd":
             raw = direct(x, t, encoder_hidden_states=embeds.hidden_states).sample
         else:
-            raw = direct(x, encoder_hidden_states=embeds.hidden_states, encoder_attention_mask=embeds.attention_mask,
-                         timestep=t, added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+            raw = direct(
+                x,
+                encoder_hidden_states=embeds.hidden_states,
+                encoder_attention_mask=embeds.attention_mask,
+                timestep=t,
+                added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+            ).sample
             assert raw.shape[1] == 8  # eps and learned variance
     torch.testing.assert_close(out, raw[:, :4], rtol=0, atol=0)
     assert teacher.decode(x).shape == (2, 3, 16, 16)
@@ -122,5 +127,8 @@ def test_offline_local_folder_works_and_hub_id_fails_clearly(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "local ok 77" in run.stdout
-    assert "hub error: Cannot load the denoiser of 'sd15' from hub id 'stable-diffusion-v1-5/stable-diffusion-v1-5'" \
-        in run.stdout and "HF_HUB_OFFLINE=1" in run.stdout
+    assert (
+        "hub error: Cannot load the denoiser of 'sd15' from hub id 'stable-diffusion-v1-5/stable-diffusion-v1-5'"
+        in run.stdout
+        and "HF_HUB_OFFLINE=1" in run.stdout
+    )

@@ -20,8 +20,9 @@ from dkd.backbones.tiny import save_tiny_backbone
 BASE, DENOISER = "dkd-test/tiny-pixart-base", "dkd-test/tiny-pixart-256"
 
 
-def cache_repo(home: Path, repo: str, folder: Path, only: str | None = None, skip: str | None = None,
-               absent: tuple[str, ...] = ()) -> None:
+def cache_repo(
+    home: Path, repo: str, folder: Path, only: str | None = None, skip: str | None = None, absent: tuple[str, ...] = ()
+) -> None:
     """``folder`` (or its subfolder ``only``; without its subfolder ``skip``) as the main revision of hub
     ``repo`` in the cache under ``home`` (HF_HOME), laid out as huggingface_hub writes it, with its
     records of the ``absent`` files (``.no_exist/``) that a loader asked for online and the repo lacks."""
@@ -69,7 +70,8 @@ def test_a_denoiser_only_repo_loads_with_the_components_pipeline_offline(tmp_pat
         assert same(teacher.vae.state_dict(), base.vae.state_dict())
         assert torch.equal(teacher.alphas_cumprod, base.alphas_cumprod)
 
-        sampler = make_sampler("hub-pixart", "teacher", source={DENOISER!r}, teacher={{"steps": 2, "guidance_scale": 4.5}})
+        sampler = make_sampler("hub-pixart", "teacher", source={DENOISER!r},
+                               teacher={{"steps": 2, "guidance_scale": 4.5}})
         assert same(sampler.pipe.transformer.state_dict(), other.denoiser.state_dict())
         assert same(sampler.pipe.text_encoder.state_dict(), base.text_encoder.state_dict())
         print("ok", type(sampler.pipe).__name__)

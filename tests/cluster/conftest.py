@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -36,7 +37,7 @@ T = TypeVar("T")
 POLLING = ("--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2")
 
 
-def _cannot_run() -> Optional[str]:
+def _cannot_run() -> str | None:
     """Why the cluster cannot be started here, or None."""
     if not sys.platform.startswith("linux"):
         return "needs Linux"
@@ -98,7 +99,7 @@ class Cluster:
             raise AssertionError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr}")
         return done.stdout
 
-    def jobs(self, rule: Optional[str] = None) -> list[SlurmJob]:
+    def jobs(self, rule: str | None = None) -> list[SlurmJob]:
         """Every job the cluster knows (finished ones too, for MinJobAge), oldest first; the plugin
         puts `rule_<name>_wildcards_...` in each job's comment."""
         jobs = []
@@ -136,21 +137,34 @@ class Cluster:
 
     def snakemake(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
         """Snakemake to the end, with the cluster's environment plus ``env``."""
-        return subprocess.run(self.snakemake_command(*args), cwd=ROOT, env={**self.env, **env},
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            self.snakemake_command(*args),
+            cwd=ROOT,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def start_snakemake(self, *args: str, log: Path) -> subprocess.Popen:
         """Snakemake in the background (its own process group), output to ``log``."""
         with open(log, "w") as out:
-            return subprocess.Popen(self.snakemake_command(*args), cwd=ROOT, env=self.env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                self.snakemake_command(*args),
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def cancel_all(self) -> None:
         self.run("scancel", "--user", "root", check=False)
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float, what: str, process: subprocess.Popen = None,
-             log: Path = None) -> T:
+def wait_for(
+    condition: Callable[[], T], *, timeout: float, what: str, process: subprocess.Popen = None, log: Path = None
+) -> T:
     """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds, or as soon as
     ``process`` (Snakemake) has exited, with its log."""
     end = time.monotonic() + timeout
@@ -177,19 +191,32 @@ def cluster(tmp_path_factory):
     reason = _cannot_run()
     if reason:
         (pytest.fail if os.environ.get("DKD_CLUSTER_TESTS") == "required" else pytest.skip)(
-            f"one-node SLURM cluster: {reason}")
+            f"one-node SLURM cluster: {reason}"
+        )
     machine = _hold_machine()
     folder = tmp_path_factory.mktemp("slurm")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DKD_", "SLURM_", "SNAKEMAKE_"))}
-    env.update(SLURM_TEST_PORT=str(free_ports()), DKD_GPU_COUNT="0",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    started = subprocess.run([str(START), "start", str(folder)], env={**env, "SLURM_TEST_OWNER_PID": str(os.getpid())},
-                             capture_output=True, text=True, timeout=900)
+    env.update(
+        SLURM_TEST_PORT=str(free_ports()),
+        DKD_GPU_COUNT="0",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    started = subprocess.run(
+        [str(START), "start", str(folder)],
+        env={**env, "SLURM_TEST_OWNER_PID": str(os.getpid())},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     try:
         if started.returncode:
             pytest.fail(f"start_slurm.sh failed:\n{started.stdout}\n{started.stderr}")
-        env.update(SLURM_CONF=str(folder / "slurm.conf"), DKD_SLURM_GPUS="0", DKD_SLURM_DISTILL_CPUS="1",
-                   DKD_SLURM_STATUS_COMMAND="squeue")
+        env.update(
+            SLURM_CONF=str(folder / "slurm.conf"),
+            DKD_SLURM_GPUS="0",
+            DKD_SLURM_DISTILL_CPUS="1",
+            DKD_SLURM_STATUS_COMMAND="squeue",
+        )
         cluster = Cluster(folder, env)
         try:
             yield cluster

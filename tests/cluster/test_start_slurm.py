@@ -12,8 +12,13 @@ from .conftest import START, free_ports
 
 
 def _start(folder: Path, env: dict, owner: int) -> subprocess.CompletedProcess:
-    return subprocess.run([str(START), "start", str(folder)], capture_output=True, text=True, timeout=300,
-                          env={**env, "SLURM_TEST_PORT": str(free_ports()), "SLURM_TEST_OWNER_PID": str(owner)})
+    return subprocess.run(
+        [str(START), "start", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "SLURM_TEST_PORT": str(free_ports()), "SLURM_TEST_OWNER_PID": str(owner)},
+    )
 
 
 def _daemons(folder: Path) -> dict[str, int]:
@@ -52,8 +57,14 @@ def test_a_cluster_left_by_a_killed_test_session_is_stopped_and_replaced(cluster
         assert "its test session is gone" in taken.stderr
         assert system_conf.resolve() == (second / "slurm.conf").resolve()
         assert not any(_runs(pid) for pid in left.values())
-        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=60,
-                               env={**env, "SLURM_CONF": str(second / "slurm.conf")}, check=True).stdout
+        nodes = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "SLURM_CONF": str(second / "slurm.conf")},
+            check=True,
+        ).stdout
         assert {line.split()[1] for line in nodes.splitlines()} <= {"idle", "mix", "alloc"} and nodes
     finally:
         session.kill()

@@ -184,8 +184,11 @@ def test_a_caption_file_on_the_hub_is_fetched_or_placed_by_hand(tmp_path, monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("dkd.data.hub.is_offline", lambda: True)
     spec, out = "hf://tianweiy/DMD2/data/coco/captions_coco14_test.pkl", tmp_path / "out"
-    with pytest.raises(DataUnavailableError, match=r"captions_coco14_test.pkl  \(from https://huggingface.co/"
-                                                    r"tianweiy/DMD2/resolve/main/data/coco/captions_coco14_test.pkl\)"):
+    with pytest.raises(
+        DataUnavailableError,
+        match=r"captions_coco14_test.pkl  \(from https://huggingface.co/"
+        r"tianweiy/DMD2/resolve/main/data/coco/captions_coco14_test.pkl\)",
+    ):
         prepare_coco("coco2014", out=out, captions_file=spec, reference="none", progress=False)
     (out / "downloads" / "captions").mkdir(parents=True)
     (out / "downloads" / "captions" / "captions_coco14_test.pkl").write_bytes(pickle.dumps(["a b", "c d", "e f"]))
@@ -260,9 +263,15 @@ def test_offline_names_every_missing_file_and_where(tmp_path, monkeypatch):
     with pytest.raises(DataUnavailableError) as caught:
         prepare_coco("coco2014", out=out, progress=False)
     message = str(caught.value)
-    for text in ("http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
-                 "http://images.cocodataset.org/zips/val2014.zip", "annotations_trainval2014.zip",
-                 "val2014.zip", str(out / "downloads"), "--local DIR", "HF_HUB_OFFLINE"):
+    for text in (
+        "http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
+        "http://images.cocodataset.org/zips/val2014.zip",
+        "annotations_trainval2014.zip",
+        "val2014.zip",
+        str(out / "downloads"),
+        "--local DIR",
+        "HF_HUB_OFFLINE",
+    ):
         assert text in message
     assert not (out / "coco2014-30k").exists()
 
@@ -357,8 +366,21 @@ def test_cli_runs_the_function_and_reports_errors(fake, tmp_path, capsys, monkey
     parser = argparse.ArgumentParser()
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "out"
-    args = parser.parse_args(["data", "coco2014", "--out", str(out), "--count", "5", "--seed", "2",
-                              "--base-url", fake["base_url"], "--quiet"])
+    args = parser.parse_args(
+        [
+            "data",
+            "coco2014",
+            "--out",
+            str(out),
+            "--count",
+            "5",
+            "--seed",
+            "2",
+            "--base-url",
+            fake["base_url"],
+            "--quiet",
+        ]
+    )
     assert args.run(args) == 0
     assert f"prompts\t{out / 'coco2014-5' / 'prompts.txt'}" in capsys.readouterr().out
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -375,8 +397,11 @@ def test_a_set_made_with_another_reference_mode_is_refused(fake, tmp_path):
     paths = prepare_coco("coco2014", out=tmp_path, base_url=fake["base_url"], count=3, progress=False)
     folder = paths["info"].parent
     check_reference_mode(folder, "selected")
-    with pytest.raises(ValueError, match=r"made with reference='selected', the config asks for 'all'.*"
-                                         r"python -m dkd data coco2014 --reference all"):
+    with pytest.raises(
+        ValueError,
+        match=r"made with reference='selected', the config asks for 'all'.*"
+        r"python -m dkd data coco2014 --reference all",
+    ):
         check_reference_mode(folder, "all")
     with pytest.raises(FileNotFoundError, match="info.json: missing"):
         check_reference_mode(tmp_path / "elsewhere", "all")

@@ -174,9 +174,14 @@ def test_journeydb_gated_message(tmp_path, monkeypatch):
     with pytest.raises(DataUnavailableError) as caught:
         prepare_journeydb(out=tmp_path / "out", progress=False)
     message = str(caught.value)
-    for text in ("GatedRepoError", "HF_TOKEN", "train_anno_realease_repath.jsonl.tgz",
-                 str(tmp_path / "out" / "downloads" / "journeydb"), "--local DIR",
-                 f"https://huggingface.co/datasets/JourneyDB/JourneyDB/resolve/main/{JOURNEYDB_FILE}"):
+    for text in (
+        "GatedRepoError",
+        "HF_TOKEN",
+        "train_anno_realease_repath.jsonl.tgz",
+        str(tmp_path / "out" / "downloads" / "journeydb"),
+        "--local DIR",
+        f"https://huggingface.co/datasets/JourneyDB/JourneyDB/resolve/main/{JOURNEYDB_FILE}",
+    ):
         assert text in message
 
 
@@ -186,8 +191,9 @@ def test_cli_journeydb(tmp_path, capsys):
     _tgz(local / "train_anno_realease_repath.jsonl.tgz", RECORDS)
     parser = argparse.ArgumentParser()
     add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["data", "journeydb", "--out", str(tmp_path / "out"), "--local", str(local),
-                              "--count", "0", "--quiet"])
+    args = parser.parse_args(
+        ["data", "journeydb", "--out", str(tmp_path / "out"), "--local", str(local), "--count", "0", "--quiet"]
+    )
     assert args.run(args) == 0
     captured = capsys.readouterr()
     assert f"prompts\t{tmp_path / 'out' / 'journeydb' / 'prompts.txt'}" in captured.out

@@ -51,7 +51,7 @@ def test_written_bytes_match_the_formats(tmp_path, gz):
         txt, jsonl = gzip.decompress(txt), gzip.decompress(jsonl)
     assert txt == "".join(p + "\n" for p in PROMPTS).encode("utf-8")
     assert [json.loads(line) for line in jsonl.decode("utf-8").splitlines()] == [{"prompt": p} for p in PROMPTS]
-    assert "café 東京 🚀".encode("utf-8") in jsonl  # ensure_ascii=False
+    assert "café 東京 🚀".encode() in jsonl  # ensure_ascii=False
 
 
 def test_gzip_output_is_deterministic(tmp_path):
@@ -74,7 +74,7 @@ def test_txt_without_final_newline_and_with_leading_bom(tmp_path):
 
 @pytest.mark.parametrize("name", ["p.jsonl", "p.jsonl.gz"])
 def test_jsonl_strips_and_counts_empty_prompts(tmp_path, name):
-    lines = ['{"prompt": " a ", "id": 1}', "", '{"prompt": ""}', '   ', '{"prompt": "  \\n "}', '{"prompt": "b"}']
+    lines = ['{"prompt": " a ", "id": 1}', "", '{"prompt": ""}', "   ", '{"prompt": "  \\n "}', '{"prompt": "b"}']
     got = read_prompts(_write_bytes(tmp_path / name, "\n".join(lines).encode()))
     assert got.prompts == ("a", "b") and got.skipped_empty == 4
 
@@ -272,7 +272,9 @@ def test_prompt_batches_accepts_a_prompt_set(tmp_path):
     assert _run(prompts, 4, drop_last=False) == _run(list(prompts.prompts), 4, drop_last=False)
 
 
-@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"start": -1}, {"start": 11}, {"batch_size": 3, "start": 13}, {"seed": -3}])
+@pytest.mark.parametrize(
+    "bad", [{"batch_size": 0}, {"start": -1}, {"start": 11}, {"batch_size": 3, "start": 13}, {"seed": -3}]
+)
 def test_prompt_batches_validates_eagerly(bad):
     kw = {"batch_size": 2, "seed": 0, "epoch": 0, **bad}
     with pytest.raises(ValueError):

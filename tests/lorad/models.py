@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -81,8 +81,11 @@ def cat_inputs(parts: list[dict]) -> dict:
     """The inputs of several calls as one batch: tensors concatenated along dim 0, recursively."""
     first = parts[0]
     return {
-        k: torch.cat([p[k] for p in parts]) if isinstance(v, torch.Tensor)
-        else cat_inputs([p[k] for p in parts]) if isinstance(v, dict) else v
+        k: torch.cat([p[k] for p in parts])
+        if isinstance(v, torch.Tensor)
+        else cat_inputs([p[k] for p in parts])
+        if isinstance(v, dict)
+        else v
         for k, v in first.items()
     }
 
@@ -90,7 +93,7 @@ def cat_inputs(parts: list[dict]) -> dict:
 def sample(inputs: dict, i: int) -> dict:
     """Sample ``i`` of a batch of inputs, as a batch of one."""
     return {
-        k: v[i:i + 1] if isinstance(v, torch.Tensor) else sample(v, i) if isinstance(v, dict) else v
+        k: v[i : i + 1] if isinstance(v, torch.Tensor) else sample(v, i) if isinstance(v, dict) else v
         for k, v in inputs.items()
     }
 

@@ -26,7 +26,16 @@ def _inputs(conv, dtype=torch.float32, big=False):
     x = torch.randn(*shape_x, generator=g, device="cuda", dtype=dtype)
     weight = torch.randn(*shape_w, generator=g, device="cuda", dtype=dtype) / shape_w[1] ** 0.5
     bias = torch.randn(shape_w[0], generator=g, device="cuda", dtype=dtype)
-    a = torch.randn(weight[0].numel() // 2, 8, generator=g, device="cuda", dtype=torch.float32 if dtype != torch.float64 else dtype) * 0.05
+    a = (
+        torch.randn(
+            weight[0].numel() // 2,
+            8,
+            generator=g,
+            device="cuda",
+            dtype=torch.float32 if dtype != torch.float64 else dtype,
+        )
+        * 0.05
+    )
     b = torch.randn(8, shape_w[0], generator=g, device="cuda", dtype=a.dtype) * 0.05
     return [t.requires_grad_(True) for t in (x, weight, bias, a, b)]
 
@@ -35,8 +44,9 @@ def _inputs(conv, dtype=torch.float32, big=False):
 def test_gradcheck_float64_on_cuda(conv):
     x, weight, bias, a, b = _inputs(conv, torch.float64)
     small = (x[:3] if conv is None else x[:1, :, :5, :5]).detach().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda *t: RotatedOp.apply(*t, conv, torch.float64),
-                                    (small, weight, bias, a, b), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda *t: RotatedOp.apply(*t, conv, torch.float64), (small, weight, bias, a, b), eps=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("conv", [None, CONV], ids=["linear", "conv"])
@@ -60,14 +70,17 @@ def test_efficient_equals_plain_on_cuda(conv, amp, big):
     x, weight, bias, a, b = (t.detach() for t in tensors)
     w_rot = rotate_pairs(weight, angles(a, b)).to(amp or torch.float32)
     cast = (lambda t: t.to(amp)) if amp is not None else (lambda t: t)
-    expected = (F.linear(cast(x), w_rot, cast(bias)) if conv is None else
-                F.conv2d(cast(x), w_rot, cast(bias), conv.stride, conv.padding, conv.dilation, conv.groups))
+    expected = (
+        F.linear(cast(x), w_rot, cast(bias))
+        if conv is None
+        else F.conv2d(cast(x), w_rot, cast(bias), conv.stride, conv.padding, conv.dilation, conv.groups)
+    )
     torch.testing.assert_close(results[0][0], expected, rtol=0, atol=0)
 
 
 def _peak_bytes(efficient, tensors, grad):
     """Peak allocation of one forward+backward above the level before it (after a warm-up)."""
-    for measured in (False, True):
+    for _ in range(2):  # a warm-up, then the measured pass
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()

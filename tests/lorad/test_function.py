@@ -119,8 +119,11 @@ def _new_saved_bytes(fn, inputs):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
-    new = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved
-           if t.untyped_storage().data_ptr() not in existing}
+    new = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for t in saved
+        if t.untyped_storage().data_ptr() not in existing
+    }
     return out, sum(new.values())
 
 

@@ -14,7 +14,9 @@ from dkd.lorad.rotation import rotate_pairs
 from .models import CASES, batch_size, cat_inputs, output, sample
 
 MATRIX = [
-    pytest.param(case, init, dtype, efficient, id=f"{case.name}-{init}-{str(dtype)[6:]}-{'eff' if efficient else 'plain'}")
+    pytest.param(
+        case, init, dtype, efficient, id=f"{case.name}-{init}-{str(dtype)[6:]}-{'eff' if efficient else 'plain'}"
+    )
     for case in CASES
     for init in ("zero_xavier", "xavier_xavier")
     for dtype in (torch.float32, torch.float64)
@@ -71,8 +73,11 @@ def test_merge_unmerge_and_disable(case, init, dtype, efficient):
         model.merge_adapter()
         torch.testing.assert_close(output(model, inputs), adapted, **TOL[dtype])
         model.unmerge_adapter()
-        restored = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p
-                    for n, p in model.named_parameters() if "lorad_" not in n}
+        restored = {
+            n.removeprefix("base_model.model.").replace(".base_layer", ""): p
+            for n, p in model.named_parameters()
+            if "lorad_" not in n
+        }
         for name, weight in base_weights.items():
             torch.testing.assert_close(restored[name], weight, **TOL[dtype])
         merged = copy.deepcopy(model).merge_and_unload()
@@ -87,8 +92,12 @@ def test_only_factors_train_and_grads_match_plain_autograd(case, init, dtype, ef
     assert trainable and all(".lorad_A." in n or ".lorad_B." in n for n in trainable)
     # independent count: Linear/Conv2d modules of a fresh model whose names match a target (PEFT's rule)
     fresh = case.build()
-    matched = [n for n, m in fresh.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
-               and any(n == t or n.endswith("." + t) for t in case.targets)]
+    matched = [
+        n
+        for n, m in fresh.named_modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+        and any(n == t or n.endswith("." + t) for t in case.targets)
+    ]
     assert matched and len(trainable) == 2 * len(matched)
     output(model, inputs).square().mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -121,15 +130,19 @@ def test_save_load_round_trip(case, init, dtype, efficient, tmp_path):
 def test_mixed_adapter_batch_matches_each_sample_alone(case, init, dtype, efficient):
     model, _, _ = _setup(case, init, dtype, efficient)
     # a second adapter that the layers of the last target lack: those serve its samples unrotated
-    model.add_adapter("other", LoRaDConfig(r=2, target_modules=case.targets[:-1], init_weights="xavier_xavier",
-                                           memory_efficient_backward=efficient))
+    model.add_adapter(
+        "other",
+        LoRaDConfig(
+            r=2, target_modules=case.targets[:-1], init_weights="xavier_xavier", memory_efficient_backward=efficient
+        ),
+    )
     with torch.no_grad():
         for layer in _layers(model):  # non-trivial angles for both inits
             layer.lorad_A["default"].normal_(std=0.1)
     model.eval()
     g = torch.Generator().manual_seed(1)
     inputs = cat_inputs([case.inputs(g, dtype), case.inputs(g, dtype)])
-    names = ["other", "__base__", "default", "other", "__base__", "default"][:batch_size(inputs)]
+    names = ["other", "__base__", "default", "other", "__base__", "default"][: batch_size(inputs)]
     with torch.no_grad():
         mixed = output(model, {**inputs, "adapter_names": names})
         assert not torch.allclose(mixed, output(model, inputs))  # not every sample through "default"
@@ -140,7 +153,7 @@ def test_mixed_adapter_batch_matches_each_sample_alone(case, init, dtype, effici
             else:
                 model.set_adapter(name)
                 expected = output(model, sample(inputs, i))
-            torch.testing.assert_close(mixed[i:i + 1], expected, **TOL[dtype])
+            torch.testing.assert_close(mixed[i : i + 1], expected, **TOL[dtype])
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

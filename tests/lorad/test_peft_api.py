@@ -15,7 +15,7 @@ from dkd.backbones.tiny import tiny_unet
 from dkd.lorad import LoRaDConfig, LoRaDLayer, OddDimensionError, plan_targets
 from dkd.lorad.rotation import rotate_pairs
 
-from .models import MLP, CASES, batch_size, output
+from .models import CASES, MLP, batch_size, output
 
 
 @pytest.mark.parametrize(
@@ -175,6 +175,7 @@ def test_bad_mixed_batches_fail_like_lora(case, bad):
     inputs = case.inputs(torch.Generator().manual_seed(0), torch.float32)
     errors = []
     for model in _twins(case, mergeable=True):
+
         def run(names, model=model):
             return output(model, {**inputs, "adapter_names": names})
 
@@ -202,8 +203,8 @@ def test_mixed_batch_routes_modules_to_save_too():
         for i, name in enumerate(names):
             if name == "__base__":
                 with model.disable_adapter():
-                    expected = model(x[i:i + 1])
+                    expected = model(x[i : i + 1])
             else:
                 model.set_adapter(name)
-                expected = model(x[i:i + 1])
-            torch.testing.assert_close(mixed[i:i + 1], expected, rtol=1e-12, atol=1e-12)
+                expected = model(x[i : i + 1])
+            torch.testing.assert_close(mixed[i : i + 1], expected, rtol=1e-12, atol=1e-12)

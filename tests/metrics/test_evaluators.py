@@ -55,13 +55,14 @@ def _crop_256(path):
     height, width = pixels.shape[:2]
     left, top = SHAPES[(width, height)]
     side = min(width, height)
-    return np.asarray(Image.fromarray(pixels[top:top + side, left:left + side]).resize((256, 256), Image.LANCZOS))
+    return np.asarray(Image.fromarray(pixels[top : top + side, left : left + side]).resize((256, 256), Image.LANCZOS))
 
 
 def _clean_299(pixels):
     """clean-fid's mode="clean" resize, written out: each channel as a float image, PIL bicubic, clipped."""
-    channels = [Image.fromarray(pixels[..., c].astype(np.float32), mode="F").resize((299, 299), Image.BICUBIC)
-                for c in range(3)]
+    channels = [
+        Image.fromarray(pixels[..., c].astype(np.float32), mode="F").resize((299, 299), Image.BICUBIC) for c in range(3)
+    ]
     return np.stack([np.asarray(c) for c in channels]).clip(0, 255)
 
 
@@ -96,7 +97,8 @@ def test_paper_prepared_writes_the_256_center_crops_and_resumes(tmp_path):
     crops[2].unlink()  # a killed job: one crop missing; only that one is written again
     evaluator.prepared(src, scratch)
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _files(scratch) if p != crops[2]} == {
-        p: stamp for p, stamp in stamps.items() if p != crops[2]}
+        p: stamp for p, stamp in stamps.items() if p != crops[2]
+    }
     np.testing.assert_array_equal(np.asarray(Image.open(crops[2])), _crop_256(sources[2]))
     assert not list(scratch.rglob(".*"))
 
@@ -128,9 +130,16 @@ def measured(tmp_path_factory):
         ref_info = evaluators.reference(evaluator, ref, scratch=root / "ref.256", **paths)
         gen_metrics = evaluators.image_metrics(evaluator, gen, scratch=root / "gen.256", **paths)
         self_metrics = evaluators.image_metrics(evaluator, ref, scratch=root / "self.256", **paths)
-    return {"ref_folder": ref, "asked": asked, "ref_info": ref_info, "gen": gen_metrics, "self": self_metrics,
-            "ref_features": _features(model, map(_crop_256, _files(ref))),
-            "gen_features": _features(model, map(_crop_256, _files(gen))), **paths}
+    return {
+        "ref_folder": ref,
+        "asked": asked,
+        "ref_info": ref_info,
+        "gen": gen_metrics,
+        "self": self_metrics,
+        "ref_features": _features(model, map(_crop_256, _files(ref))),
+        "gen_features": _features(model, map(_crop_256, _files(gen))),
+        **paths,
+    }
 
 
 def test_reference_saves_the_features_and_stats_of_the_crops(measured):
@@ -143,8 +152,11 @@ def test_reference_saves_the_features_and_stats_of_the_crops(measured):
     np.testing.assert_allclose(stats["mu"], expected.mean(0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(stats["sigma"], np.cov(expected, rowvar=False), rtol=1e-4, atol=1e-9)
     assert (stats["count"], stats["feature_extractor"], stats["mode"]) == (N_REF, "inception_v3", "clean")
-    assert measured["ref_info"] == {"count": N_REF, "feature_extractor": "inception_v3",
-                                    "folder": str(measured["ref_folder"])}
+    assert measured["ref_info"] == {
+        "count": N_REF,
+        "feature_extractor": "inception_v3",
+        "folder": str(measured["ref_folder"]),
+    }
 
 
 def test_fid_equals_scipy_frechet_distance_of_the_features(measured):
@@ -153,8 +165,14 @@ def test_fid_equals_scipy_frechet_distance_of_the_features(measured):
     assert values["fid"] == pytest.approx(expected, rel=1e-5) and expected > 1e-3
     scale = np.trace(np.cov(measured["ref_features"], rowvar=False))
     assert abs(measured["self"]["fid"][0]["fid"]) < 1e-6 * scale  # identical sets
-    assert provenance == {"feature_extractor": "inception_v3", "evaluator": "paper", "mode": "clean",
-                          "clean_fid_version": "0.1.35", "count_gen": N_GEN, "count_ref": N_REF}
+    assert provenance == {
+        "feature_extractor": "inception_v3",
+        "evaluator": "paper",
+        "mode": "clean",
+        "clean_fid_version": "0.1.35",
+        "count_gen": N_GEN,
+        "count_ref": N_REF,
+    }
 
 
 def test_precision_recall_equal_prdc_on_equal_size_sets(measured):
@@ -171,10 +189,30 @@ def test_precision_recall_equal_prdc_on_equal_size_sets(measured):
     assert everything["recall"] != expected["recall"]  # the subset matters here: a full-set run would show
     assert provenance["density"] == pytest.approx(expected["density"], abs=1e-12)
     assert provenance["coverage"] == pytest.approx(expected["coverage"], abs=1e-12)
-    assert {k: provenance[k] for k in ("k", "count_real", "count_fake", "total_real", "total_fake", "subset_seed",
-                                       "feature_extractor", "evaluator", "mode")} == {
-        "k": 3, "count_real": N_GEN, "count_fake": N_GEN, "total_real": N_REF, "total_fake": N_GEN, "subset_seed": 0,
-        "feature_extractor": "inception_v3", "evaluator": "paper", "mode": "clean"}
+    assert {
+        k: provenance[k]
+        for k in (
+            "k",
+            "count_real",
+            "count_fake",
+            "total_real",
+            "total_fake",
+            "subset_seed",
+            "feature_extractor",
+            "evaluator",
+            "mode",
+        )
+    } == {
+        "k": 3,
+        "count_real": N_GEN,
+        "count_fake": N_GEN,
+        "total_real": N_REF,
+        "total_fake": N_GEN,
+        "subset_seed": 0,
+        "feature_extractor": "inception_v3",
+        "evaluator": "paper",
+        "mode": "clean",
+    }
     same = measured["self"]["pr"][0]
     assert (same["precision"], same["recall"]) == (1.0, 1.0)
 
@@ -205,8 +243,14 @@ def test_paper_clip_score_is_the_mean_cosine_of_the_protocol(clip, tmp_path, mon
     cosines = (image * text).sum(-1).double().numpy()
     assert np.ptp(cosines) > 1e-4
     assert values == pytest.approx({"clip": cosines.mean()}, abs=1e-6)
-    assert provenance == {"count": 3, "model": "ViT-g-14", "pretrained": "laion2b_s12b_b42k",
-                          "prefix": "A photo depicts ", "crop": 256, "evaluator": "paper"}
+    assert provenance == {
+        "count": 3,
+        "model": "ViT-g-14",
+        "pretrained": "laion2b_s12b_b42k",
+        "prefix": "A photo depicts ",
+        "crop": 256,
+        "evaluator": "paper",
+    }
 
 
 def test_toy_digit_probability_of_the_prompted_digit(tmp_path):
@@ -225,10 +269,15 @@ def test_toy_digit_probability_of_the_prompted_digit(tmp_path):
     top = probs.argmax(1)
     digits = [int(d) if i % 2 == 0 else int(d + 1) % 10 for i, d in enumerate(top)]  # half named right
     prompts = [prompt(d, i % 3) for i, d in enumerate(digits)]
-    values, provenance = evaluators.text_image(evaluators.Evaluator(kind="toy", classifier=str(classifier)),
-                                               folder, prompts)
+    values, provenance = evaluators.text_image(
+        evaluators.Evaluator(kind="toy", classifier=str(classifier)), folder, prompts
+    )
     expected = probs[np.arange(8), digits].mean()
     assert values == pytest.approx({"digit_prob": expected, "digit_accuracy": 0.5}, abs=1e-6)
-    assert provenance == {"count": 8, "evaluator": "toy", "scorer": "toy_digit_classifier",
-                          "classifier": str(classifier)}
+    assert provenance == {
+        "count": 8,
+        "evaluator": "toy",
+        "scorer": "toy_digit_classifier",
+        "classifier": str(classifier),
+    }
     assert evaluators.Evaluator(kind="toy", classifier=str(classifier)).extractor_name == "toy_digit_classifier"

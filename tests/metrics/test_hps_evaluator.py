@@ -18,8 +18,9 @@ from .test_hps import _write_benchmark, tiny  # noqa: F401  (fixture)
 def test_hps_of_evaluation_sets_equals_the_benchmark(tiny, tmp_path):  # noqa: F811
     counts = {"anime": 3, "concept-art": 2, "paintings": 4, "photo": 2}
     images, prompts_dir, layout = _write_benchmark(tmp_path / "bench", counts, suffixes=(".png",))
-    reference = hps_benchmark(images, prompts_dir, **tiny, version="v2.0", checkpoint="HPS_v2_compressed.pt",
-                              batch_size=3, progress=False)
+    reference = hps_benchmark(
+        images, prompts_dir, **tiny, version="v2.0", checkpoint="HPS_v2_compressed.pt", batch_size=3, progress=False
+    )
     styles = {}
     for style, pairs in layout.items():  # the workflow's layout: <model>/<evalset>/images/<i:05d>.png
         folder = tmp_path / "results" / f"hpsv2-{style}" / "images"

@@ -16,8 +16,8 @@ import pytest
 import scipy.linalg
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
 from cleanfid.fid import frechet_distance as cleanfid_frechet
+from PIL import Image
 from torch import nn
 
 from dkd.metrics import (
@@ -39,7 +39,6 @@ from dkd.metrics import (
     preprocess_folder,
     reference_stats,
 )
-from dkd.metrics import fid as fid_module
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -120,19 +119,34 @@ def test_list_and_preprocess_folder(tmp_path):
     assert [p.name for p in list_images(src)] == ["a.webp", "b.JPG"]
     assert [p.name for p in list_images(src, recursive=True)] == ["a.webp", "b.JPG", "c.png"]
     dst = tmp_path / "dst"
-    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 3, "written": 3, "skipped": 0, "removed": 0}
+    assert preprocess_folder(src, dst, size=32, recursive=True) == {
+        "count": 3,
+        "written": 3,
+        "skipped": 0,
+        "removed": 0,
+    }
     outs = list_images(dst, recursive=True)
     assert [p.relative_to(dst).as_posix() for p in outs] == ["a.png", "b.png", "sub/c.png"]
     assert all(Image.open(p).size == (32, 32) for p in outs)
     inode = (dst / "b.png").stat().st_ino
-    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 3, "written": 0, "skipped": 3, "removed": 0}
+    assert preprocess_folder(src, dst, size=32, recursive=True) == {
+        "count": 3,
+        "written": 0,
+        "skipped": 3,
+        "removed": 0,
+    }
     assert (dst / "b.png").stat().st_ino == inode  # not rewritten
     assert not [p for p in dst.rglob(".*")]
     # the source set changes (a model trained again): a newer image is cropped again, a gone one's crop removed
     Image.new("RGB", (40, 20), BLUE).save(src / "b.JPG")
     os.utime(src / "b.JPG", ns=((dst / "b.png").stat().st_mtime_ns + 10**9,) * 2)
     (src / "sub" / "c.png").unlink()
-    assert preprocess_folder(src, dst, size=32, recursive=True) == {"count": 2, "written": 1, "skipped": 1, "removed": 1}
+    assert preprocess_folder(src, dst, size=32, recursive=True) == {
+        "count": 2,
+        "written": 1,
+        "skipped": 1,
+        "removed": 1,
+    }
     assert [p.relative_to(dst).as_posix() for p in list_images(dst, recursive=True)] == ["a.png", "b.png"]
     assert np.asarray(Image.open(dst / "b.png"))[16, 16].argmax() == 2  # blue now (a JPEG: not exactly 255)
     (src / "sub" / "c.png").parent.rmdir()
@@ -287,8 +301,13 @@ def test_precision_recall_on_equal_size_sets():
     result = precision_recall_equal_sizes(real, fake, seed=4)
     precision, recall = _brute_force(sub_real, fake, 3)
     assert (result["precision"], result["recall"]) == pytest.approx((precision, recall), abs=1e-12)
-    assert (result["count_real"], result["count_fake"], result["total_real"], result["total_fake"],
-            result["subset_seed"]) == (20, 20, 50, 20, 4)
+    assert (
+        result["count_real"],
+        result["count_fake"],
+        result["total_real"],
+        result["total_fake"],
+        result["subset_seed"],
+    ) == (20, 20, 50, 20, 4)
 
 
 def test_precision_recall_folders_use_the_fid_features(sets, tmp_path):
@@ -349,7 +368,9 @@ def test_clip_score_equals_hand_computed_cosine(clip, tmp_path):
     with torch.no_grad():
         uncropped = clip["model"].encode_image(torch.stack([clip["preprocess"](im) for im in images]))
     direct = (uncropped / uncropped.norm(dim=-1, keepdim=True) * (txt / txt.norm(dim=-1, keepdim=True))).sum(-1)
-    np.testing.assert_allclose(image_text_cosines(images, CAPTIONS, **clip, crop=None), direct.double().numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        image_text_cosines(images, CAPTIONS, **clip, crop=None), direct.double().numpy(), atol=1e-6
+    )
     assert np.abs(direct.double().numpy() - per_image).max() > 1e-5  # the crop matters for a 64 x 48 image
     (folder / "00001.png").unlink()
     with pytest.raises(ValueError, match="2 images for 3 captions"):

@@ -46,8 +46,10 @@ def test_interior_best():
 def test_ratio_relative_and_threshold():
     ratio = claim(kind="ratio", model="ft", numerator="dir_mean_pct", denominator="norm_mean_pct", at_least=5)
     assert ratio["holds"] is True and "= 22" in ratio["evidence"]
-    assert claim(kind="ratio", model="ft", numerator="dir_mean_pct", denominator="norm_mean_pct", at_least=30)[
-        "holds"] is False
+    assert (
+        claim(kind="ratio", model="ft", numerator="dir_mean_pct", denominator="norm_mean_pct", at_least=30)["holds"]
+        is False
+    )
     # 10 <= 1.5 x 8 = 12 holds; 10 <= 1.2 x 8 = 9.6 does not
     assert claim(kind="relative", model="lorad", reference="teacher", metric="fid", factor=1.5)["holds"] is True
     assert claim(kind="relative", model="lorad", reference="teacher", metric="fid", factor=1.2)["holds"] is False

@@ -27,8 +27,18 @@ LORAD, LORA = "lorad-s256-f32-linear-zero", "lora-s256-f32-linear-zero"
 
 
 def _json(path: Path, backbone, model, evalset, values, **extra) -> Path:
-    path.write_text(json.dumps({"backbone": backbone, "model": model, "evalset": evalset, "values": values,
-                                "provenance": {"count": 5000}, **extra}))
+    path.write_text(
+        json.dumps(
+            {
+                "backbone": backbone,
+                "model": model,
+                "evalset": evalset,
+                "values": values,
+                "provenance": {"count": 5000},
+                **extra,
+            }
+        )
+    )
     return path
 
 
@@ -56,8 +66,7 @@ def results(tmp_path):
     folder.mkdir()
     files = {
         "lorad_coco": _json(folder / "lorad_coco.json", "sd15", LORAD, "coco2017", {"fid": 21.123, "clip": 0.3123}),
-        "lorad_model": _json(folder / "lorad_model.json", "sd15", LORAD, None,
-                             {"trainable_M": 83.8, "fid": 99.0}),
+        "lorad_model": _json(folder / "lorad_model.json", "sd15", LORAD, None, {"trainable_M": 83.8, "fid": 99.0}),
         "lora_coco": _json(folder / "lora_coco.json", "sd15", LORA, "coco2017", {"fid": 24.5}),
         "unused": _json(folder / "unused.json", "sd21", LORAD, "coco2017", {"fid": 1.0}),
     }
@@ -72,8 +81,14 @@ def _spec(**changes):
         "rows": [
             {"label": "LoRaD", "backbone": "sd15", "model": LORAD, "evalset": "coco2017"},
             {"label": "LoRA", "backbone": "sd15", "model": LORA, "evalset": "coco2017"},
-            {"label": "SD1.5 (cfg=3.0)", "backbone": "sd15", "model": "teacher", "evalset": "coco2017",
-             "note": "25 steps", "values": {"trainable_M": 860}},
+            {
+                "label": "SD1.5 (cfg=3.0)",
+                "backbone": "sd15",
+                "model": "teacher",
+                "evalset": "coco2017",
+                "note": "25 steps",
+                "values": {"trainable_M": 860},
+            },
         ],
     }
     data.update(changes)
@@ -123,26 +138,30 @@ def test_missing_reasons_each_have_their_footnote(results, paper):
     assert lora["CLIP ours"].startswith("— ")
     assert _footnote(table, lora["CLIP ours"]) == [
         f"the result file(s) {files['lora_coco']} for backbone='sd15', model='{LORA}', evalset='coco2017' "
-        "have no 'clip'"]
+        "have no 'clip'"
+    ]
     assert lora["Trainable params (M) ours"].startswith("— ")
     assert _footnote(table, lora["Trainable params (M) ours"]) == [
-        f"no result file for backbone='sd15', model='{LORA}', evalset=null (model-level value)"]
+        f"no result file for backbone='sd15', model='{LORA}', evalset=null (model-level value)"
+    ]
     assert lorad["Norm mean (%) paper"].startswith("— ")
     assert _footnote(table, lorad["Norm mean (%) paper"]) == ['the paper prints no value here ("-" or blank)']
     assert _footnote(table, teacher["FID paper"]) == [
-        "the paper's table '2 (toy, SD1.5)' has no row 'SD1.5 (cfg=3.0)' on backbone 'sd15'"]
+        "the paper's table '2 (toy, SD1.5)' has no row 'SD1.5 (cfg=3.0)' on backbone 'sd15'"
+    ]
     assert _footnote(table, teacher["FID ours"]) == [
-        "no result file for backbone='sd15', model='teacher', evalset='coco2017'"]
+        "no result file for backbone='sd15', model='teacher', evalset='coco2017'"
+    ]
     # Δ of a missing cell points to the reasons of both sides.
     assert set(_footnote(table, teacher["FID Δ"])) == set(
-        _footnote(table, teacher["FID ours"]) + _footnote(table, teacher["FID paper"]))
+        _footnote(table, teacher["FID ours"]) + _footnote(table, teacher["FID paper"])
+    )
     assert _footnote(table, teacher["Method"]) == ["25 steps"]
 
 
 def test_paper_without_column_and_row_without_model(results, paper):
     frame, _ = results
-    spec = _spec(columns=["fid", "precision"],
-                 rows=[{"label": "LoRaD", "backbone": "sd15"}])
+    spec = _spec(columns=["fid", "precision"], rows=[{"label": "LoRaD", "backbone": "sd15"}])
     table = build_table(spec, frame, paper)
     row = table.frame.iloc[0]
     assert _footnote(table, row["Precision paper"]) == ["the paper's table '2 (toy, SD1.5)' has no 'precision' column"]
@@ -169,8 +188,10 @@ def test_configured_values_show_as_ours_and_are_marked(results, paper, tmp_path)
     cell = table.frame.iloc[2]["Trainable params (M) ours"]
     assert cell.startswith("860.00 ")
     assert _footnote(table, cell) == ["a setting configured in the table spec, not a measurement"]
-    spec = _spec(columns=["trainable_M"], rows=[{"label": "LoRA", "backbone": "sd15", "model": LORA,
-                                                 "values": {"trainable_M": 121}}])
+    spec = _spec(
+        columns=["trainable_M"],
+        rows=[{"label": "LoRA", "backbone": "sd15", "model": LORA, "values": {"trainable_M": 121}}],
+    )
     lora = build_table(spec, frame, paper).frame.iloc[0]
     assert lora["Trainable params (M) Δ"] == "+0.10"  # 121 - 120.9
     # A value both configured and measured is ambiguous: one error naming the file.
@@ -193,9 +214,14 @@ def test_sources_list_the_files_used(results, paper):
 
 def test_table_without_paper_has_only_ours(results):
     frame, _ = results
-    spec = TableSpec.from_dict("toy", {"title": "Toy", "columns": ["fid"],
-                                       "rows": [{"label": "LoRaD", "backbone": "sd15", "model": LORAD,
-                                                 "evalset": "coco2017"}]})
+    spec = TableSpec.from_dict(
+        "toy",
+        {
+            "title": "Toy",
+            "columns": ["fid"],
+            "rows": [{"label": "LoRaD", "backbone": "sd15", "model": LORAD, "evalset": "coco2017"}],
+        },
+    )
     table = build_table(spec, frame)
     assert list(table.frame.columns) == ["Method", "FID"]
     assert table.frame.iloc[0]["FID"] == "21.12"
@@ -223,8 +249,10 @@ def test_unknown_paper_table_and_rowspec_check(results, paper):
         build_table(_spec(paper="no such"), frame, paper)
     with pytest.raises(ValueError, match="'backbone' must be a non-empty string"):
         RowSpec(label="x", backbone="")
-    assert [s.name for s in table_specs({"a": {"title": "A", "columns": ["fid"],
-                                              "rows": [{"label": "x", "backbone": "sd15"}]}})] == ["a"]
+    assert [
+        s.name
+        for s in table_specs({"a": {"title": "A", "columns": ["fid"], "rows": [{"label": "x", "backbone": "sd15"}]}})
+    ] == ["a"]
 
 
 def test_malformed_json_names_the_file(tmp_path):
@@ -261,13 +289,16 @@ def test_bad_paper_csv_names_file_and_line(tmp_path):
 def test_report_and_atomic_write(results, paper, tmp_path):
     frame, _ = results
     table = build_table(_spec(), frame, paper)
-    claims = [{"claim": "LoRaD | beats LoRA", "holds": True, "evidence": "FID 21.12 < 24.50"},
-              {"claim": "CLIP rises", "holds": False, "evidence": "see table"},
-              {"claim": "untested", "holds": None, "evidence": ""}]
+    claims = [
+        {"claim": "LoRaD | beats LoRA", "holds": True, "evidence": "FID 21.12 < 24.50"},
+        {"claim": "CLIP rises", "holds": False, "evidence": "see table"},
+        {"claim": "untested", "holds": None, "evidence": ""},
+    ]
     figures = [{"caption": "Figure 2", "path": "figures/fig2.png"}]
     out = tmp_path / "out"
-    written = write_report(out, [table], title="DKD reproduction", intro="Ours vs the paper.",
-                           figures=figures, claims=claims)
+    written = write_report(
+        out, [table], title="DKD reproduction", intro="Ours vs the paper.", figures=figures, claims=claims
+    )
     assert written == [out / "tables" / "table2.md", out / "report.md"]
     report = (out / "report.md").read_text()
     assert report.startswith("# DKD reproduction\n\nOurs vs the paper.\n")
@@ -291,18 +322,33 @@ def test_report_and_atomic_write(results, paper, tmp_path):
 def test_real_paper_csv_table2_paper_column(tmp_path):
     paper = read_paper(PAPER_CSV)
     with PAPER_CSV.open(newline="") as handle:
-        expected = {(r["method"], r["metric"]): r["value"] for r in csv.DictReader(handle)
-                    if r["table"] == "2 (COCO2017, SD1.5)"}
+        expected = {
+            (r["method"], r["metric"]): r["value"]
+            for r in csv.DictReader(handle)
+            if r["table"] == "2 (COCO2017, SD1.5)"
+        }
     assert len(paper) == sum(1 for _ in PAPER_CSV.open()) - 1
     columns = ["trainable_M", "fid", "clip", "norm_mean_pct", "dir_mean_pct"]
     labels = ["LoRA", "DoRA", "FT (DMD2)", "LoRaD"]
-    spec = TableSpec.from_dict("table2", {
-        "title": "Table 2", "paper": "2 (COCO2017, SD1.5)", "columns": columns,
-        "rows": [{"label": label, "backbone": "sd15", "model": label.lower(), "evalset": "coco2017"}
-                 for label in labels]})
+    spec = TableSpec.from_dict(
+        "table2",
+        {
+            "title": "Table 2",
+            "paper": "2 (COCO2017, SD1.5)",
+            "columns": columns,
+            "rows": [
+                {"label": label, "backbone": "sd15", "model": label.lower(), "evalset": "coco2017"} for label in labels
+            ],
+        },
+    )
     table = build_table(spec, read_results([]), paper)
-    headers = {"trainable_M": "Trainable params (M)", "fid": "FID", "clip": "CLIP",
-               "norm_mean_pct": "Norm mean (%)", "dir_mean_pct": "Direction mean (%)"}
+    headers = {
+        "trainable_M": "Trainable params (M)",
+        "fid": "FID",
+        "clip": "CLIP",
+        "norm_mean_pct": "Norm mean (%)",
+        "dir_mean_pct": "Direction mean (%)",
+    }
     for i, label in enumerate(labels):
         for metric in columns:
             cell = table.frame.iloc[i][f"{headers[metric]} paper"]
@@ -319,12 +365,20 @@ def test_hardware_bound_differences_carry_their_caveat(tmp_path):
     _json(folder / "timing.json", "sd15", LORAD, None, {"inference_s": 0.0612})
     _json(folder / "train.json", "sd15", LORAD, None, {"gpu_days": 1.25})
     paper_csv = tmp_path / "paper.csv"
-    paper_csv.write_text("table,backbone,method,metric,value\n5,sd15,LoRaD,inference_s,0.11\n"
-                         "5,sd15,LoRaD,gpu_days,2.1\n5,sd15,LoRaD,fid,10.79\n")
+    paper_csv.write_text(
+        "table,backbone,method,metric,value\n5,sd15,LoRaD,inference_s,0.11\n"
+        "5,sd15,LoRaD,gpu_days,2.1\n5,sd15,LoRaD,fid,10.79\n"
+    )
     _json(folder / "fid.json", "sd15", LORAD, "coco2014", {"fid": 11.0})
-    spec = TableSpec.from_dict("table5", {"title": "Table 5", "paper": "5", "columns": ["fid", "inference_s", "gpu_days"],
-                                          "rows": [{"label": "LoRaD", "backbone": "sd15", "model": LORAD,
-                                                    "evalset": "coco2014"}]})
+    spec = TableSpec.from_dict(
+        "table5",
+        {
+            "title": "Table 5",
+            "paper": "5",
+            "columns": ["fid", "inference_s", "gpu_days"],
+            "rows": [{"label": "LoRaD", "backbone": "sd15", "model": LORAD, "evalset": "coco2014"}],
+        },
+    )
     table = build_table(spec, read_results([folder]), read_paper(paper_csv))
     row = table.frame.iloc[0]
     # 0.0612 - 0.11 = -0.0488 -> "-0.049"; 1.25 - 2.1 = -0.8500000000000001 in floats -> "-0.9"; FID: no caveat

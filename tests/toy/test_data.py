@@ -6,7 +6,15 @@ import torch
 from sklearn.datasets import load_digits
 
 from dkd.toy.data import (
-    TEMPLATES, WORDS, all_prompts, labels_of, load_split, prompt, prompt_digit, prompt_list, to_uint8,
+    TEMPLATES,
+    WORDS,
+    all_prompts,
+    labels_of,
+    load_split,
+    prompt,
+    prompt_digit,
+    prompt_list,
+    to_uint8,
     write_reference_images,
 )
 

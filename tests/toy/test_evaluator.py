@@ -6,7 +6,13 @@ import torch
 
 from dkd.toy.data import load_split, prompt, write_reference_images
 from dkd.toy.evaluator import (
-    ClassifierConfig, DigitFeatures, accuracy, load_classifier, prompt_agreement, read_images, save_classifier,
+    ClassifierConfig,
+    DigitFeatures,
+    accuracy,
+    load_classifier,
+    prompt_agreement,
+    read_images,
+    save_classifier,
     train_classifier,
 )
 

@@ -32,31 +32,62 @@ def teacher_folder(tmp_path_factory):
 def _command(teacher_folder, tmp_path, *extra):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    return ["distill", RUN, "--backbone", "tiny-sd", "--source", teacher_folder, "--prompts", str(prompts),
-            "--out", str(tmp_path / "run"), "--config", str(ROOT / "config" / "tiny.yaml"), *extra]
+    return [
+        "distill",
+        RUN,
+        "--backbone",
+        "tiny-sd",
+        "--source",
+        teacher_folder,
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(ROOT / "config" / "tiny.yaml"),
+        *extra,
+    ]
 
 
 def _exported(out: Path) -> dict:
-    return {(str(path.relative_to(out)), name): tensor
-            for path in sorted([*out.glob("adapter/**/*.safetensors"), *out.glob("pipeline/**/*.safetensors")])
-            for name, tensor in load_file(path).items()}
+    return {
+        (str(path.relative_to(out)), name): tensor
+        for path in sorted([*out.glob("adapter/**/*.safetensors"), *out.glob("pipeline/**/*.safetensors")])
+        for name, tensor in load_file(path).items()
+    }
 
 
-def test_distill_command_equals_the_run_written_out_by_hand_and_a_rerun_only_exports(teacher_folder, tmp_path,
-                                                                                     capsys):
+def test_distill_command_equals_the_run_written_out_by_hand_and_a_rerun_only_exports(teacher_folder, tmp_path, capsys):
     """config/tiny.yaml's distill.settings (batch 4 of 2 per device, seed 0, checkpoint every 2), then
     --set overrides of a top-level, a nested and an optimiser setting: the exported adapter and
     pipeline equal those of DistillConfig(...) spelled out by hand, trained with `distill`."""
-    command = _command(teacher_folder, tmp_path, "--set", "max_steps=2", "--set", "vsd.guidance_scale=2.5",
-                       "--set", "optim_student.lr=3e-4")
+    command = _command(
+        teacher_folder,
+        tmp_path,
+        "--set",
+        "max_steps=2",
+        "--set",
+        "vsd.guidance_scale=2.5",
+        "--set",
+        "optim_student.lr=3e-4",
+    )
     assert main(command) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["steps"] == 2 and printed["processes"] == 1
 
-    config = DistillConfig(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
-                           fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=2,
-                           max_steps=2, checkpoint_every=2, log_every=1, seed=0, vsd=VSDConfig(guidance_scale=2.5),
-                           optim_student=OptimConfig(lr=3e-4))
+    config = DistillConfig(
+        backbone="tiny-sd",
+        student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
+        fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2),
+        batch_size=4,
+        per_device_batch=2,
+        max_steps=2,
+        checkpoint_every=2,
+        log_every=1,
+        seed=0,
+        vsd=VSDConfig(guidance_scale=2.5),
+        optim_student=OptimConfig(lr=3e-4),
+    )
     teacher = load_teacher("tiny-sd", teacher_folder)
     result = distill(config, teacher, PROMPTS, tmp_path / "by-hand" / "train", progress=False)
     export_student(result.student, config.student, teacher, tmp_path / "by-hand", t_init=999)
@@ -70,18 +101,21 @@ def test_distill_command_equals_the_run_written_out_by_hand_and_a_rerun_only_exp
     assert (tmp_path / "run" / "train" / "log.csv").read_text() == log
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--set", "max_steps"], "expected KEY=VALUE"),
-    (["--set", "student=lora"], "fixed by the backbone and the run name"),
-    (["--set", "no_such_setting=1"], "unknown distillation settings: ['no_such_setting']"),
-    (["--set", "batch_size=3"], "batch_size 3 must be a multiple of per_device_batch 2"),
-    (["--set", "vsd.guidance=2"], "unknown vsd settings: ['guidance']"),
-    (["--set", "vsd=2"], "vsd must be a mapping of its settings; got 2"),
-    (["--set", "seed=abc"], "seed must be a whole number; got 'abc'"),
-    (["--set", "compile_blocks=[A,"], "is not a valid YAML list or mapping"),
-    (["--config", "missing.yaml"], "--config missing.yaml"),
-    (["--prompts", "missing.txt"], "--prompts missing.txt: no such file"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--set", "max_steps"], "expected KEY=VALUE"),
+        (["--set", "student=lora"], "fixed by the backbone and the run name"),
+        (["--set", "no_such_setting=1"], "unknown distillation settings: ['no_such_setting']"),
+        (["--set", "batch_size=3"], "batch_size 3 must be a multiple of per_device_batch 2"),
+        (["--set", "vsd.guidance=2"], "unknown vsd settings: ['guidance']"),
+        (["--set", "vsd=2"], "vsd must be a mapping of its settings; got 2"),
+        (["--set", "seed=abc"], "seed must be a whole number; got 'abc'"),
+        (["--set", "compile_blocks=[A,"], "is not a valid YAML list or mapping"),
+        (["--config", "missing.yaml"], "--config missing.yaml"),
+        (["--prompts", "missing.txt"], "--prompts missing.txt: no such file"),
+    ],
+)
 def test_bad_input_is_one_error_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, message):
     assert main(_command(teacher_folder, tmp_path, *extra)) == 2
     err = capsys.readouterr().err
@@ -111,22 +145,45 @@ def test_run_name_source_and_a_stop_signal(teacher_folder, tmp_path, capsys, mon
 
 def test_settings_from_a_workflow_config_or_a_mapping_and_overrides(tmp_path):
     workflow = tmp_path / "workflow.yaml"
-    workflow.write_text("backbones:\n  sd15: {source: a/b, dtype: float16}\n"
-                        "distill:\n  settings: {max_steps: 5, vsd: {t_init: 999}}\n"
-                        "  run_settings:\n    ft-sfull-fft-linear-zero: {generator_every: 10, vsd: {guidance_scale: 1.75}}\n")
-    assert cli.read_settings(str(workflow), "sd15", RUN) == ({"max_steps": 5, "vsd": {"t_init": 999}},
-                                                              {"source": "a/b", "dtype": "float16"})
+    workflow.write_text(
+        "backbones:\n  sd15: {source: a/b, dtype: float16}\n"
+        "distill:\n  settings: {max_steps: 5, vsd: {t_init: 999}}\n"
+        "  run_settings:\n    ft-sfull-fft-linear-zero: {generator_every: 10, vsd: {guidance_scale: 1.75}}\n"
+    )
+    assert cli.read_settings(str(workflow), "sd15", RUN) == (
+        {"max_steps": 5, "vsd": {"t_init": 999}},
+        {"source": "a/b", "dtype": "float16"},
+    )
     assert cli.read_settings(str(workflow), "sd15", "ft-sfull-fft-linear-zero")[0] == {
-        "max_steps": 5, "generator_every": 10, "vsd": {"t_init": 999, "guidance_scale": 1.75}}
+        "max_steps": 5,
+        "generator_every": 10,
+        "vsd": {"t_init": 999, "guidance_scale": 1.75},
+    }
     mapping = tmp_path / "settings.yaml"
     mapping.write_text("max_steps: 7\nseed: 3\n")
     assert cli.read_settings(str(mapping), "sd15", RUN) == ({"max_steps": 7, "seed": 3}, {})
     settings = {"vsd": {"t_init": 999}, "seed": 1}
-    assert cli.apply_overrides(settings, ["vsd.guidance_scale=2.0", "compile_blocks=[A, B]", "max_steps=null",
-                                          "optim_fake.lr=1.0e-3", "mixed_precision=no", "channels_last=true",
-                                          "optim_student.lr=3e-4"]) == {
-        "vsd": {"t_init": 999, "guidance_scale": 2.0}, "seed": 1, "compile_blocks": ["A", "B"], "max_steps": None,
-        "optim_fake": {"lr": 1e-3}, "mixed_precision": "no", "channels_last": True, "optim_student": {"lr": 3e-4}}
+    assert cli.apply_overrides(
+        settings,
+        [
+            "vsd.guidance_scale=2.0",
+            "compile_blocks=[A, B]",
+            "max_steps=null",
+            "optim_fake.lr=1.0e-3",
+            "mixed_precision=no",
+            "channels_last=true",
+            "optim_student.lr=3e-4",
+        ],
+    ) == {
+        "vsd": {"t_init": 999, "guidance_scale": 2.0},
+        "seed": 1,
+        "compile_blocks": ["A", "B"],
+        "max_steps": None,
+        "optim_fake": {"lr": 1e-3},
+        "mixed_precision": "no",
+        "channels_last": True,
+        "optim_student": {"lr": 3e-4},
+    }
     assert settings == {"vsd": {"t_init": 999}, "seed": 1}  # the input is left as it was
     with pytest.raises(ValueError, match="'seed' is not a nested setting"):
         cli.apply_overrides(settings, ["seed.x=1"])

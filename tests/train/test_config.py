@@ -29,11 +29,14 @@ def test_paper_defaults_and_accumulation():
         config.accumulation_steps(3)
 
 
-@pytest.mark.parametrize("overrides", [
-    {"compile_blocks": ("BasicTransformerBlock", "ResnetBlock2D"), "channels_last": True},
-    {"compile_blocks": True, "embedding_cache": "/scratch/embeds", "max_steps": 10, "eval_every": 5},
-    {"vsd": VSDConfig(weighting="sds", t_range=(0.1, 0.9)), "optim_fake": OptimConfig(lr=1e-3, warmup_steps=10)},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"compile_blocks": ("BasicTransformerBlock", "ResnetBlock2D"), "channels_last": True},
+        {"compile_blocks": True, "embedding_cache": "/scratch/embeds", "max_steps": 10, "eval_every": 5},
+        {"vsd": VSDConfig(weighting="sds", t_range=(0.1, 0.9)), "optim_fake": OptimConfig(lr=1e-3, warmup_steps=10)},
+    ],
+)
 def test_json_round_trip(overrides):
     config = _config(**overrides)
     assert DistillConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -43,21 +46,24 @@ def test_compile_blocks_list_becomes_a_tuple():
     assert _config(compile_blocks=["ResnetBlock2D"]).compile_blocks == ("ResnetBlock2D",)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"batch_size": 100}, "batch_size 100 must be a multiple of per_device_batch 16"),
-    ({"per_device_batch": 0}, "per_device_batch must be a positive integer"),
-    ({"epochs": True}, "epochs must be a positive integer"),
-    ({"max_steps": 0}, "max_steps must be a positive integer or None"),
-    ({"mixed_precision": "bfloat16"}, "mixed_precision must be one of"),
-    ({"channels_last": "yes"}, "channels_last must be true or false"),
-    ({"compile_blocks": "ResnetBlock2D"}, "compile_blocks must be true, false or a list of module class names"),
-    ({"compile_blocks": []}, "compile_blocks must be"),
-    ({"compile_blocks": ["Resnet Block"]}, "compile_blocks must be"),
-    ({"embedding_cache": ""}, "embedding_cache must be a folder path"),
-    ({"backbone": "sd21"}, "student spec must have backbone='sd21'"),
-    ({"fake": STUDENT}, "fake spec must have backbone='sd15' and role='fake'"),
-    ({"student": "lorad"}, "student must be an AdapterSpec"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"batch_size": 100}, "batch_size 100 must be a multiple of per_device_batch 16"),
+        ({"per_device_batch": 0}, "per_device_batch must be a positive integer"),
+        ({"epochs": True}, "epochs must be a positive integer"),
+        ({"max_steps": 0}, "max_steps must be a positive integer or None"),
+        ({"mixed_precision": "bfloat16"}, "mixed_precision must be one of"),
+        ({"channels_last": "yes"}, "channels_last must be true or false"),
+        ({"compile_blocks": "ResnetBlock2D"}, "compile_blocks must be true, false or a list of module class names"),
+        ({"compile_blocks": []}, "compile_blocks must be"),
+        ({"compile_blocks": ["Resnet Block"]}, "compile_blocks must be"),
+        ({"embedding_cache": ""}, "embedding_cache must be a folder path"),
+        ({"backbone": "sd21"}, "student spec must have backbone='sd21'"),
+        ({"fake": STUDENT}, "fake spec must have backbone='sd15' and role='fake'"),
+        ({"student": "lorad"}, "student must be an AdapterSpec"),
+    ],
+)
 def test_invalid_settings(overrides, message):
     with pytest.raises((ValueError, TypeError), match=message):
         _config(**overrides)
@@ -70,12 +76,18 @@ def test_unknown_setting_is_named():
         DistillConfig.from_dict(data)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"lr": 0}, "lr must be > 0"), ({"lr": 1e-4, "betas": (0.9, 1.0)}, "betas"),
-    ({"lr": 1e-4, "grad_clip": 0}, "grad_clip"), ({"lr": 1e-4, "warmup_steps": -1}, "warmup_steps"),
-    ({"lr": "3e-4"}, r"lr must be a number; got '3e-4' \(YAML reads 1e-4 as text: write 1.0e-4\)"),
-    ({"lr": 1e-4, "betas": (0.9, "x")}, "betas must be a number"), ({"lr": 1e-4, "warmup_steps": 2.5}, "whole number"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"lr": 0}, "lr must be > 0"),
+        ({"lr": 1e-4, "betas": (0.9, 1.0)}, "betas"),
+        ({"lr": 1e-4, "grad_clip": 0}, "grad_clip"),
+        ({"lr": 1e-4, "warmup_steps": -1}, "warmup_steps"),
+        ({"lr": "3e-4"}, r"lr must be a number; got '3e-4' \(YAML reads 1e-4 as text: write 1.0e-4\)"),
+        ({"lr": 1e-4, "betas": (0.9, "x")}, "betas must be a number"),
+        ({"lr": 1e-4, "warmup_steps": 2.5}, "whole number"),
+    ],
+)
 def test_invalid_optimiser(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OptimConfig(**kwargs)

@@ -33,8 +33,11 @@ from dkd.train.speed import tune_for_speed
 from tests.train.test_loop import killed_at_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-PROMPTS = [f"a photo of {thing} number {i}, {style}" for i in range(8)
-           for thing, style in (("a red cube", "studio light"), ("two cats", "oil painting"))]
+PROMPTS = [
+    f"a photo of {thing} number {i}, {style}"
+    for i in range(8)
+    for thing, style in (("a red cube", "studio light"), ("two cats", "oil painting"))
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,24 +54,40 @@ def _teacher(folder):
 
 
 def _config(**overrides):
-    values = dict(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
-                  fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=8, per_device_batch=4,
-                  max_steps=4, checkpoint_every=2, log_every=1, seed=3, mixed_precision="bf16")
+    values = dict(
+        backbone="tiny-sd",
+        student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
+        fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2),
+        batch_size=8,
+        per_device_batch=4,
+        max_steps=4,
+        checkpoint_every=2,
+        log_every=1,
+        seed=3,
+        mixed_precision="bf16",
+    )
     values.update(overrides)
     return DistillConfig(**values)
 
 
 def _trained(result):
-    return {f"{role}.{n}": p.detach().clone() for role in ("student", "fake")
-            for n, p in getattr(result, role).named_parameters() if p.requires_grad}
+    return {
+        f"{role}.{n}": p.detach().clone()
+        for role in ("student", "fake")
+        for n, p in getattr(result, role).named_parameters()
+        if p.requires_grad
+    }
 
 
 def test_dkd_trains_in_bf16_and_resumes(tiny_sd, tmp_path, monkeypatch):
     teacher = _teacher(tiny_sd)
     frozen = {n: p.clone() for n, p in teacher.denoiser.named_parameters()}
-    initial = {f"{role}.{n}": p.detach().clone()
-               for role, model in Distiller(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "init").models.items()
-               for n, p in model.named_parameters() if p.requires_grad}
+    initial = {
+        f"{role}.{n}": p.detach().clone()
+        for role, model in Distiller(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "init").models.items()
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
     result = distill(_config(), teacher, PROMPTS, tmp_path / "a", progress=False)
     reference = _trained(result)
     memory = training_cost(load_state(result.checkpoint))["memory_mb"]  # Table 4: this GPU's peak, MiB
@@ -78,8 +97,9 @@ def test_dkd_trains_in_bf16_and_resumes(tiny_sd, tmp_path, monkeypatch):
     assert all(p.dtype == torch.float32 and p.isfinite().all() for p in reference.values())
     assert all(not torch.equal(reference[n], initial[n]) for n in reference)
 
-    killed_at_step(3, lambda: distill(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "b", progress=False),
-                   monkeypatch)  # between the checkpoints of steps 2 and 4
+    killed_at_step(
+        3, lambda: distill(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "b", progress=False), monkeypatch
+    )  # between the checkpoints of steps 2 and 4
     resumed = _trained(distill(_config(), _teacher(tiny_sd), PROMPTS, tmp_path / "b", progress=False))
     identical = sum(torch.equal(resumed[n], reference[n]) for n in reference)
     print(f"\nresumed run: {identical} of {len(reference)} trained tensors bit-identical to the uninterrupted run")
@@ -136,10 +156,15 @@ def test_embedding_cache_against_micro_batch_encoding(tiny_sd, tmp_path, dtype):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    clip_l = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, projection_dim=768,
-                                          num_hidden_layers=12, num_attention_heads=12))
-    teacher = dataclasses.replace(load_teacher("tiny-sd", tiny_sd, device="cuda"),
-                                  text_encoder=clip_l.to("cuda", dtype).eval().requires_grad_(False))
+    clip_l = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768, intermediate_size=3072, projection_dim=768, num_hidden_layers=12, num_attention_heads=12
+        )
+    )
+    teacher = dataclasses.replace(
+        load_teacher("tiny-sd", tiny_sd, device="cuda"),
+        text_encoder=clip_l.to("cuda", dtype).eval().requires_grad_(False),
+    )
     prompts = [f"{p}, variation {k}" for k in range(16) for p in PROMPTS]  # 256 prompts
     cache = EmbeddingCache(tmp_path, teacher, prompts, block_size=128, encode_batch=64)
     cache.fill(progress=False)
@@ -147,13 +172,19 @@ def test_embedding_cache_against_micro_batch_encoding(tiny_sd, tmp_path, dtype):
     equal = total = 0
     worst = 0.0
     for start in range(0, len(order), 16):
-        batch = [prompts[i] for i in order[start:start + 16]]
+        batch = [prompts[i] for i in order[start : start + 16]]
         cached, direct = cache.encode(batch).hidden_states, teacher.encode(batch).hidden_states
         assert cached.dtype == direct.dtype == dtype and cached.shape == direct.shape
         equal += (cached == direct).sum().item()
         total += direct.numel()
         worst = max(worst, ((cached.float() - direct.float()).abs().max() / direct.float().abs().max()).item())
-        torch.testing.assert_close(cached, direct, rtol=0.02 if dtype == torch.bfloat16 else 1e-3,
-                                   atol=0.02 * direct.float().abs().max().item())
-    print(f"\nembedding cache ({dtype}, {torch.cuda.get_device_name()}): {equal / total:.4%} of the values "
-          f"bit-identical to micro-batch encoding; largest difference {worst:.2e} of the largest value")
+        torch.testing.assert_close(
+            cached,
+            direct,
+            rtol=0.02 if dtype == torch.bfloat16 else 1e-3,
+            atol=0.02 * direct.float().abs().max().item(),
+        )
+    print(
+        f"\nembedding cache ({dtype}, {torch.cuda.get_device_name()}): {equal / total:.4%} of the values "
+        f"bit-identical to micro-batch encoding; largest difference {worst:.2e} of the largest value"
+    )

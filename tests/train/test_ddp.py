@@ -42,24 +42,45 @@ WORLD = 2
 
 
 def _config(**overrides) -> DistillConfig:
-    values = dict(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
-                  fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=2,
-                  max_steps=4, checkpoint_every=2, keep_checkpoints=3, log_every=1, seed=7)
+    values = dict(
+        backbone="tiny-sd",
+        student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
+        fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2),
+        batch_size=4,
+        per_device_batch=2,
+        max_steps=4,
+        checkpoint_every=2,
+        keep_checkpoints=3,
+        log_every=1,
+        seed=7,
+    )
     values.update(overrides)
     return DistillConfig(**values)
 
 
 def _weights(result) -> dict[str, torch.Tensor]:
-    return {f"{role}.{name}": p.detach().clone() for role in ("student", "fake")
-            for name, p in getattr(result, role).named_parameters() if p.requires_grad}
+    return {
+        f"{role}.{name}": p.detach().clone()
+        for role in ("student", "fake")
+        for name, p in getattr(result, role).named_parameters()
+        if p.requires_grad
+    }
 
 
 def _worker(rank: int, world: int, port: int, job: dict) -> None:
     """One rank (spawned): the environment ``accelerate launch --cpu`` gives, then the job's runs.
     Records each run's trainable weights and the steps at which this rank wrote a checkpoint."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), ACCELERATE_USE_CPU="true",
-                      GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        ACCELERATE_USE_CPU="true",
+        GLOO_SOCKET_IFNAME="lo",
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     root, record, saves = Path(job["root"]), {}, []
     original_save = loop_module.save_checkpoint
@@ -84,14 +105,24 @@ def _worker(rank: int, world: int, port: int, job: dict) -> None:
 
         Distiller.train_step = signalled
         try:
-            distill(_config(embedding_cache=cache), load_teacher("tiny-sd", job["teacher"]), PROMPTS,
-                    root / "resumed", progress=False)
+            distill(
+                _config(embedding_cache=cache),
+                load_teacher("tiny-sd", job["teacher"]),
+                PROMPTS,
+                root / "resumed",
+                progress=False,
+            )
         except TrainingInterrupted as err:
             record["interrupted"] = str(err)
         Distiller.train_step = original_step
     else:
-        result = distill(_config(embedding_cache=cache), load_teacher("tiny-sd", job["teacher"]), PROMPTS,
-                         root / "resumed", progress=False)
+        result = distill(
+            _config(embedding_cache=cache),
+            load_teacher("tiny-sd", job["teacher"]),
+            PROMPTS,
+            root / "resumed",
+            progress=False,
+        )
         record["resumed"] = _weights(result)
     record["saves"] = saves
     torch.save(record, root / f"{job['mode']}-rank{rank}.pt")
@@ -138,8 +169,9 @@ class _OneProcessAsTwoRanks(Distiller):
 
     @generator.setter
     def generator(self, first):
-        self._generators = [first] + [torch.Generator().manual_seed(self.config.seed * 1_000_003 + r)
-                                      for r in range(1, WORLD)]
+        self._generators = [first] + [
+            torch.Generator().manual_seed(self.config.seed * 1_000_003 + r) for r in range(1, WORLD)
+        ]
         self.current, self.encoded, self.faked = 0, 0, 0
 
     def encode(self, prompts):  # called first in each generator micro-batch
@@ -178,8 +210,9 @@ def test_two_processes_match_one_process_accumulating_the_same_micro_batches(run
     for name in got:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
     # the comparison can fail: a plain 1-process run (one generator for both micro-batches) differs
-    plain = _weights(distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path / "plain",
-                             progress=False))
+    plain = _weights(
+        distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path / "plain", progress=False)
+    )
     assert max((plain[n] - got[n]).abs().max().item() for n in got) > 1e-4
 
 
@@ -198,7 +231,9 @@ def test_a_signal_on_one_rank_stops_both_and_the_resumed_run_is_bit_identical(ru
     root, _, first, resumed = runs
     # both ranks stopped after the same step, rank 0 because rank 1 got the signal
     assert [r["interrupted"].split("; ")[0] for r in first] == [
-        "a signal to another process at step 1", f"signal {int(signal.SIGTERM)} at step 1"]
+        "a signal to another process at step 1",
+        f"signal {int(signal.SIGTERM)} at step 1",
+    ]
     assert [r["saves"] for r in first] == [[1], []]
     assert [r["saves"] for r in resumed] == [[2, 4], []]
     for rank in range(WORLD):  # resumed from step 1 by new processes, embeddings read from the cache

@@ -34,8 +34,10 @@ def one_thread():
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {name: str(save_tiny_backbone(family, root / name, seed=seed))
-            for name, family, seed in (("sd", "sd", 1), ("sd-other", "sd", 2), ("pixart", "pixart", 1))}
+    return {
+        name: str(save_tiny_backbone(family, root / name, seed=seed))
+        for name, family, seed in (("sd", "sd", 1), ("sd-other", "sd", 2), ("pixart", "pixart", 1))
+    }
 
 
 class Calls:
@@ -74,7 +76,7 @@ def test_cached_equals_direct_and_is_read_back_without_the_encoder(folders, tmp_
     assert (first.blocks_written, first.blocks_read) == (3, 0)
     assert calls.prompts == 10 and calls.calls == 2 + 2 + 1  # every prompt of the 3 blocks, 3 per call
     shards = sorted(p.name for p in first.folder.glob("*.safetensors"))
-    assert shards == [f"{b:07d}-{texts_hash(PROMPTS[4 * b:4 * b + 4])}.safetensors" for b in range(3)]
+    assert shards == [f"{b:07d}-{texts_hash(PROMPTS[4 * b : 4 * b + 4])}.safetensors" for b in range(3)]
 
     requests = (batch, PROMPTS[::-1], PROMPTS[2:3])
     expected = [teacher.encode(r) for r in requests]  # direct, in other batch compositions
@@ -109,7 +111,7 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(bytes(data))
     else:  # the shard of the same texts written for another encoder, copied here
         meta_start = data.index(b'"encoder":"') + len(b'"encoder":"')
-        data[meta_start:meta_start + 16] = b"0" * 16
+        data[meta_start : meta_start + 16] = b"0" * 16
         path.write_bytes(bytes(data))
 
 
@@ -127,8 +129,9 @@ def test_a_damaged_shard_is_detected_and_rewritten(folders, tmp_path, how):
     assert calls.prompts == 4 + 1  # the block encoded again (and the reference)
     assert _content(path) == good  # rewritten: the tensors and metadata of the first time
     calls.prompts = 0
-    _assert_equal(EmbeddingCache(tmp_path, teacher, PROMPTS, block_size=4).encode([PROMPTS[7]]),
-                  teacher.encode([PROMPTS[7]]))
+    _assert_equal(
+        EmbeddingCache(tmp_path, teacher, PROMPTS, block_size=4).encode([PROMPTS[7]]), teacher.encode([PROMPTS[7]])
+    )
     assert calls.prompts == 1
 
 
@@ -138,8 +141,9 @@ def test_a_cache_of_another_encoder_is_not_used(folders, tmp_path):
     first = EmbeddingCache(tmp_path, sd, PROMPTS, block_size=4)
     first.encode(PROMPTS)
     second = EmbeddingCache(tmp_path, other, PROMPTS, block_size=4)
-    assert second.folder != first.folder and second.key == encoder_key(json.loads(
-        (second.folder / ENCODER_INFO).read_text()))
+    assert second.folder != first.folder and second.key == encoder_key(
+        json.loads((second.folder / ENCODER_INFO).read_text())
+    )
     calls = Calls(other)
     _assert_equal(second.encode(PROMPTS[:3]), other.encode(PROMPTS[:3]))
     assert second.blocks_written == 1 and calls.prompts == 4 + 3
@@ -185,9 +189,17 @@ def test_processes_filling_one_folder_at_once(folders, tmp_path):
 
 
 def _config(**overrides):
-    values = dict(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
-                  fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=2,
-                  max_steps=3, checkpoint_every=100, log_every=1, seed=3)
+    values = dict(
+        backbone="tiny-sd",
+        student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
+        fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2),
+        batch_size=4,
+        per_device_batch=2,
+        max_steps=3,
+        checkpoint_every=100,
+        log_every=1,
+        seed=3,
+    )
     values.update(overrides)
     return DistillConfig(**values)
 

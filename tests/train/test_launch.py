@@ -38,8 +38,13 @@ def setup(tmp_path_factory):
 
 def _job(setup, name: str, **overrides) -> DistillJob:
     root, teacher, prompts = setup
-    return DistillJob(config=ddp._config(**overrides), source=teacher, dtype="float32", prompts=str(prompts),
-                      train_dir=str(root / name))
+    return DistillJob(
+        config=ddp._config(**overrides),
+        source=teacher,
+        dtype="float32",
+        prompts=str(prompts),
+        train_dir=str(root / name),
+    )
 
 
 def _snapshot(folder) -> dict:
@@ -57,21 +62,36 @@ def launched(setup):
 
 
 def test_job_round_trips_and_a_malformed_job_is_one_clear_error(setup, tmp_path):
-    curve = {"evaluator": {"kind": "toy", "classifier": "c"}, "prompts": "p.txt", "count": 4, "every": 2,
-             "seed": 0, "stats": "s.npz", "features": "f.npy"}
+    curve = {
+        "evaluator": {"kind": "toy", "classifier": "c"},
+        "prompts": "p.txt",
+        "count": 4,
+        "every": 2,
+        "seed": 0,
+        "stats": "s.npz",
+        "features": "f.npy",
+    }
     job = DistillJob(**{**_job(setup, "x").__dict__, "train_dir": str(tmp_path), "curve": curve})
     path = job.write()
     assert path == tmp_path / "job.json" and not list(tmp_path.glob(".*.tmp"))
     assert DistillJob.read(path) == job
     good = json.loads(path.read_text())
-    bad = {"not json": "{", "unknown key": json.dumps({**good, "extra": 1}),
-           "missing key": json.dumps({k: v for k, v in good.items() if k != "source"}),
-           "bad config": json.dumps({**good, "config": {**good["config"], "batch_size": 3}}),
-           "bad dtype": json.dumps({**good, "dtype": "float64"}),
-           "bad curve": json.dumps({**good, "curve": {"every": 2}})}
-    expected = {"not json": "not a readable distillation job", "unknown key": "keys", "missing key": "keys",
-                "bad config": "batch_size 3 must be a multiple", "bad dtype": "dtype must be one of",
-                "bad curve": "curve must be None or a mapping"}
+    bad = {
+        "not json": "{",
+        "unknown key": json.dumps({**good, "extra": 1}),
+        "missing key": json.dumps({k: v for k, v in good.items() if k != "source"}),
+        "bad config": json.dumps({**good, "config": {**good["config"], "batch_size": 3}}),
+        "bad dtype": json.dumps({**good, "dtype": "float64"}),
+        "bad curve": json.dumps({**good, "curve": {"every": 2}}),
+    }
+    expected = {
+        "not json": "not a readable distillation job",
+        "unknown key": "keys",
+        "missing key": "keys",
+        "bad config": "batch_size 3 must be a multiple",
+        "bad dtype": "dtype must be one of",
+        "bad curve": "curve must be None or a mapping",
+    }
     for name, text in bad.items():
         broken = tmp_path / f"{name}.json"
         broken.write_text(text)
@@ -114,8 +134,12 @@ def test_launched_run_records_its_cost_and_a_finished_run_is_only_loaded(launche
     assert attempt["device"] == "cpu" and attempt["processes"] == 2 and attempt["steps"] == [0, 4]
     assert 0 < attempt["seconds"] < 600
     # by hand: wall seconds x 2 processes / 86400 s per day; hours = seconds / 3600
-    assert done.cost == {"gpu_days": attempt["seconds"] * 2 / 86400, "train_hours": attempt["seconds"] / 3600,
-                         "processes": 2, "steps": 4}
+    assert done.cost == {
+        "gpu_days": attempt["seconds"] * 2 / 86400,
+        "train_hours": attempt["seconds"] / 3600,
+        "processes": 2,
+        "steps": 4,
+    }
     before = _snapshot(setup[0] / "launched")
     again = run_distillation(job, processes=2)  # finished: loaded by this process, no launch, nothing written
     assert _snapshot(setup[0] / "launched") == before
@@ -140,9 +164,12 @@ def test_sigterm_to_the_parent_checkpoints_stops_and_the_rerun_is_bit_identical(
     try:
         watcher = threading.Thread(target=signal_after_step_one, daemon=True)
         watcher.start()
-        with pytest.raises(TrainingInterrupted, match=rf"signal {int(signal.SIGTERM)} \(forwarded to the 2 "
-                                                      r"training processes\) at step [123]; checkpoint .*step-0+[123]; "
-                                                      r"the next attempt resumes from it"):
+        with pytest.raises(
+            TrainingInterrupted,
+            match=rf"signal {int(signal.SIGTERM)} \(forwarded to the 2 "
+            r"training processes\) at step [123]; checkpoint .*step-0+[123]; "
+            r"the next attempt resumes from it",
+        ):
             run_distillation(job, processes=2)
         watcher.join()
     finally:
@@ -160,12 +187,16 @@ def test_sigterm_to_the_parent_checkpoints_stops_and_the_rerun_is_bit_identical(
 
 def test_a_crashing_rank_is_one_clear_error_naming_its_exit_code_and_the_log(setup, tmp_path, monkeypatch):
     (tmp_path / "sitecustomize.py").write_text(  # rank 1 dies as its interpreter starts
-        "import os\nif os.environ.get('RANK') == '1':\n    os._exit(3)\n")
+        "import os\nif os.environ.get('RANK') == '1':\n    os._exit(3)\n"
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     with open(tmp_path / "job.log", "a") as log:
-        with pytest.raises(LaunchError, match=r"rank 1 exited with code 3 \(accelerate launch exit code 1\); "
-                                              rf"the ranks' output and traceback are in {tmp_path / 'job.log'}; "
-                                              r"latest checkpoint: none\."):
+        with pytest.raises(
+            LaunchError,
+            match=r"rank 1 exited with code 3 \(accelerate launch exit code 1\); "
+            rf"the ranks' output and traceback are in {tmp_path / 'job.log'}; "
+            r"latest checkpoint: none\.",
+        ):
             run_distillation(_job(setup, "crashed"), processes=2, log_stream=log)
     assert "exitcode" in (tmp_path / "job.log").read_text()  # torchrun's summary, streamed into the log
 
@@ -180,8 +211,9 @@ def test_a_run_another_process_trains_is_refused_before_anything_is_written(setu
     from tests.test_io import HOLD
 
     job = _job(setup, "locked")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, os.path.join(job.train_dir, "lock")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, os.path.join(job.train_dir, "lock")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(LockedError, match=f"pid {holder.pid} holds the lock of the run in "):

@@ -50,7 +50,7 @@ def test_a_resumed_attempt_replaces_the_killed_attempts_rows_and_scalars(tmp_pat
 def test_a_restart_from_scratch_drops_everything_the_killed_attempt_logged(tmp_path):
     path = tmp_path / "log.csv"
     attempt(path, None, range(0, 3), 1.0, close=False)  # killed before its first checkpoint (a step-0 row:
-    attempt(path, None, range(0, 4), 7.0)               # the evaluation curve's, before training)
+    attempt(path, None, range(0, 4), 7.0)  # the evaluation curve's, before training)
     assert csv_rows(path) == [(0, 0.0), (1, 7.0), (2, 14.0), (3, 21.0)]
     assert tensorboard_scalars(tmp_path / "tensorboard" / "log") == {"loss": [(0, 0.0), (1, 7.0), (2, 14.0), (3, 21.0)]}
 

@@ -28,16 +28,27 @@ def teacher_folder(tmp_path_factory):
 
 
 def _config(**overrides):
-    values = dict(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
-                  fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=2,
-                  max_steps=4, checkpoint_every=2, keep_checkpoints=2, log_every=1, seed=7)
+    values = dict(
+        backbone="tiny-sd",
+        student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
+        fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2),
+        batch_size=4,
+        per_device_batch=2,
+        max_steps=4,
+        checkpoint_every=2,
+        keep_checkpoints=2,
+        log_every=1,
+        seed=7,
+    )
     values.update(overrides)
     return DistillConfig(**values)
 
 
 def _weights(result):
-    return {role: {n: p.detach().clone() for n, p in getattr(result, role).named_parameters() if p.requires_grad}
-            for role in ("student", "fake")}
+    return {
+        role: {n: p.detach().clone() for n, p in getattr(result, role).named_parameters() if p.requires_grad}
+        for role in ("student", "fake")
+    }
 
 
 def _assert_same(a, b):
@@ -92,8 +103,11 @@ def killed_at_step(step: int, run, monkeypatch) -> None:
 def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, teacher_folder, tmp_path, monkeypatch):
     out_a, weights_a = uninterrupted
     # after the checkpoint of step 2, before that of step 4
-    killed_at_step(3, lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path,
-                                      progress=False), monkeypatch)
+    killed_at_step(
+        3,
+        lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False),
+        monkeypatch,
+    )
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]
     result = distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert result.steps == 4
@@ -110,8 +124,11 @@ def test_resume_may_change_speed_and_logging_settings(uninterrupted, teacher_fol
     """Gradient checkpointing (recomputed activations) and the log period are not part of a run's
     identity: a run resumed with them ends as the uninterrupted run."""
     _, weights_a = uninterrupted
-    killed_at_step(3, lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path,
-                                      progress=False), monkeypatch)
+    killed_at_step(
+        3,
+        lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False),
+        monkeypatch,
+    )
     config = _config(gradient_checkpointing=True, log_every=2)
     result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert result.steps == 4 and result.student.is_gradient_checkpointing
@@ -133,8 +150,10 @@ def test_sigterm_saves_a_checkpoint_and_stops(uninterrupted, teacher_folder, tmp
         distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001"]
     monkeypatch.setattr(Distiller, "train_step", original)
-    _assert_same(_weights(distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path,
-                                  progress=False)), weights_a)
+    _assert_same(
+        _weights(distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)),
+        weights_a,
+    )
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(teacher_folder, tmp_path, monkeypatch):
@@ -198,8 +217,9 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
         return {"metric": float(step) / 10}
 
     out = tmp_path / "hook"
-    result = distill(_config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, out, progress=False,
-                     evaluate=evaluate)
+    result = distill(
+        _config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, out, progress=False, evaluate=evaluate
+    )
     assert calls == [0, 2, 4]
     with open(out / "curve.csv", newline="") as handle:
         assert [(r["step"], r["metric"]) for r in csv.DictReader(handle)] == [("0", "0.0"), ("2", "0.2"), ("4", "0.4")]
@@ -215,10 +235,22 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
         return evaluate(step, student)
 
     with pytest.raises(KeyboardInterrupt):
-        distill(_config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, resumed, progress=False,
-                evaluate=killed)
-    final = distill(_config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, resumed,
-                    progress=False, evaluate=evaluate)
+        distill(
+            _config(eval_every=2),
+            load_teacher("tiny-sd", teacher_folder),
+            PROMPTS,
+            resumed,
+            progress=False,
+            evaluate=killed,
+        )
+    final = distill(
+        _config(eval_every=2),
+        load_teacher("tiny-sd", teacher_folder),
+        PROMPTS,
+        resumed,
+        progress=False,
+        evaluate=evaluate,
+    )
     assert calls == [0, 2, 4]
     assert (out / "curve.csv").read_text() == (resumed / "curve.csv").read_text()
     (curve,) = tensorboard_scalars(resumed / "tensorboard" / "curve").items()  # TensorBoard keeps float32
@@ -254,8 +286,9 @@ def test_resumed_run_adds_up_its_training_seconds(uninterrupted, teacher_folder,
         distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False, evaluate=evaluate)
     state = load_state(list_checkpoints(tmp_path / "checkpoints")[-1])
     assert state["attempts"] == [{"device": "cpu", "processes": 1, "seconds": 5.0, "steps": [0, 1]}]
-    result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False,
-                     evaluate=evaluate)
+    result = distill(
+        config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False, evaluate=evaluate
+    )
     state = load_state(result.checkpoint)
     assert state["attempts"][1] == {"device": "cpu", "processes": 1, "seconds": 15.0, "steps": [1, 4]}
     assert training_cost(state) == {"gpu_days": 20.0 / 86400, "train_hours": 20.0 / 3600, "processes": 1, "steps": 4}

@@ -96,29 +96,62 @@ def fake_slurm(tmp_path, monkeypatch):
 def test_machines_and_their_accelerate_arguments():
     assert Machines().accelerate_args(4) == ["--num_processes", "4", "--num_machines", "1", "--main_process_port", "0"]
     assert Machines(count=2, rank=1, address="gpu07", port=21234).accelerate_args(4) == [
-        "--num_processes", "8", "--num_machines", "2", "--machine_rank", "1", "--main_process_ip", "gpu07",
-        "--main_process_port", "21234"]
-    for kwargs, message in (({"count": 0}, "count >= 1"), ({"count": 2, "rank": 2, "address": "a", "port": 1}, "rank < count"),
-                            ({"count": 2}, "address and a port"), ({"rank": True}, "rank must be a whole number")):
+        "--num_processes",
+        "8",
+        "--num_machines",
+        "2",
+        "--machine_rank",
+        "1",
+        "--main_process_ip",
+        "gpu07",
+        "--main_process_port",
+        "21234",
+    ]
+    for kwargs, message in (
+        ({"count": 0}, "count >= 1"),
+        ({"count": 2, "rank": 2, "address": "a", "port": 1}, "rank < count"),
+        ({"count": 2}, "address and a port"),
+        ({"rank": True}, "rank must be a whole number"),
+    ):
         with pytest.raises(ValueError, match=message):
             Machines(**kwargs)
     assert [rendezvous_port(j) for j in ("7", "20007", "123456")] == [20007, 20007, 23456]
     with pytest.raises(ValueError, match="job id must be a number"):
         rendezvous_port("12_3")
-    command = launch_command("job.json", 4, mixed_precision="bf16", threads=2,
-                             machines=Machines(count=2, rank=1, address="gpu07", port=21234))
+    command = launch_command(
+        "job.json",
+        4,
+        mixed_precision="bf16",
+        threads=2,
+        machines=Machines(count=2, rank=1, address="gpu07", port=21234),
+    )
     assert command[command.index("--machine_rank") + 1] == "1" and command[-2:] == ["dkd.train.launch", "job.json"]
 
 
 def test_srun_command_and_the_node_task_environment(fake_slurm):
     command = srun_command("/runs/a/job.json", processes=8, nodes=2, cpus=32)
-    assert command[:8] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=32",
-                           "--gres=gpu:8", "--kill-on-bad-exit=1", "--unbuffered"]
+    assert command[:8] == [
+        "srun",
+        "--nodes=2",
+        "--ntasks=2",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=32",
+        "--gres=gpu:8",
+        "--kill-on-bad-exit=1",
+        "--unbuffered",
+    ]
     assert "--gres=gpu:8" not in srun_command("job.json", processes=8, nodes=2, cpus=32, gpus=False)
     assert command[-6:] == ["-m", "dkd.train.launch", "--node", "--processes", "8", "/runs/a/job.json"]
-    env = {"SLURM_NODEID": "1", "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NODELIST": "gpu07,gpu09", "SLURM_JOB_ID": "4242"}
+    env = {
+        "SLURM_NODEID": "1",
+        "SLURM_STEP_NUM_NODES": "2",
+        "SLURM_STEP_NODELIST": "gpu07,gpu09",
+        "SLURM_JOB_ID": "4242",
+    }
     assert machines_from_slurm(env) == Machines(count=2, rank=1, address="10.1.2.7", port=24242)  # gpu07's NodeAddr
-    with pytest.raises(RuntimeError, match="must run under srun inside a SLURM job; SLURM_NODEID, SLURM_JOB_ID not set"):
+    with pytest.raises(
+        RuntimeError, match="must run under srun inside a SLURM job; SLURM_NODEID, SLURM_JOB_ID not set"
+    ):
         machines_from_slurm({k: v for k, v in env.items() if k not in ("SLURM_NODEID", "SLURM_JOB_ID")})
     with pytest.raises(RuntimeError, match="has 3 nodes but its node list 'gpu07,gpu09' names 2"):
         machines_from_slurm({**env, "SLURM_STEP_NUM_NODES": "3"})
@@ -169,8 +202,16 @@ def test_sigterm_reaches_every_node_and_the_rerun_resumes(setup, fake_slurm, tmp
 
 def test_a_failing_node_is_one_clear_error(setup, fake_slurm, tmp_path, monkeypatch):
     (tmp_path / "sitecustomize.py").write_text(  # the second machine's rank dies as its interpreter starts
-        "import os\nif os.environ.get('RANK') == '1':\n    os._exit(3)\n")
+        "import os\nif os.environ.get('RANK') == '1':\n    os._exit(3)\n"
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    with pytest.raises(LaunchError, match=r"distillation on 2 processes failed: rank 1 exited with code 3 \(srun exit code \d+\)"):
-        run_distillation(_job(setup, "two-machines-crashed"), processes=1, nodes=2, cpus=1,
-                         log_stream=open(tmp_path / "job.log", "a"))
+    with pytest.raises(
+        LaunchError, match=r"distillation on 2 processes failed: rank 1 exited with code 3 \(srun exit code \d+\)"
+    ):
+        run_distillation(
+            _job(setup, "two-machines-crashed"),
+            processes=1,
+            nodes=2,
+            cpus=1,
+            log_stream=open(tmp_path / "job.log", "a"),
+        )

@@ -63,16 +63,25 @@ RESNET = ("BasicTransformerBlock", "ResnetBlock2D")
 
 # channels_last alone, with the compiled transformer blocks (the trainer's setting), and with the ResNet
 # blocks compiled too; tracing is the slow part (each block is compiled), so no case repeats another's.
-@pytest.mark.parametrize("channels_last,compile_blocks,layers", [
-    (True, False, "linear"), (True, True, "linear"), (True, RESNET, "linear+conv"),
-])
+@pytest.mark.parametrize(
+    "channels_last,compile_blocks,layers",
+    [
+        (True, False, "linear"),
+        (True, True, "linear"),
+        (True, RESNET, "linear+conv"),
+    ],
+)
 def test_speed_settings_keep_outputs_and_gradients(teacher, channels_last, compile_blocks, layers):
     reference = _student(teacher, layers)
     tuned = copy.deepcopy(reference)
     # aot_eager traces forward and backward as inductor does (LoRaD's autograd.Function included)
     # without compiling kernels, which would take minutes on a CPU
-    tune_for_speed([tuned], channels_last=channels_last, compile_blocks=compile_blocks,
-                   compile_options={"backend": "aot_eager", "fullgraph": True})
+    tune_for_speed(
+        [tuned],
+        channels_last=channels_last,
+        compile_blocks=compile_blocks,
+        compile_options={"backend": "aot_eager", "fullgraph": True},
+    )
     if channels_last:
         convs = [m.weight for m in tuned.modules() if isinstance(m, nn.Conv2d)]
         assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)

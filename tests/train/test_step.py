@@ -111,8 +111,13 @@ def test_same_generator_seed_gives_the_same_losses(teacher):
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"weighting": "l2"}, "weighting"), ({"guidance_scale": -1}, "guidance_scale"),
-     ({"t_init": 999.0}, "t_init"), ({"t_range": (0.5, 0.1)}, "low_frac"), ({"fake_t_range": (0.1,)}, "fake_t_range")],
+    [
+        ({"weighting": "l2"}, "weighting"),
+        ({"guidance_scale": -1}, "guidance_scale"),
+        ({"t_init": 999.0}, "t_init"),
+        ({"t_range": (0.5, 0.1)}, "low_frac"),
+        ({"fake_t_range": (0.1,)}, "fake_t_range"),
+    ],
 )
 def test_invalid_config(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -12,10 +12,9 @@ from diffusers import DDPMScheduler
 from dkd.adapters import AdapterSpec
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.pipeline import OneStepPipeline, seeded_noise, to_pil
+from dkd.pipeline import STUDENT_INFO, OneStepPipeline, seeded_noise, to_pil
 from dkd.train import step as step_module
 from dkd.train.config import DistillConfig
-from dkd.pipeline import STUDENT_INFO
 from dkd.train.export import export_student
 from dkd.train.loop import distill
 from dkd.train.step import generate
@@ -46,9 +45,16 @@ def trained(v_folder, tmp_path_factory):
     """Three DKD steps on the v teacher, recording every denoising target the fake loss asks for."""
     out = tmp_path_factory.mktemp("run")
     teacher = load_teacher("tiny-sd", v_folder)
-    config = DistillConfig(backbone="tiny-sd", student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
-                           fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2), batch_size=4, per_device_batch=2,
-                           max_steps=3, checkpoint_every=100, seed=2)
+    config = DistillConfig(
+        backbone="tiny-sd",
+        student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
+        fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2),
+        batch_size=4,
+        per_device_batch=2,
+        max_steps=3,
+        checkpoint_every=100,
+        seed=2,
+    )
     targets = []
     original = step_module.denoising_target
 
@@ -71,7 +77,7 @@ def test_the_fake_model_regresses_v(trained):
     for x0, noise, t, kind, target in targets:
         assert kind == "v_prediction" and target.dtype == torch.float32
         v = reference.get_velocity(x0.double(), noise.double(), t)  # sqrt(abar) eps - sqrt(1 - abar) x0, float64
-        torch.testing.assert_close(target.double(), v, rtol=2 ** -23, atol=1e-12)  # float32 rounding of v
+        torch.testing.assert_close(target.double(), v, rtol=2**-23, atol=1e-12)  # float32 rounding of v
         assert (target - noise).abs().max() > 0.1  # not the eps target
 
 

@@ -12,7 +12,6 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -65,13 +64,21 @@ def documented_commands(documents=DOCUMENTS) -> list[Command]:
 def _makefile_demo_command() -> Command:
     lines = [line for line in (ROOT / "Makefile").read_text().splitlines() if " snakemake " in line]
     assert len(lines) == 1, lines
-    return Command(tuple(shlex.split(lines[0][lines[0].index("snakemake "):])), where="Makefile")
+    return Command(tuple(shlex.split(lines[0][lines[0].index("snakemake ") :])), where="Makefile")
 
 
 # Snakemake options that take a value: what is left are the targets. Commands that differ only in their
 # targets are planned in one dry-run (each target must plan; a failure names the commands).
-VALUE_OPTIONS = {"--cores", "-c", "--jobs", "-j", "--configfile", "--profile", "--config",
-                 "--software-deployment-method"}
+VALUE_OPTIONS = {
+    "--cores",
+    "-c",
+    "--jobs",
+    "-j",
+    "--configfile",
+    "--profile",
+    "--config",
+    "--software-deployment-method",
+}
 
 
 def plan_groups(commands: list[Command]) -> dict[tuple, list[Command]]:
@@ -104,8 +111,11 @@ def test_the_documents_show_commands_of_each_kind():
     assert any(env for _, env in PLANS), "no command with environment variables in front was found"
 
 
-@pytest.mark.parametrize("options,env", list(PLANS),
-                         ids=[" ".join(options) + "".join(f" {name}=" for name, _ in env) for options, env in PLANS])
+@pytest.mark.parametrize(
+    "options,env",
+    list(PLANS),
+    ids=[" ".join(options) + "".join(f" {name}=" for name, _ in env) for options, env in PLANS],
+)
 def test_documented_snakemake_commands_plan(options, env):
     """A dry-run (`-n`, nothing is written) with the commands' environment, of every target they name."""
     commands = PLANS[(options, env)]
@@ -133,8 +143,9 @@ def check_other(command: Command) -> None:
     elif program == "python" and args and args[0].endswith(".py"):
         script = ROOT / args[0]
         assert script.is_file(), f"{args[0]} does not exist"
-        done = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            [sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     elif program == "make":
         missing = set(args) - _makefile_targets()
@@ -154,14 +165,19 @@ def test_documented_command_is_valid(command):
 def test_the_checks_refuse_what_would_not_run(tmp_path):
     """The checks above can fail: a misspelt option, target, script or program is refused."""
     page = tmp_path / "page.md"
-    page.write_text("```bash\nexport A=1\nB=2 python -m dkd sample --outt x \\\n  model\nmake dmeo\n"
-                    "python benchmarks/missing.py\nsource venv/bin/activate\ncurl x\n```\n")
+    page.write_text(
+        "```bash\nexport A=1\nB=2 python -m dkd sample --outt x \\\n  model\nmake dmeo\n"
+        "python benchmarks/missing.py\nsource venv/bin/activate\ncurl x\n```\n"
+    )
     commands = documented_commands([page])
     assert [c.words[0] for c in commands] == ["python", "make", "python", "source", "curl"]
     assert dict(commands[0].env) == {"A": "1", "B": "2"} and commands[0].words[-1] == "model"
-    grouped = plan_groups([Command(("snakemake", "a", "--cores", "2", "-n")), Command(("snakemake", "--cores", "2", "b"))])
-    assert [(options, [c.words for c in group]) for (options, _), group in grouped.items()] == \
-        [(("--cores", "2"), [("a",), ("b",)])]
+    grouped = plan_groups(
+        [Command(("snakemake", "a", "--cores", "2", "-n")), Command(("snakemake", "--cores", "2", "b"))]
+    )
+    assert [(options, [c.words for c in group]) for (options, _), group in grouped.items()] == [
+        (("--cores", "2"), [("a",), ("b",)])
+    ]
     for command in commands:
         with pytest.raises(AssertionError):
             check_other(command)

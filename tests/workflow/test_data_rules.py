@@ -21,13 +21,25 @@ def test_data_coco_rule_writes_prompts_reference_and_log(tmp_path):
     fake = _fake(tmp_path / "server", COCO2017)
     data, results = tmp_path / "data", tmp_path / "results"
     configfile = tmp_path / "config.yaml"
-    configfile.write_text(yaml.safe_dump({
-        "results": str(results), "paper": {"parameter_counts": "config/paper/parameter_counts.csv"},
-        "data": {"root": str(data), "coco2017": {"count": 5, "seed": 1, "base_url": fake["base_url"]}}}))
+    configfile.write_text(
+        yaml.safe_dump(
+            {
+                "results": str(results),
+                "paper": {"parameter_counts": "config/paper/parameter_counts.csv"},
+                "data": {"root": str(data), "coco2017": {"count": 5, "seed": 1, "base_url": fake["base_url"]}},
+            }
+        )
+    )
     overrides = ["--configfile", str(configfile)]
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV}
-    run = subprocess.run([sys.executable, "-m", "snakemake", str(data / "coco2017-5" / "prompts.txt"), "--cores", "1",
-                          *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", str(data / "coco2017-5" / "prompts.txt"), "--cores", "1", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     prompts = (data / "coco2017-5" / "prompts.txt").read_text().splitlines()
     images = (data / "coco2017-5" / "images.txt").read_text().splitlines()
@@ -52,16 +64,33 @@ def test_reference_stats_refuses_a_set_folder_made_with_another_reference_mode(t
     prepare_coco("coco2017", out=data, count=5, reference="all", base_url=fake["base_url"], progress=False)
     (data / "models").mkdir()
     (data / "models" / "inception.json").write_text('{"files": []}\n')  # as if fetched (no network here)
-    evaluation = {"sets": {"coco2017": {"prompts": "data:coco2017", "count": 5, "shards": 1, "seed": 0,
-                                        "reference": "data:coco2017", "metrics": ["fid"]}}}
+    evaluation = {
+        "sets": {
+            "coco2017": {
+                "prompts": "data:coco2017",
+                "count": 5,
+                "shards": 1,
+                "seed": 0,
+                "reference": "data:coco2017",
+                "metrics": ["fid"],
+            }
+        }
+    }
     target = str(results / "reference-stats" / "coco2017.npz")
     logs = []
     for reference in (None, "all"):
         coco = {"count": 5, "base_url": fake["base_url"], **({"reference": reference} if reference else {})}
         configfile = tmp_path / f"config-{reference}.yaml"
-        configfile.write_text(yaml.safe_dump({
-            "results": str(results), "paper": {"parameter_counts": "config/paper/parameter_counts.csv"},
-            "data": {"root": str(data), "coco2017": coco}, "evaluation": evaluation}))
+        configfile.write_text(
+            yaml.safe_dump(
+                {
+                    "results": str(results),
+                    "paper": {"parameter_counts": "config/paper/parameter_counts.csv"},
+                    "data": {"root": str(data), "coco2017": coco},
+                    "evaluation": evaluation,
+                }
+            )
+        )
         run = snakemake(target, "--cores", "1", "--configfile", str(configfile))
         assert run.returncode != 0 and "rule data_coco" not in run.stdout + run.stderr  # the folder is used as is
         logs.append((results / "logs" / "reference-stats" / "coco2017.log").read_text())

@@ -26,14 +26,18 @@ CLUSTER = {"DKD_SLURM_PARTITION": "cpu-short", "DKD_SLURM_GPU_PARTITION": "gpu",
 
 def _environment(**values: str) -> dict[str, str]:
     """This process's environment without any DKD_*, SLURM or CUDA setting, plus ``values``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DKD_", "SNAKEMAKE_", "SLURM_")) and k != "CUDA_VISIBLE_DEVICES"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DKD_", "SNAKEMAKE_", "SLURM_")) and k != "CUDA_VISIBLE_DEVICES"
+    }
     return {**env, "DKD_GPU_COUNT": "0", **values}
 
 
 def snakemake(*args, env):
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def tiny(tmp_path):
@@ -97,14 +101,21 @@ def test_every_gpu_rule_asks_slurm_for_its_gpu(monkeypatch):
 def test_workflow_profile_counts_gpus_like_dkd_gpus(tmp_path, monkeypatch):
     fake = tmp_path / "bin"
     fake.mkdir()
-    lines = ["GPU 0: NVIDIA H100 (UUID: GPU-a)", "GPU 1: NVIDIA H100 (UUID: GPU-b)",
-             "  MIG 1g.10gb Device 0: (UUID: MIG-c)", "GPU 2: NVIDIA H100 (UUID: GPU-d)"]  # 3 GPUs
+    lines = [
+        "GPU 0: NVIDIA H100 (UUID: GPU-a)",
+        "GPU 1: NVIDIA H100 (UUID: GPU-b)",
+        "  MIG 1g.10gb Device 0: (UUID: MIG-c)",
+        "GPU 2: NVIDIA H100 (UUID: GPU-d)",
+    ]  # 3 GPUs
     (fake / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(f"echo '{line}'\n" for line in lines))
     (fake / "nvidia-smi").chmod(0o755)
     monkeypatch.setenv("PATH", str(fake))
     assert render(WORKFLOW_PROFILE, monkeypatch)["resources"] == {"gpus": 3} and visible_gpu_count() == 3
-    assert render(WORKFLOW_PROFILE, monkeypatch, DKD_GPU_COUNT="5")["resources"] == {"gpus": 5} == {
-        "gpus": visible_gpu_count()}
+    assert (
+        render(WORKFLOW_PROFILE, monkeypatch, DKD_GPU_COUNT="5")["resources"]
+        == {"gpus": 5}
+        == {"gpus": visible_gpu_count()}
+    )
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     assert render(WORKFLOW_PROFILE, monkeypatch)["resources"] == {"gpus": 0}
 
@@ -116,8 +127,15 @@ def test_local_dry_run_runs_one_job_per_gpu_of_the_machine(tmp_path):
     assert two.returncode == 0, two.stdout + two.stderr
     assert "workflow specific profile profiles/default" in two.stderr
     gpus = {rule: res.get("gpus") for rule, res in job_resources(two.stdout)}
-    assert gpus == {"tiny_backbone": None, "params": None, "distill": "2", "generate_shard": "1", "timing": "1",
-                    "images": None, "all": None}
+    assert gpus == {
+        "tiny_backbone": None,
+        "params": None,
+        "distill": "2",
+        "generate_shard": "1",
+        "timing": "1",
+        "images": None,
+        "all": None,
+    }
     none = snakemake(*tiny(tmp_path), "-n", env=_environment(DKD_GPU_COUNT="0"))
     assert none.returncode == 0, none.stdout + none.stderr
     assert {res.get("gpus") for rule, res in job_resources(none.stdout) if rule in gpus and gpus[rule]} == {"0"}
@@ -161,23 +179,28 @@ def test_the_status_command_comes_from_its_variable(monkeypatch):
 
 
 def _decode(arguments: list[str]) -> list[str]:
-    return [base64.b64decode(a.removeprefix("base64//")).decode() if a.startswith("base64//") else a
-            for a in arguments]
+    return [base64.b64decode(a.removeprefix("base64//")).decode() if a.startswith("base64//") else a for a in arguments]
 
 
 FAKE_SLURM = {  # each fake tool logs its call; sbatch answers job ids, sacct says they all run
     "sbatch": 'printf "sbatch %s\\n" "$*" >> "$CALLS"; grep -c "^sbatch" "$CALLS"',
     "sacct": 'echo "sacct $*" >> "$CALLS"; n=$(grep -c "^sbatch" "$CALLS"); i=1\n'
-             'while [ $i -le $n ]; do echo "$i|RUNNING"; i=$((i+1)); done',
+    'while [ $i -le $n ]; do echo "$i|RUNNING"; i=$((i+1)); done',
     "sacctmgr": 'echo "$DKD_SLURM_ACCOUNT"',  # the account check
     "scancel": 'echo "scancel $*" >> "$CALLS"',
     "scontrol": 'echo "scontrol $*" >> "$CALLS"',
     "sinfo": 'echo "sinfo $*" >> "$CALLS"',
 }
 # The jobs of config/tiny.yaml that are ready once its two teachers exist.
-FIRST_WAVE = [("distill", "tiny-pixart_lorad-s4-f2-linear-zero"), ("distill", "tiny-sd_ft-sfull-fft-linear-zero"),
-              ("distill", "tiny-sd_lorad-s4-f2-linear-zero"), ("generate_shard", "tiny-sd_teacher_tiny-eval_0"),
-              ("generate_shard", "tiny-sd_teacher_tiny-eval_1"), ("params", None), ("timing", "tiny-sd_teacher")]
+FIRST_WAVE = [
+    ("distill", "tiny-pixart_lorad-s4-f2-linear-zero"),
+    ("distill", "tiny-sd_ft-sfull-fft-linear-zero"),
+    ("distill", "tiny-sd_lorad-s4-f2-linear-zero"),
+    ("generate_shard", "tiny-sd_teacher_tiny-eval_0"),
+    ("generate_shard", "tiny-sd_teacher_tiny-eval_1"),
+    ("params", None),
+    ("timing", "tiny-sd_teacher"),
+]
 
 
 def _submitted(calls: Path) -> dict:
@@ -205,11 +228,25 @@ def _submit_first_wave(tmp_path, **env_values) -> tuple[dict, Path, str]:
     for tool, script in FAKE_SLURM.items():
         (fake / tool).write_text(f"#!/bin/sh\n{script}\n")
         (fake / tool).chmod(0o755)
-    env = _environment(**CLUSTER, DKD_GPU_COUNT="1", CALLS=str(calls), PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
-                       **env_values)
-    command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "all", "--configfile", "config/tiny.yaml",
-               "--directory", str(tmp_path), "--slurm-init-seconds-before-status-checks", "1",
-               "--slurm-status-command", "sacct"]
+    env = _environment(
+        **CLUSTER, DKD_GPU_COUNT="1", CALLS=str(calls), PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", **env_values
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "slurm",
+        "all",
+        "--configfile",
+        "config/tiny.yaml",
+        "--directory",
+        str(tmp_path),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--slurm-status-command",
+        "sacct",
+    ]
     run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -232,8 +269,16 @@ def test_slurm_submits_gpu_jobs_side_by_side_with_their_requests(tmp_path):
     assert sorted(submitted, key=str) == sorted(FIRST_WAVE, key=str), output
     assert "sacct -X" in calls.read_text()  # the jobs were polled as running, all at once
     distill, job = submitted[("distill", "tiny-sd_lorad-s4-f2-linear-zero")]
-    for flag in ("-A dkd-lab", "-p gpu", "-t 2880", "--mem 128000", "--nodes=1", "--requeue",
-                 "--cpus-per-task=16", "--gpus=2"):
+    for flag in (
+        "-A dkd-lab",
+        "-p gpu",
+        "-t 2880",
+        "--mem 128000",
+        "--nodes=1",
+        "--requeue",
+        "--cpus-per-task=16",
+        "--gpus=2",
+    ):
         assert flag in " ".join(distill), flag
     assert "--executor" in job and job[job.index("--executor") + 1] == "slurm-jobstep"
     assert "distill:gpus=2" in job and "--resources" not in job
@@ -246,13 +291,14 @@ def test_slurm_submits_gpu_jobs_side_by_side_with_their_requests(tmp_path):
 def test_slurm_submits_a_multi_node_distillation(tmp_path):
     """DKD_SLURM_DISTILL_NODES=2: one task per node with the per-node GPUs (gres), CPUs and memory,
     and the `mpi` resource, so that the jobstep executor runs the rule itself (which starts srun)."""
-    submitted, _, output = _submit_first_wave(tmp_path, DKD_SLURM_DISTILL_GPUS="4", DKD_SLURM_DISTILL_NODES="2",
-                                              DKD_SLURM_GPU_MODEL="a100")
+    submitted, _, output = _submit_first_wave(
+        tmp_path, DKD_SLURM_DISTILL_GPUS="4", DKD_SLURM_DISTILL_NODES="2", DKD_SLURM_GPU_MODEL="a100"
+    )
     distill, job = submitted[("distill", "tiny-sd_lorad-s4-f2-linear-zero")]
     for flag in ("--nodes=2", "--ntasks=2", "--gres=gpu:a100:4", "--cpus-per-task=32", "--mem 256000", "--requeue"):
         assert flag in " ".join(distill), (flag, output)
     assert not any(a.startswith(("--gpus", "--ntasks-per-gpu")) for a in distill)
-    resources = job[job.index("--set-resources") + 1:]
+    resources = job[job.index("--set-resources") + 1 :]
     assert "distill:mpi='srun'" in resources and "distill:nodes=2" in resources and "distill:gpus=4" in resources
     shard, _ = submitted[("generate_shard", "tiny-sd_teacher_tiny-eval_0")]
     assert "--nodes=2" not in shard and "--gpus=a100:1" in shard

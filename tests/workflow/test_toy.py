@@ -30,7 +30,7 @@ def test_every_table_is_complete(toy_run):
 def test_claims_are_all_decided_from_the_tables(toy_run):
     results, config = toy_run
     report = (results / "report.md").read_text()
-    section = report[report.index("## Claims"):]
+    section = report[report.index("## Claims") :]
     verdicts = re.findall(r"^\| .+? \| (yes|no) \|", section, flags=re.M)
     assert len(verdicts) == len(config["report"]["claims"])
 
@@ -54,8 +54,13 @@ def test_numbers_trace_back_to_result_files(toy_run):
 
 def test_rerun_has_nothing_to_do(toy_run):
     results, _ = toy_run
-    again = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", *toy_test_config(results)[0]],
-                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "snakemake", "all", "-n", *toy_test_config(results)[0]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -66,14 +71,31 @@ def test_a_rerun_from_scratch_gives_the_same_numbers(toy_run):
 
     results, _ = toy_run
     run_dir = results / "toy" / "lorad-s4-f2-conv-xavier"
-    before = {name: json.loads((run_dir / "toy-eval" / name).read_text())["values"] for name in ("fid.json", "clip.json")}
+    before = {
+        name: json.loads((run_dir / "toy-eval" / name).read_text())["values"] for name in ("fid.json", "clip.json")
+    }
     weights = (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     shutil.rmtree(run_dir)
     target = str(run_dir / "toy-eval" / "fid.json")
-    run = subprocess.run([sys.executable, "-m", "snakemake", target, str(run_dir / "toy-eval" / "clip.json"),
-                          "--cores", "2", *toy_test_config(results)[0]],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            target,
+            str(run_dir / "toy-eval" / "clip.json"),
+            "--cores",
+            "2",
+            *toy_test_config(results)[0],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
-    after = {name: json.loads((run_dir / "toy-eval" / name).read_text())["values"] for name in ("fid.json", "clip.json")}
+    after = {
+        name: json.loads((run_dir / "toy-eval" / name).read_text())["values"] for name in ("fid.json", "clip.json")
+    }
     assert after == before

@@ -34,8 +34,10 @@ def test_config_typo_fails_at_parse_time_with_a_readable_message():
     assert "resutls" in run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("value,valid", [(True, True), (["BasicTransformerBlock", "ResnetBlock2D"], True),
-                                         ("ResnetBlock2D", False), ([], False)])
+@pytest.mark.parametrize(
+    "value,valid",
+    [(True, True), (["BasicTransformerBlock", "ResnetBlock2D"], True), ("ResnetBlock2D", False), ([], False)],
+)
 def test_schema_compile_blocks(value, valid):
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
@@ -68,26 +70,54 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     published = sum(len(names) for names in evaluation["published"]["models"].values())
     models = runs + len(evaluation["teachers"]) + published  # + each backbone's teacher row
     sets = evaluation["sets"]
-    per_set = {name: sum(len(m) for m in spec["models"].values()) if "models" in spec else models
-               for name, spec in sets.items()}
+    per_set = {
+        name: sum(len(m) for m in spec["models"].values()) if "models" in spec else models
+        for name, spec in sets.items()
+    }
     timed = sum(len(names) for names in evaluation["timing"]["models"].values())
     assert (runs, published, models, timed) == (13, 7, 23, 14)
-    assert per_set == {"coco2014": 23, "coco2017": 23, "hpsv2-anime": 6, "hpsv2-photo": 6, "hpsv2-concept-art": 6,
-                       "hpsv2-paintings": 6}
+    assert per_set == {
+        "coco2014": 23,
+        "coco2017": 23,
+        "hpsv2-anime": 6,
+        "hpsv2-photo": 6,
+        "hpsv2-concept-art": 6,
+        "hpsv2-paintings": 6,
+    }
     scored = {name: n for name, n in per_set.items() if sets[name].get("metrics")}
-    expected = {"params": 1, "data_coco": 2, "data_hpsv2": 1, "data_journeydb": 1, "distill": runs,
-                "generate_shard": sum(n * sets[name].get("shards", 1) for name, n in per_set.items()),
-                "images": sum(per_set.values()), "reference_stats": 2, "features_metrics": sum(scored.values()),
-                "clip": sum(scored.values()), "hps": 6, "timing": timed, "weights": 4, "fig16": 1, "report": 1,
-                "all": 1, "fetch_model": len(config["backbones"]) + published + 3,  # + Inception, CLIP, HPS
-                **{name: 1 for name in config["report"]["tables"]}}  # each table's own rule
+    expected = {
+        "params": 1,
+        "data_coco": 2,
+        "data_hpsv2": 1,
+        "data_journeydb": 1,
+        "distill": runs,
+        "generate_shard": sum(n * sets[name].get("shards", 1) for name, n in per_set.items()),
+        "images": sum(per_set.values()),
+        "reference_stats": 2,
+        "features_metrics": sum(scored.values()),
+        "clip": sum(scored.values()),
+        "hps": 6,
+        "timing": timed,
+        "weights": 4,
+        "fig16": 1,
+        "report": 1,
+        "all": 1,
+        "fetch_model": len(config["backbones"]) + published + 3,  # + Inception, CLIP, HPS
+        **{name: 1 for name in config["report"]["tables"]},
+    }  # each table's own rule
     assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
     # every job that loads pretrained files from the hub waits for the local rule that fetched them
-    needs = {"distill": lambda b, m: {f"teacher-{b}"}, "weights": lambda b, m: {f"teacher-{b}"},
-             "generate_shard": lambda b, m: {f"published-{m[4:]}"} if m.startswith("pub-") else
-             {f"teacher-{b}"} if m == "teacher" else set(),
-             "reference_stats": lambda b, m: {"inception"}, "features_metrics": lambda b, m: {"inception"},
-             "clip": lambda b, m: {"clip"}, "hps": lambda b, m: {"hps"}}
+    needs = {
+        "distill": lambda b, m: {f"teacher-{b}"},
+        "weights": lambda b, m: {f"teacher-{b}"},
+        "generate_shard": lambda b, m: (
+            {f"published-{m[4:]}"} if m.startswith("pub-") else {f"teacher-{b}"} if m == "teacher" else set()
+        ),
+        "reference_stats": lambda b, m: {"inception"},
+        "features_metrics": lambda b, m: {"inception"},
+        "clip": lambda b, m: {"clip"},
+        "hps": lambda b, m: {"hps"},
+    }
     jobs = re.findall(r"^rule (\w+):\n    input: (.*)\n    output: (.*)$", run.stdout, flags=re.M)
     checked = 0
     for rule, inputs, outputs in jobs:
@@ -148,21 +178,35 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
             assert steps == ["1", "2", "3"]
             assert "exported" in (tmp_path / "logs" / backbone / name / "distill.log").read_text()
             cost = json.loads((folder / "train.json").read_text())["values"]  # Table 5: 1 CPU process, 3 steps
-            assert ((cost["steps"], cost["processes"]) == (3, 1) and cost["train_hours"] > 0
-                    and cost["gpu_days"] == pytest.approx(cost["train_hours"] / 24))
+            assert (
+                (cost["steps"], cost["processes"]) == (3, 1)
+                and cost["train_hours"] > 0
+                and cost["gpu_days"] == pytest.approx(cost["train_hours"] / 24)
+            )
             trained = json.loads((folder / "train" / "config.json").read_text())  # distill.run_settings.<run>
             dmd2 = config["distill"]["run_settings"].get(name)  # the FT run: DMD2's settings, the rest defaults
-            assert (trained["generator_every"], trained["optim_fake"]["lr"], trained["vsd"]["guidance_scale"],
-                    trained["vsd"]["fake_t_range"], trained["vsd"]["t_range"], trained["optim_fake"]["grad_clip"]) \
-                == ((2, 1e-5, 1.75, [0.0, 1.0], [0.02, 0.98], 10.0) if dmd2 else (1, 1e-2, 1.5, [0.02, 0.98],
-                                                                              [0.02, 0.98], 10.0))
+            assert (
+                trained["generator_every"],
+                trained["optim_fake"]["lr"],
+                trained["vsd"]["guidance_scale"],
+                trained["vsd"]["fake_t_range"],
+                trained["vsd"]["t_range"],
+                trained["optim_fake"]["grad_clip"],
+            ) == (
+                (2, 1e-5, 1.75, [0.0, 1.0], [0.02, 0.98], 10.0)
+                if dmd2
+                else (1, 1e-2, 1.5, [0.02, 0.98], [0.02, 0.98], 10.0)
+            )
             for model in [name] + (["teacher"] if backbone in config["evaluation"]["teachers"] else []):
                 summary = json.loads((tmp_path / backbone / model / "tiny-eval" / "images.json").read_text())
                 assert summary["count"] == 6 and summary["shards"] == 2
                 images = (tmp_path / backbone / model / "tiny-eval" / "images").iterdir()
-                assert sorted(p.name for p in images if not p.name.startswith(".")) == [f"{i:05d}.png" for i in range(6)]
+                assert sorted(p.name for p in images if not p.name.startswith(".")) == [
+                    f"{i:05d}.png" for i in range(6)
+                ]
     images = OneStepPipeline.from_pretrained(tmp_path / "tiny-sd" / "lorad-s4-f2-linear-zero" / "pipeline")(
-        ["a handwritten digit seven"], [0])
+        ["a handwritten digit seven"], [0]
+    )
     assert images[0].size == (16, 16)
     for model in config["evaluation"]["timing"]["models"]["tiny-sd"]:  # Table 5's rule, on the CPU
         timing = json.loads((tmp_path / "tiny-sd" / model / "timing.json").read_text())
@@ -195,9 +239,20 @@ def test_toy_dry_run_plans_every_table_target(tmp_path):
     runs = len(config["distill"]["runs"]["toy"])
     models = runs + 2  # the teacher with CFG and the teacher in one step
     assert {k: int(v) for k, v in counts.items()} == {
-        "params": 1, "toy_data": 1, "toy_backbone": 1, "toy_evaluator": 1, "distill": runs, "generate_shard": models,
-        "images": models, "reference_stats": 1, "features_metrics": models, "clip": models,
-        "weights": len(config["analysis"]["weights"]["toy"]), "report": 1, "fig16": 1, "all": 1,
+        "params": 1,
+        "toy_data": 1,
+        "toy_backbone": 1,
+        "toy_evaluator": 1,
+        "distill": runs,
+        "generate_shard": models,
+        "images": models,
+        "reference_stats": 1,
+        "features_metrics": models,
+        "clip": models,
+        "weights": len(config["analysis"]["weights"]["toy"]),
+        "report": 1,
+        "fig16": 1,
+        "all": 1,
         **{name: 1 for name in config["report"]["tables"]},  # each table's own rule
         "total": 5 + runs + 4 * models + 7 + len(config["report"]["tables"]),
     }
@@ -212,10 +267,20 @@ def test_each_table_rule_reads_the_file_of_every_column(configfile, tmp_path):
     each column it does not give in `values` is read from a file that is an input of the table's rule
     (Table 4's training memory: train.json)."""
     config = yaml.safe_load((ROOT / configfile).read_text())
-    holders = {"memory_mb": "train.json", "gpu_days": "train.json", "inference_s": "timing.json", "fid": "fid.json",
-               "precision": "pr.json", "recall": "pr.json", "clip": "clip.json", "digit_prob": "clip.json",
-               "digit_accuracy": "clip.json", "average": "hps.json", "dir_mean_pct": "weights.json",
-               "norm_mean_pct": "weights.json"}
+    holders = {
+        "memory_mb": "train.json",
+        "gpu_days": "train.json",
+        "inference_s": "timing.json",
+        "fid": "fid.json",
+        "precision": "pr.json",
+        "recall": "pr.json",
+        "clip": "clip.json",
+        "digit_prob": "clip.json",
+        "digit_accuracy": "clip.json",
+        "average": "hps.json",
+        "dir_mean_pct": "weights.json",
+        "norm_mean_pct": "weights.json",
+    }
     checked, tables = set(), config["report"]["tables"]
     run = snakemake(*tables, "-n", "--configfile", configfile, "--config", f"results={tmp_path}")
     assert run.returncode == 0, run.stdout + run.stderr

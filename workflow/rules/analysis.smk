@@ -13,13 +13,13 @@ rule weights:
         log_path("{backbone}/{run}/weights.log"),
     wildcard_constraints:
         run=RUN_PATTERN,
-    params:
-        teacher=teacher_source,
-        include_conv=config.get("analysis", {}).get("include_conv", False),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=32000,
         runtime=60,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        teacher=teacher_source,
+        include_conv=config.get("analysis", {}).get("include_conv", False),
     script:
         "../../scripts/weights.py"

@@ -8,12 +8,12 @@ rule tiny_backbone:
         log_path("backbones/{tiny}.log"),
     wildcard_constraints:
         tiny="tiny-sd|tiny-pixart",
-    params:
-        seed=config.get("seed", 0),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        seed=config.get("seed", 0),
     script:
         "../../scripts/tiny_backbone.py"

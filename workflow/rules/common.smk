@@ -4,7 +4,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = Path(config["results"])
@@ -22,7 +21,7 @@ def log_path(*parts):
 
 # -- data: prompt sets and reference folders ---------------------------------------------
 DATA = Path(config.get("data", {}).get("root", "data"))
-HPSV2_STYLES = ('anime', 'concept-art', 'paintings', 'photo')  # dkd.data.hub.HPSV2_STYLES (tested)
+HPSV2_STYLES = ("anime", "concept-art", "paintings", "photo")  # dkd.data.hub.HPSV2_STYLES (tested)
 COCO_COUNTS = {"coco2014": 30000, "coco2017": 5000}
 DATA_KEYS = {"captions": "captions_file"}  # config key -> dkd.data argument
 
@@ -44,7 +43,7 @@ def _coco_folder(split):
 
 
 def _data_set(path):
-    """"data:coco2014" -> (folder, prompt file); "data:hpsv2/<style>", "data:journeydb" likewise."""
+    """ "data:coco2014" -> (folder, prompt file); "data:hpsv2/<style>", "data:journeydb" likewise."""
     name = path.removeprefix("data:")
     if name in COCO_COUNTS:
         return _coco_folder(name), str(Path(_coco_folder(name), "prompts.txt"))
@@ -53,8 +52,10 @@ def _data_set(path):
         return None, data_path("hpsv2", f"{style}.txt")
     if name == "journeydb":
         return None, data_path("journeydb", "prompts.txt")
-    raise ValueError(f"unknown data set {path!r}: use data:coco2014, data:coco2017, data:journeydb or "
-                     f"data:hpsv2/<style> with a style of {HPSV2_STYLES}")
+    raise ValueError(
+        f"unknown data set {path!r}: use data:coco2014, data:coco2017, data:journeydb or "
+        f"data:hpsv2/<style> with a style of {HPSV2_STYLES}"
+    )
 
 
 def prompt_file(path):
@@ -94,18 +95,24 @@ def curve_settings(wildcards):
     if not curves or wildcards.run not in curves["runs"].get(wildcards.backbone, []):
         return None
     evalset = curves["evalset"]
-    return {"evaluator": evaluator_settings(), "prompts": prompt_file(_evalset(evalset)["prompts"]), "count": curves["count"],
-            "every": curves["every"], "seed": _evalset(evalset).get("seed", 0),
-            "stats": results("reference-stats", f"{evalset}.npz"),
-            "features": results("reference-stats", f"{evalset}-features.npy")}
+    return {
+        "evaluator": evaluator_settings(),
+        "prompts": prompt_file(_evalset(evalset)["prompts"]),
+        "count": curves["count"],
+        "every": curves["every"],
+        "seed": _evalset(evalset).get("seed", 0),
+        "stats": results("reference-stats", f"{evalset}.npz"),
+        "features": results("reference-stats", f"{evalset}-features.npy"),
+    }
 
 
 def distill_inputs(wildcards):
     inputs = {"prompts": prompt_file(config["distill"]["prompts"]), **teacher_inputs(wildcards)}
     curve = curve_settings(wildcards)
     if curve:
-        inputs.update(evaluator_inputs(wildcards), eval_prompts=curve["prompts"], stats=curve["stats"],
-                      features=curve["features"])
+        inputs.update(
+            evaluator_inputs(wildcards), eval_prompts=curve["prompts"], stats=curve["stats"], features=curve["features"]
+        )
     return inputs
 
 
@@ -130,7 +137,9 @@ def shard_range(wildcards):
 
 def shard_markers(wildcards):
     shards = _evalset(wildcards.evalset).get("shards", 1)
-    return [results(wildcards.backbone, wildcards.model, wildcards.evalset, "shards", f"{k}.json") for k in range(shards)]
+    return [
+        results(wildcards.backbone, wildcards.model, wildcards.evalset, "shards", f"{k}.json") for k in range(shards)
+    ]
 
 
 def teacher_sampling(wildcards):
@@ -185,15 +194,22 @@ def evaluated_models(backbone, evalset=None):
 
 def evaluated_backbones():
     evaluation = config.get("evaluation", {})
-    names = list(config.get("distill", {}).get("runs", {})) + list(evaluation.get("teachers", {})) + list(
-        evaluation.get("published", {}).get("models", {}))
+    names = (
+        list(config.get("distill", {}).get("runs", {}))
+        + list(evaluation.get("teachers", {}))
+        + list(evaluation.get("published", {}).get("models", {}))
+    )
     return list(dict.fromkeys(names + list(evaluation.get("one_step_teachers", []))))
 
 
 def image_targets():
     """images.json of every evaluated model on every evaluation set."""
-    return [results(backbone, model, evalset, "images.json") for evalset in config.get("evaluation", {}).get("sets", {})
-            for backbone in evaluated_backbones() for model in evaluated_models(backbone, evalset)]
+    return [
+        results(backbone, model, evalset, "images.json")
+        for evalset in config.get("evaluation", {}).get("sets", {})
+        for backbone in evaluated_backbones()
+        for model in evaluated_models(backbone, evalset)
+    ]
 
 
 # -- evaluation metrics ------------------------------------------------------------------
@@ -284,39 +300,70 @@ def hps_models():
     sets = list(hps_sets().values())
     if not sets:
         return []
-    return [(backbone, model) for backbone in evaluated_backbones() for model in evaluated_models(backbone, sets[0])
-            if all(model in evaluated_models(backbone, evalset) for evalset in sets)]
+    return [
+        (backbone, model)
+        for backbone in evaluated_backbones()
+        for model in evaluated_models(backbone, sets[0])
+        if all(model in evaluated_models(backbone, evalset) for evalset in sets)
+    ]
 
 
 def hps_styles(wildcards):
     """{style: [images folder, prompt file, count]} of one model, for the rule hps."""
-    return {style: [results(wildcards.backbone, wildcards.model, evalset, "images"),
-                    prompt_file(_evalset(evalset)["prompts"]), _evalset(evalset)["count"]]
-            for style, evalset in hps_sets().items()}
+    return {
+        style: [
+            results(wildcards.backbone, wildcards.model, evalset, "images"),
+            prompt_file(_evalset(evalset)["prompts"]),
+            _evalset(evalset)["count"],
+        ]
+        for style, evalset in hps_sets().items()
+    }
 
 
 # -- report ------------------------------------------------------------------------------
 def report_grids():
     """(images.json, grid.png) of every evaluated model on the sets named in report.grids."""
-    return [(results(backbone, model, evalset, "images.json"), results(backbone, model, evalset, "grid.png"))
-            for backbone, evalset in config.get("report", {}).get("grids", []) for model in evaluated_models(backbone)]
+    return [
+        (results(backbone, model, evalset, "images.json"), results(backbone, model, evalset, "grid.png"))
+        for backbone, evalset in config.get("report", {}).get("grids", [])
+        for model in evaluated_models(backbone)
+    ]
 
 
 def weight_plots():
-    return [results(backbone, run, "weights", "weights.png")
-            for backbone, names in config.get("analysis", {}).get("weights", {}).items() for run in names]
+    return [
+        results(backbone, run, "weights", "weights.png")
+        for backbone, names in config.get("analysis", {}).get("weights", {}).items()
+        for run in names
+    ]
 
 
 # The file of ours that holds each metric a report table can show.
 METRIC_FILES = {
-    "fid": "fid.json", "precision": "pr.json", "recall": "pr.json",
-    "clip": "clip.json", "digit_prob": "clip.json", "digit_accuracy": "clip.json",
-    "trainable_M": "params.json", "params_M": "params.json", "student_params_M": "params.json",
+    "fid": "fid.json",
+    "precision": "pr.json",
+    "recall": "pr.json",
+    "clip": "clip.json",
+    "digit_prob": "clip.json",
+    "digit_accuracy": "clip.json",
+    "trainable_M": "params.json",
+    "params_M": "params.json",
+    "student_params_M": "params.json",
     "fake_params_M": "params.json",
-    "norm_mean_pct": "weights.json", "norm_std_pct": "weights.json", "dir_mean_pct": "weights.json",
-    "dir_std_pct": "weights.json", "energy_kept": "weights.json", "rank_fraction_90pct": "weights.json",
-    "anime": "hps.json", "photo": "hps.json", "concept_art": "hps.json", "paintings": "hps.json", "average": "hps.json",
-    "inference_s": "timing.json", "gpu_days": "train.json", "memory_mb": "train.json",
+    "norm_mean_pct": "weights.json",
+    "norm_std_pct": "weights.json",
+    "dir_mean_pct": "weights.json",
+    "dir_std_pct": "weights.json",
+    "energy_kept": "weights.json",
+    "rank_fraction_90pct": "weights.json",
+    "anime": "hps.json",
+    "photo": "hps.json",
+    "concept_art": "hps.json",
+    "paintings": "hps.json",
+    "average": "hps.json",
+    "inference_s": "timing.json",
+    "gpu_days": "train.json",
+    "memory_mb": "train.json",
 }
 # A distillation run's files (teachers and published models have none).
 RUN_LEVEL_FILES = ("params.json", "weights.json", "train.json")
@@ -348,8 +395,10 @@ def table_inputs(name):
             if metric in row.get("values", {}):
                 continue
             if file is None:
-                raise ValueError(f"report.tables.{name}: no result file holds column {metric!r} (they hold "
-                                 f"{', '.join(METRIC_FILES)}); give it in the values of row {row['label']!r}")
+                raise ValueError(
+                    f"report.tables.{name}: no result file holds column {metric!r} (they hold "
+                    f"{', '.join(METRIC_FILES)}); give it in the values of row {row['label']!r}"
+                )
             if file in MODEL_LEVEL_FILES:
                 if file not in RUN_LEVEL_FILES or re.fullmatch(RUN_PATTERN, row["model"]):
                     files.append(results(row["backbone"], row["model"], file))
@@ -360,5 +409,8 @@ def table_inputs(name):
 
 def curve_files():
     curves = config.get("distill", {}).get("curves")
-    return [results(backbone, run, "curve.csv") for backbone, names in (curves or {}).get("runs", {}).items()
-            for run in names]
+    return [
+        results(backbone, run, "curve.csv")
+        for backbone, names in (curves or {}).get("runs", {}).items()
+        for run in names
+    ]

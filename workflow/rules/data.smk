@@ -16,15 +16,15 @@ rule data_coco:
         log_path("data/{split}-{label}.log"),
     wildcard_constraints:
         split="coco2014|coco2017",
-    params:
-        root=lambda wc: data_path(),
-        settings=lambda wc: data_settings(wc.split),
     localrule: True
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        root=lambda wc: data_path(),
+        settings=lambda wc: data_settings(wc.split),
     script:
         "../../scripts/data.py"
 
@@ -34,15 +34,15 @@ rule data_hpsv2:
         prompts=[data_path("hpsv2", f"{style}.txt") for style in HPSV2_STYLES],
     log:
         log_path("data/hpsv2.log"),
-    params:
-        root=lambda wc: data_path(),
-        settings=lambda wc: data_settings("hpsv2"),
     localrule: True
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        root=lambda wc: data_path(),
+        settings=lambda wc: data_settings("hpsv2"),
     script:
         "../../scripts/data.py"
 
@@ -52,15 +52,15 @@ rule data_journeydb:
         prompts=data_path("journeydb", "prompts.txt"),
     log:
         log_path("data/journeydb.log"),
-    params:
-        root=lambda wc: data_path(),
-        settings=lambda wc: data_settings("journeydb"),
     localrule: True
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        root=lambda wc: data_path(),
+        settings=lambda wc: data_settings("journeydb"),
     script:
         "../../scripts/data.py"
 
@@ -75,14 +75,14 @@ rule fetch_model:
         log_path("models/{group}.log"),
     wildcard_constraints:
         group=r"[A-Za-z0-9_.-]+",
-    params:
-        group=lambda wc: model_groups()[wc.group],
     localrule: True
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=4000,
         runtime=600,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        group=lambda wc: model_groups()[wc.group],
     script:
         "../../scripts/fetch_model.py"
 

@@ -23,17 +23,17 @@ rule distill:
     wildcard_constraints:
         run=RUN_PATTERN,
     priority: 10
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=64000,
+        runtime=4320,
+        gpus=1,
     params:
         settings=lambda wc: config["distill"]["settings"],
         run_settings=lambda wc: config["distill"].get("run_settings", {}).get(wc.run, {}),
         source=teacher_source,
         dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
         curve=curve_settings,
-    resources:
-        mem_mb=64000,
-        runtime=4320,
-        gpus=1,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/distill.py"

@@ -14,17 +14,17 @@ rule reference_stats:
         features=results("reference-stats/{evalset}-features.npy"),
     log:
         log_path("reference-stats/{evalset}.log"),
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpus=1,
     params:
         reference=reference_folder,
         reference_mode=reference_mode,
         evaluator=evaluator_settings,
         scratch=lambda wc: results("reference-stats", f"{wc.evalset}-256"),
-    resources:
-        mem_mb=16000,
-        runtime=120,
-        gpus=1,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/metric.py"
 
@@ -42,16 +42,16 @@ rule features_metrics:
         log_path("{backbone}/{model}/{evalset}/fid-pr.log"),
     wildcard_constraints:
         model=MODEL_PATTERN,
-    params:
-        evaluator=evaluator_settings,
-        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
-        scratch=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images-256"),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=32000,  # prdc: ~12 GB for 30k against 30k features (equal-size sets; benchmarks/prdc_memory.py)
         runtime=120,
         gpus=1,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        evaluator=evaluator_settings,
+        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+        scratch=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images-256"),
     script:
         "../../scripts/metric.py"
 
@@ -67,16 +67,16 @@ rule clip:
         log_path("{backbone}/{model}/{evalset}/clip.log"),
     wildcard_constraints:
         model=MODEL_PATTERN,
-    params:
-        evaluator=evaluator_settings,
-        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
-        size=lambda wc: config["evaluation"]["sets"][wc.evalset]["count"],
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=16000,
         runtime=120,
         gpus=1,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        evaluator=evaluator_settings,
+        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+        size=lambda wc: config["evaluation"]["sets"][wc.evalset]["count"],
     script:
         "../../scripts/metric.py"
 
@@ -92,17 +92,17 @@ rule hps:
         log_path("{backbone}/{model}/hpsv2/hps.log"),
     wildcard_constraints:
         model=MODEL_PATTERN,
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=60,
+        gpus=1,
     params:
         evaluator=evaluator_settings,
         styles=hps_styles,
         version=lambda wc: config["evaluation"]["hps"].get("version", "v2.0"),
         checkpoint=lambda wc: config["evaluation"]["hps"].get("checkpoint"),
-    resources:
-        mem_mb=16000,
-        runtime=60,
-        gpus=1,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/metric.py"
 
@@ -116,17 +116,17 @@ rule timing:
         log_path("{backbone}/{model}/timing.log"),
     wildcard_constraints:
         model=MODEL_PATTERN,
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=32000,
+        runtime=30,
+        gpus=1,
     params:
         source=model_source,
         catalog=lambda wc: published_catalog() if wc.model.startswith("pub-") else None,
         teacher=teacher_sampling,
         dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
         settings=lambda wc: {k: v for k, v in config["evaluation"]["timing"].items() if k != "models"},
-    resources:
-        mem_mb=32000,
-        runtime=30,
-        gpus=1,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/timing.py"

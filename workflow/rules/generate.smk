@@ -15,6 +15,12 @@ rule generate_shard:
     wildcard_constraints:
         model=MODEL_PATTERN,
         shard=r"\d+",
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=32000,
+        runtime=600,
+        gpus=1,
     params:
         images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
         range=shard_range,
@@ -24,12 +30,6 @@ rule generate_shard:
         catalog=lambda wc: published_catalog() if wc.model.startswith("pub-") else None,
         dtype=config.get("evaluation", {}).get("dtype", "float32"),
         batch_size=config.get("evaluation", {}).get("batch_size", 16),
-    resources:
-        mem_mb=32000,
-        runtime=600,
-        gpus=1,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/generate.py"
 
@@ -43,12 +43,12 @@ rule images:
         log_path("{backbone}/{model}/{evalset}/images.log"),
     wildcard_constraints:
         model=MODEL_PATTERN,
-    params:
-        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
     script:
         "../../scripts/images.py"

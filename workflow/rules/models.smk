@@ -9,27 +9,43 @@ INCEPTION_DIR = data_path("models", "inception")  # clean-fid's Inception file, 
 def _is_hub_id(source):
     """``owner/name`` that is no existing path (dkd.backbones.load.resolve_source's rule)."""
     path = Path(source)
-    return not path.expanduser().exists() and not path.is_absolute() and not source.startswith((".", "~")) \
+    return (
+        not path.expanduser().exists()
+        and not path.is_absolute()
+        and not source.startswith((".", "~"))
         and len(path.parts) == 2
+    )
 
 
 def model_groups():
     """{group: dkd.models.files_for arguments} of every pretrained file set the config loads from the
     hub: hub teachers, the paper evaluator's Inception and CLIP, HPS, published checkpoints."""
-    groups = {f"teacher-{name}": {"what": "teacher", "source": backbone["source"], "backbone": name}
-              for name, backbone in config.get("backbones", {}).items()
-              if name not in BUILT_BACKBONES and _is_hub_id(backbone["source"])}
+    groups = {
+        f"teacher-{name}": {"what": "teacher", "source": backbone["source"], "backbone": name}
+        for name, backbone in config.get("backbones", {}).items()
+        if name not in BUILT_BACKBONES and _is_hub_id(backbone["source"])
+    }
     evaluation = config.get("evaluation", {})
     if evaluation.get("evaluator", "paper") == "paper" and evaluation.get("sets"):
         groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
     if hps_sets() and not evaluation["hps"].get("checkpoint"):
         groups["hps"] = {"what": "hps", "version": evaluation["hps"].get("version", "v2.0")}
-    published = [f"pub-{name}" for names in evaluation.get("published", {}).get("models", {}).values() for name in names]
+    published = [
+        f"pub-{name}" for names in evaluation.get("published", {}).get("models", {}).values() for name in names
+    ]
     published += [model for models in evaluation.get("timing", {}).get("models", {}).values() for model in models]
-    published += [row.get("model") or "" for table in config.get("report", {}).get("tables", {}).values()
-                  for row in table.get("rows", [])]
-    groups.update({f"published-{model[4:]}": {"what": "published", "name": model[4:], "catalog": published_catalog()}
-                   for model in published if model.startswith("pub-")})
+    published += [
+        row.get("model") or ""
+        for table in config.get("report", {}).get("tables", {}).values()
+        for row in table.get("rows", [])
+    ]
+    groups.update(
+        {
+            f"published-{model[4:]}": {"what": "published", "name": model[4:], "catalog": published_catalog()}
+            for model in published
+            if model.startswith("pub-")
+        }
+    )
     return groups
 
 

@@ -8,10 +8,10 @@ rule params:
         table=results("params.md"),
     log:
         log_path("params.log"),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/params.py"

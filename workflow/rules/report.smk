@@ -15,14 +15,14 @@ rule report:
         grids=[grid for _, grid in report_grids()],
     log:
         log_path("report.log"),
-    params:
-        report=config.get("report", {}),
-        images=[str(Path(images).with_name("images")) for images, _ in report_grids()],
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        report=config.get("report", {}),
+        images=[str(Path(images).with_name("images")) for images, _ in report_grids()],
     script:
         "../../scripts/report.py"
 
@@ -42,11 +42,11 @@ for _table, _spec in config.get("report", {}).get("tables", {}).items():
             table=results("tables", f"{_table}.md"),
         log:
             log_path("tables", f"{_table}.log"),
-        params:
-            spec=_spec,
         localrule: True
         conda:
             "../../envs/dkd.yaml"
+        params:
+            spec=_spec,
         script:
             "../../scripts/table.py"
 
@@ -58,12 +58,12 @@ rule fig16:
         plot=results("fig16.png"),
     log:
         log_path("fig16.log"),
-    params:
-        metrics=lambda wc: config["distill"]["curves"].get("metrics", ["fid"]),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        metrics=lambda wc: config["distill"]["curves"].get("metrics", ["fid"]),
     script:
         "../../scripts/fig16.py"

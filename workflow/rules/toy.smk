@@ -13,15 +13,15 @@ rule toy_data:
         reference=results("data/reference.json"),
     log:
         log_path("data/toy.log"),
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         train_prompts=config.get("toy", {}).get("train_prompts", 4000),
         eval_prompts=config.get("toy", {}).get("eval_prompts", 500),
         seed=config.get("toy", {}).get("seed", 0),
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/toy_data.py"
 
@@ -31,14 +31,14 @@ rule toy_teacher_weights:
         weights=results("teacher/teacher.safetensors"),
     log:
         log_path("toy/teacher_weights.log"),
-    params:
-        settings=config.get("toy", {}).get("teacher", {}),
+    conda:
+        "../../envs/dkd.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=120,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        settings=config.get("toy", {}).get("teacher", {}),
     script:
         "../../scripts/toy_teacher_weights.py"
 
@@ -50,11 +50,11 @@ rule toy_backbone:
         index=results("backbones/toy/model_index.json"),
     log:
         log_path("backbones/toy.log"),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/dkd.yaml"
     script:
         "../../scripts/toy_backbone.py"
 
@@ -64,13 +64,13 @@ rule toy_evaluator:
         info=results("evaluator/classifier.json"),
     log:
         log_path("evaluator/toy.log"),
-    params:
-        settings=config.get("toy", {}).get("classifier", {}),
-        min_accuracy=config.get("toy", {}).get("min_accuracy", 0.95),
+    conda:
+        "../../envs/dkd.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/dkd.yaml"
+    params:
+        settings=config.get("toy", {}).get("classifier", {}),
+        min_accuracy=config.get("toy", {}).get("min_accuracy", 0.95),
     script:
         "../../scripts/toy_evaluator.py"
