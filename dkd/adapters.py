@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from peft import LoraConfig, PeftConfig, inject_adapter_in_model
 from torch import nn
 
+from . import vocabulary
 from .backbones import backbone_spec, build_denoiser
 from .lorad import LoRaDConfig
 
 ROLES = ("student", "fake")
-METHODS = ("lorad", "lora", "dora", "ft")
+METHODS = vocabulary.METHODS  # the run names' methods (dkd/vocabulary.yaml)
 LAYERS = ("linear", "linear+conv")
 INITS = ("zero_xavier", "xavier_xavier")
 

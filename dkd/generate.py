@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from .io import image_path
+from .vocabulary import PUBLISHED_PREFIX, model_kind, published_name
 
 
 class Sampler(Protocol):
@@ -319,19 +320,15 @@ def generate_shard(
     return {"written": len(todo), "skipped": end - start - len(todo), "start": start, "end": end}
 
 
-TEACHER, TEACHER_ONE_STEP = "teacher", "teacher-1step"
-PUBLISHED_PREFIX = "pub-"  # a published checkpoint of config/published.yaml: pub-<name>
-
-
 def published_spec(backbone: str, model: str, catalog: str | None = None) -> MultiStepSpec:
     """The sampling spec of the published checkpoint ``pub-<name>`` of ``catalog`` (default
     ``config/published.yaml``), which must belong to ``backbone``."""
     from .published import load_published
 
-    name = model.removeprefix(PUBLISHED_PREFIX)
+    name = published_name(model)
     entries = load_published(catalog, check_paper=catalog is None)
     where = catalog or "config/published.yaml"
-    if model == name or name not in entries:
+    if name not in entries:
         raise ValueError(
             f"{model!r}: no published checkpoint {name!r} in {where}; known: "
             f"{', '.join(PUBLISHED_PREFIX + k for k in sorted(entries))}."
@@ -365,10 +362,10 @@ def make_sampler(
     from .backbones import backbone_spec, components_source
     from .pipeline import MultiStepPipeline, OneStepPipeline
 
-    if model.startswith(PUBLISHED_PREFIX):
+    kind = model_kind(model)
+    if kind == "published":
         return DiffusersSampler(published_spec(backbone, model, catalog), dtype=dtype, device=device)
-
-    if model == TEACHER:
+    if kind == "teacher":
         if not teacher:
             raise ValueError(f"no multi-step settings for the teacher of {backbone!r} (evaluation.teachers).")
         if backbone_spec(backbone).latent:
@@ -385,7 +382,7 @@ def make_sampler(
             guidance_scale=teacher.get("guidance_scale", 3.0),
             **extra,
         )
-    return OneStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device)
+    return OneStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device)  # run, teacher-1step
 
 
 def sampler_fingerprint(source: str, settings, seed: int, prompts: Sequence[str]) -> str:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import re
 
 from .adapters import METHODS, AdapterSpec
+from .vocabulary import INITS, LAYERS
 
-_LAYERS = {"linear": "linear", "conv": "linear+conv"}
-_INITS = {"zero": "zero_xavier", "xavier": "xavier_xavier"}
 _PATTERN = re.compile(r"(?P<method>[a-z]+)-s(?P<rank>\d+|full)-f(?P<fake>\d+|ft)-(?P<layers>[a-z]+)-(?P<init>[a-z]+)")
 
 
@@ -36,8 +35,8 @@ def parse_run_name(backbone: str, name: str) -> tuple[AdapterSpec, AdapterSpec]:
     method, rank, fake, layers, init = match.group("method", "rank", "fake", "layers", "init")
     if method not in METHODS:
         raise ValueError(f"run {name!r}: method must be one of {METHODS}; got {method!r}.")
-    if layers not in _LAYERS or init not in _INITS:
-        raise ValueError(f"run {name!r}: layers must be one of {sorted(_LAYERS)} and init one of {sorted(_INITS)}.")
+    if layers not in LAYERS or init not in INITS:
+        raise ValueError(f"run {name!r}: layers must be one of {sorted(LAYERS)} and init one of {sorted(INITS)}.")
     if (method == "ft") != (rank == "full"):
         raise ValueError(f"run {name!r}: use 'sfull' exactly for method 'ft'.")
     student = AdapterSpec(
@@ -45,8 +44,8 @@ def parse_run_name(backbone: str, name: str) -> tuple[AdapterSpec, AdapterSpec]:
         "student",
         method,
         rank=1 if rank == "full" else int(rank),
-        layers="linear" if method == "ft" else _LAYERS[layers],
-        init=_INITS[init],
+        layers="linear" if method == "ft" else LAYERS[layers],
+        init=INITS[init],
     )
     fake_spec = AdapterSpec(backbone, "fake", "ft" if fake == "ft" else "lorad", rank=1 if fake == "ft" else int(fake))
     return student, fake_spec
@@ -58,6 +57,6 @@ def run_name(student: AdapterSpec, fake: AdapterSpec) -> str:
         raise ValueError("run names describe LoRaD or fully trained fake models only.")
     rank = "full" if student.method == "ft" else str(student.rank)
     fake_part = "ft" if fake.method == "ft" else str(fake.rank)
-    layers = {v: k for k, v in _LAYERS.items()}[student.layers]
-    init = {v: k for k, v in _INITS.items()}[student.init]
+    layers = {v: k for k, v in LAYERS.items()}[student.layers]
+    init = {v: k for k, v in INITS.items()}[student.init]
     return f"{student.method}-s{rank}-f{fake_part}-{layers}-{init}"

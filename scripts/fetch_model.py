@@ -3,8 +3,8 @@
 import json
 import logging
 
+from dkd.fetch import fetch_all, files_for
 from dkd.io import rule_log
-from dkd.models import fetch_all, files_for
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads):

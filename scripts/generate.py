@@ -9,6 +9,7 @@ import torch
 from dkd.data import read_prompts
 from dkd.generate import generate_shard, make_sampler, sampler_fingerprint
 from dkd.io import atomic_write_text, rule_log
+from dkd.vocabulary import model_kind
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
@@ -20,7 +21,8 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     )
     prompts = read_prompts(sm.input.prompts).prompts
     start, end = sm.params.range
-    settings = dataclasses.asdict(sampler.spec) if model.startswith("pub-") else sm.params.teacher  # the card's
+    published = model_kind(model) == "published"
+    settings = dataclasses.asdict(sampler.spec) if published else sm.params.teacher  # the card's
     fingerprint = sampler_fingerprint(
         source, {"sampling": settings, "dtype": str(dtype)}, sm.params.seed, prompts[start:end]
     )

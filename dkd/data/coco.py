@@ -56,6 +56,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import atomic_open, atomic_write_text
+from ..vocabulary import COCO_COUNTS
 from .captions import normalize_caption, read_caption_file
 from .download import RemoteFile, ensure_files
 from .hub import HUB_SCHEME, hub_file
@@ -94,7 +95,7 @@ COCO2014 = CocoSplit(
     "captions_val2014.json",
     "val2014",
     "COCO_val2014_{:012d}.jpg",
-    30_000,
+    COCO_COUNTS["coco2014"],
 )
 COCO2017 = CocoSplit(
     "coco2017",
@@ -103,7 +104,7 @@ COCO2017 = CocoSplit(
     "captions_val2017.json",
     "val2017",
     "{:012d}.jpg",
-    5_000,
+    COCO_COUNTS["coco2017"],
 )
 SPLITS = {split.name: split for split in (COCO2014, COCO2017)}
 

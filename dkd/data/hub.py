@@ -42,11 +42,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_text
+from ..vocabulary import HPSV2_STYLES  # the workflow's data:hpsv2/<style> too
 from .download import DataUnavailableError, is_offline, placement_message
 from .prompts import write_prompts
 
 HPSV2_REPO = "zhwang/HPDv2"
-HPSV2_STYLES = ("anime", "concept-art", "paintings", "photo")
 HPSV2_PROMPTS_PER_STYLE = 800
 JOURNEYDB_REPO = "JourneyDB/JourneyDB"
 JOURNEYDB_FILE = "data/train/train_anno_realease_repath.jsonl.tgz"

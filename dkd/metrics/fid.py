@@ -110,7 +110,7 @@ def build_extractor(
 
     clean-fid downloads the Inception torchscript file to ``/tmp`` on first use. With
     ``inception_dir`` (modes "clean" and "legacy_tensorflow") the file is loaded from that folder
-    instead, never downloaded (``dkd.models`` fetches it there: compute nodes without network).
+    instead, never downloaded (``dkd.fetch`` fetches it there: compute nodes without network).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -118,7 +118,7 @@ def build_extractor(
     if feature_extractor is None and inception_dir is not None:
         from cleanfid.inception_torchscript import InceptionV3W
 
-        from ..models import INCEPTION_FILE
+        from ..fetch import INCEPTION_FILE
 
         if mode == "legacy_pytorch":
             raise ValueError(
@@ -128,7 +128,7 @@ def build_extractor(
         if not (Path(inception_dir) / INCEPTION_FILE).is_file():
             raise FileNotFoundError(
                 f"clean-fid's Inception weights {Path(inception_dir) / INCEPTION_FILE} are missing: "
-                "fetch them with dkd.models (the workflow's fetch_model rule) or put the file there"
+                "fetch them with dkd.fetch (the workflow's fetch_model rule) or put the file there"
             )
         feature_extractor = InceptionV3W(str(inception_dir), download=False, resize_inside=mode == "legacy_tensorflow")
     if feature_extractor is None:

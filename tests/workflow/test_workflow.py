@@ -137,13 +137,6 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     assert run.returncode == 0 and all(_job_counts(run.stdout).get(t) == 1 for t in targets), run.stdout + run.stderr
 
 
-def test_workflow_hpsv2_styles_are_dkd_data_s():
-    from dkd.data.hub import HPSV2_STYLES
-
-    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    assert f"HPSV2_STYLES = {HPSV2_STYLES!r}" in text
-
-
 def test_params_rule_writes_the_table_and_its_log(tmp_path):
     run = snakemake(f"{tmp_path}/params.md", "--cores", "1", "--config", f"results={tmp_path}")
     assert run.returncode == 0, run.stdout + run.stderr

@@ -1,4 +1,5 @@
 # Config validation and the helpers every rule file uses.
+import importlib.util
 import re
 from pathlib import Path
 
@@ -7,6 +8,18 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = Path(config["results"])
+
+
+def _vocabulary():
+    """dkd/vocabulary.py loaded by its path, not as part of dkd (the rules load where dkd is not
+    importable): the names the workflow and the package share, from dkd/vocabulary.yaml."""
+    spec = importlib.util.spec_from_file_location("dkd_vocabulary", Path(workflow.basedir, "dkd", "vocabulary.py"))
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+vocabulary = _vocabulary()
 
 
 def results(*parts):
@@ -21,8 +34,7 @@ def log_path(*parts):
 
 # -- data: prompt sets and reference folders ---------------------------------------------
 DATA = Path(config.get("data", {}).get("root", "data"))
-HPSV2_STYLES = ("anime", "concept-art", "paintings", "photo")  # dkd.data.hub.HPSV2_STYLES (tested)
-COCO_COUNTS = {"coco2014": 30000, "coco2017": 5000}
+HPSV2_STYLES, COCO_COUNTS = vocabulary.HPSV2_STYLES, vocabulary.COCO_COUNTS
 DATA_KEYS = {"captions": "captions_file"}  # config key -> dkd.data argument
 
 
@@ -68,10 +80,7 @@ def prompt_file(path):
 
 
 # -- distillation runs -------------------------------------------------------------------
-RUN_PATTERN = r"(lorad|lora|dora|ft)-s(\d+|full)-f(\d+|ft)-(linear|conv)-(zero|xavier)"
-TEACHER_MODELS = "teacher|teacher-1step"
-PUBLISHED_PATTERN = r"pub-[A-Za-z0-9._-]+"  # pub-<name>: a checkpoint of config/published.yaml
-MODEL_PATTERN = f"{TEACHER_MODELS}|{PUBLISHED_PATTERN}|{RUN_PATTERN}"
+RUN_PATTERN, MODEL_PATTERN, model_kind = vocabulary.RUN_PATTERN, vocabulary.MODEL_PATTERN, vocabulary.model_kind
 BUILT_BACKBONES = ("tiny-sd", "tiny-pixart", "toy")  # folders written by a rule, not downloaded
 
 
@@ -144,7 +153,7 @@ def shard_markers(wildcards):
 
 def teacher_sampling(wildcards):
     """Multi-step sampling settings of the teacher row (None for students and the one-step teacher)."""
-    if wildcards.model != "teacher":
+    if model_kind(wildcards.model) != "teacher":
         return None
     return config["evaluation"]["teachers"][wildcards.backbone]
 
@@ -157,9 +166,10 @@ def published_catalog():
 def model_source(wildcards):
     """What a model's images come from: the teacher, a run's exported pipeline folder, or (pub-<name>)
     the published checkpoint, named by its catalog entry."""
-    if wildcards.model in TEACHER_MODELS.split("|"):
+    kind = model_kind(wildcards.model)
+    if kind in ("teacher", "teacher-1step"):
         return teacher_source(wildcards)
-    if wildcards.model.startswith("pub-"):
+    if kind == "published":
         return f"{published_catalog()}:{wildcards.model}"
     return results(wildcards.backbone, wildcards.model, "pipeline")
 
@@ -167,10 +177,12 @@ def model_source(wildcards):
 def model_inputs(wildcards):
     """The files a model is loaded from: a built teacher's index, the published-checkpoint list, or a
     run's exported pipeline."""
-    if wildcards.model in TEACHER_MODELS.split("|"):
+    kind = model_kind(wildcards.model)
+    if kind in ("teacher", "teacher-1step"):
         return teacher_inputs(wildcards)
-    if wildcards.model.startswith("pub-"):
-        return {"catalog": published_catalog(), **model_marker(f"published-{wildcards.model[4:]}", "published_files")}
+    if kind == "published":
+        name = vocabulary.published_name(wildcards.model)
+        return {"catalog": published_catalog(), **model_marker(f"published-{name}", "published_files")}
     return {"student": results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")}
 
 
@@ -184,10 +196,13 @@ def evaluated_models(backbone, evalset=None):
     evaluation = config.get("evaluation", {})
     models = list(config.get("distill", {}).get("runs", {}).get(backbone, []))
     if backbone in evaluation.get("teachers", {}):
-        models.append("teacher")
+        models.append(vocabulary.TEACHER)
     if backbone in evaluation.get("one_step_teachers", []):
-        models.append("teacher-1step")
-    models += [f"pub-{name}" for name in evaluation.get("published", {}).get("models", {}).get(backbone, [])]
+        models.append(vocabulary.ONE_STEP_TEACHER)
+    models += [
+        f"{vocabulary.PUBLISHED_PREFIX}{name}"
+        for name in evaluation.get("published", {}).get("models", {}).get(backbone, [])
+    ]
     chosen = _evalset(evalset).get("models") if evalset else None
     return models if chosen is None else [m for m in models if m in chosen.get(backbone, [])]
 
@@ -338,36 +353,9 @@ def weight_plots():
     ]
 
 
-# The file of ours that holds each metric a report table can show.
-METRIC_FILES = {
-    "fid": "fid.json",
-    "precision": "pr.json",
-    "recall": "pr.json",
-    "clip": "clip.json",
-    "digit_prob": "clip.json",
-    "digit_accuracy": "clip.json",
-    "trainable_M": "params.json",
-    "params_M": "params.json",
-    "student_params_M": "params.json",
-    "fake_params_M": "params.json",
-    "norm_mean_pct": "weights.json",
-    "norm_std_pct": "weights.json",
-    "dir_mean_pct": "weights.json",
-    "dir_std_pct": "weights.json",
-    "energy_kept": "weights.json",
-    "rank_fraction_90pct": "weights.json",
-    "anime": "hps.json",
-    "photo": "hps.json",
-    "concept_art": "hps.json",
-    "paintings": "hps.json",
-    "average": "hps.json",
-    "inference_s": "timing.json",
-    "gpu_days": "train.json",
-    "memory_mb": "train.json",
-}
-# A distillation run's files (teachers and published models have none).
-RUN_LEVEL_FILES = ("params.json", "weights.json", "train.json")
-MODEL_LEVEL_FILES = (*RUN_LEVEL_FILES, "timing.json")
+# The file of ours that holds each metric a report table can show; a run's own files.
+METRIC_FILES, RUN_LEVEL_FILES = vocabulary.METRIC_FILES, vocabulary.RUN_LEVEL_FILES
+MODEL_LEVEL_FILES = vocabulary.MODEL_LEVEL_FILES
 
 
 def paper_results():
@@ -400,7 +388,7 @@ def table_inputs(name):
                     f"{', '.join(METRIC_FILES)}); give it in the values of row {row['label']!r}"
                 )
             if file in MODEL_LEVEL_FILES:
-                if file not in RUN_LEVEL_FILES or re.fullmatch(RUN_PATTERN, row["model"]):
+                if file not in RUN_LEVEL_FILES or model_kind(row["model"]) == "run":
                     files.append(results(row["backbone"], row["model"], file))
             else:
                 files.append(results(row["backbone"], row["model"], row["evalset"], file))

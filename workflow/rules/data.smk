@@ -5,7 +5,7 @@
 # Without network each rule fails with one message naming the files to fetch and where to put them
 # (or set data.<set>.local to a folder that holds them). The pretrained weights the jobs load are
 # fetched the same way, by the local rule fetch_model (one group per hub teacher, evaluation model and
-# published checkpoint: workflow/rules/common.smk model_groups, dkd.models).
+# published checkpoint: workflow/rules/common.smk model_groups, dkd.fetch).
 
 
 rule data_coco:
@@ -68,7 +68,7 @@ rule data_journeydb:
 rule fetch_model:
     """The pretrained files of one group of model_groups() (a hub teacher, a published checkpoint,
     the evaluation models) into the Hugging Face cache, or clean-fid's Inception into
-    data/models/inception/; the marker lists the local paths (dkd.models)."""
+    data/models/inception/; the marker lists the local paths (dkd.fetch)."""
     output:
         marker=data_path("models/{group}.json"),
     log:

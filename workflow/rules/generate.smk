@@ -27,7 +27,7 @@ rule generate_shard:
         seed=lambda wc: config["evaluation"]["sets"][wc.evalset].get("seed", 0),
         teacher=teacher_sampling,
         source=model_source,
-        catalog=lambda wc: published_catalog() if wc.model.startswith("pub-") else None,
+        catalog=lambda wc: published_catalog() if model_kind(wc.model) == "published" else None,
         dtype=config.get("evaluation", {}).get("dtype", "float32"),
         batch_size=config.get("evaluation", {}).get("batch_size", 16),
     script:

@@ -1,5 +1,5 @@
 # Pretrained files the jobs load (hub teachers, the evaluation models, published checkpoints):
-# fetched on the login node by the local rule fetch_model (data.smk, dkd.models), one marker per
+# fetched on the login node by the local rule fetch_model (data.smk, dkd.fetch), one marker per
 # group that every loading job waits for. Helpers only, included after common.smk.
 from pathlib import Path
 
@@ -18,7 +18,7 @@ def _is_hub_id(source):
 
 
 def model_groups():
-    """{group: dkd.models.files_for arguments} of every pretrained file set the config loads from the
+    """{group: dkd.fetch.files_for arguments} of every pretrained file set the config loads from the
     hub: hub teachers, the paper evaluator's Inception and CLIP, HPS, published checkpoints."""
     groups = {
         f"teacher-{name}": {"what": "teacher", "source": backbone["source"], "backbone": name}
@@ -31,20 +31,20 @@ def model_groups():
     if hps_sets() and not evaluation["hps"].get("checkpoint"):
         groups["hps"] = {"what": "hps", "version": evaluation["hps"].get("version", "v2.0")}
     published = [
-        f"pub-{name}" for names in evaluation.get("published", {}).get("models", {}).values() for name in names
+        f"{vocabulary.PUBLISHED_PREFIX}{name}"
+        for names in evaluation.get("published", {}).get("models", {}).values()
+        for name in names
     ]
     published += [model for models in evaluation.get("timing", {}).get("models", {}).values() for model in models]
     published += [
-        row.get("model") or ""
+        row["model"]
         for table in config.get("report", {}).get("tables", {}).values()
         for row in table.get("rows", [])
+        if row.get("model")
     ]
+    names = [vocabulary.published_name(model) for model in published if model_kind(model) == "published"]
     groups.update(
-        {
-            f"published-{model[4:]}": {"what": "published", "name": model[4:], "catalog": published_catalog()}
-            for model in published
-            if model.startswith("pub-")
-        }
+        {f"published-{name}": {"what": "published", "name": name, "catalog": published_catalog()} for name in names}
     )
     return groups
 

@@ -1,4 +1,4 @@
-"""Pretrained files fetched ahead of the jobs (``dkd.models``): what each workflow group fetches
+"""Pretrained files fetched ahead of the jobs (``dkd.fetch``): what each workflow group fetches
 (read independently from config/published.yaml and the metric modules), the offline error, the
 calls into the libraries that later load the files, and clean-fid's Inception loaded from a folder."""
 
@@ -13,8 +13,8 @@ import torch
 import yaml
 from torch import nn
 
-from dkd import models
-from dkd.models import INCEPTION_FILE, ModelFiles, ModelUnavailableError, fetch, fetch_all, files_for
+import dkd.fetch as fetch_module
+from dkd.fetch import INCEPTION_FILE, ModelFiles, ModelUnavailableError, fetch, fetch_all, files_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_each_kind_is_fetched_by_the_library_that_loads_it(monkeypatch, tmp_path
     import open_clip
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(models, "is_offline", lambda: False)
+    monkeypatch.setattr(fetch_module, "is_offline", lambda: False)
     calls = []
     monkeypatch.setattr(
         diffusers.DiffusionPipeline,
@@ -160,7 +160,7 @@ def test_inception_is_fetched_into_a_folder_and_fid_loads_it_from_there(monkeypa
     source = tmp_path / "server"
     source.mkdir()
     torch.jit.save(torch.jit.script(_FakeInception()), str(source / INCEPTION_FILE))
-    monkeypatch.setattr(models, "INCEPTION_URL", (source / INCEPTION_FILE).as_uri())
+    monkeypatch.setattr(fetch_module, "INCEPTION_URL", (source / INCEPTION_FILE).as_uri())
     folder = tmp_path / "models" / "inception"
     with pytest.raises(FileNotFoundError, match="Inception weights .* are missing"):
         build_extractor(None, inception_dir=folder, device="cpu")

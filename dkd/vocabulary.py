@@ -1,0 +1,58 @@
+"""The names the workflow and the package share, read once from ``dkd/vocabulary.yaml``.
+
+The workflow loads this module by its path (``workflow/rules/common.smk``), not as part of ``dkd``:
+it imports only the standard library and PyYAML, so the rules load where ``dkd`` is not importable.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+_NAMES = yaml.safe_load(Path(__file__).with_name("vocabulary.yaml").read_text())
+
+METHODS: tuple[str, ...] = tuple(_NAMES["runs"]["methods"])
+LAYERS: dict[str, str] = dict(_NAMES["runs"]["layers"])
+INITS: dict[str, str] = dict(_NAMES["runs"]["inits"])
+RUN_PATTERN = rf"({'|'.join(METHODS)})-s(\d+|full)-f(\d+|ft)-({'|'.join(LAYERS)})-({'|'.join(INITS)})"
+
+TEACHER: str = _NAMES["models"]["teacher"]
+ONE_STEP_TEACHER: str = _NAMES["models"]["one_step_teacher"]
+PUBLISHED_PREFIX: str = _NAMES["models"]["published_prefix"]
+PUBLISHED_PATTERN = rf"{re.escape(PUBLISHED_PREFIX)}[A-Za-z0-9._-]+"
+MODEL_PATTERN = f"{re.escape(TEACHER)}|{re.escape(ONE_STEP_TEACHER)}|{PUBLISHED_PATTERN}|{RUN_PATTERN}"
+MODEL_KINDS = ("teacher", "teacher-1step", "published", "run")
+
+METRIC_FILES: dict[str, str] = dict(_NAMES["metric_files"])
+RUN_LEVEL_FILES: tuple[str, ...] = tuple(_NAMES["run_level_files"])
+MODEL_LEVEL_FILES: tuple[str, ...] = tuple(_NAMES["model_level_files"])
+
+HPSV2_STYLES: tuple[str, ...] = tuple(_NAMES["hpsv2_styles"])
+COCO_COUNTS: dict[str, int] = dict(_NAMES["coco_counts"])
+
+
+def model_kind(model: str) -> str:
+    """What generates a model's images: ``"teacher"`` (multi-step, CFG), ``"teacher-1step"``,
+    ``"published"`` (``pub-<name>``, a checkpoint of config/published.yaml) or ``"run"`` (a
+    distillation run's exported student); one clear error for any other name."""
+    if model == TEACHER:
+        return "teacher"
+    if model == ONE_STEP_TEACHER:
+        return "teacher-1step"
+    if re.fullmatch(PUBLISHED_PATTERN, model):
+        return "published"
+    if re.fullmatch(RUN_PATTERN, model):
+        return "run"
+    raise ValueError(
+        f"model {model!r} is none of {TEACHER!r}, {ONE_STEP_TEACHER!r}, '{PUBLISHED_PREFIX}<name>' or a run "
+        "name '{method}-s{rank}-f{fake}-{layers}-{init}' (e.g. 'lorad-s256-f32-linear-zero')."
+    )
+
+
+def published_name(model: str) -> str:
+    """``<name>`` of a published model ``pub-<name>`` (its entry in config/published.yaml)."""
+    if model_kind(model) != "published":
+        raise ValueError(f"{model!r} is not a published model ('{PUBLISHED_PREFIX}<name>').")
+    return model[len(PUBLISHED_PREFIX) :]

@@ -1,0 +1,109 @@
+"""The names the workflow and the package share (dkd/vocabulary.yaml through dkd/vocabulary.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dkd.data.coco import COCO2014, COCO2017
+from dkd.data.hub import HPSV2_STYLES
+from dkd.runs import parse_run_name, run_name
+from dkd.vocabulary import (
+    METRIC_FILES,
+    MODEL_LEVEL_FILES,
+    RUN_LEVEL_FILES,
+    RUN_PATTERN,
+    model_kind,
+    published_name,
+)
+from tests.conftest import ROOT
+
+CONFIGS = ("config/config.yaml", "config/toy.yaml", "config/tiny.yaml", ".test/config/toy.yaml")
+
+
+def _configured_runs() -> set[str]:
+    runs = set()
+    for name in CONFIGS:
+        config = yaml.safe_load((ROOT / name).read_text())
+        for names in config.get("distill", {}).get("runs", {}).values():
+            runs.update(names)
+    return runs
+
+
+@pytest.mark.parametrize(
+    "model,kind",
+    [
+        ("teacher", "teacher"),
+        ("teacher-1step", "teacher-1step"),
+        ("pub-dmd2-sd15", "published"),
+        ("lorad-s256-f32-linear-zero", "run"),
+        ("ft-sfull-fft-linear-zero", "run"),
+        ("lora-s8-f4-conv-xavier", "run"),
+    ],
+)
+def test_model_kinds(model, kind):
+    assert model_kind(model) == kind
+
+
+@pytest.mark.parametrize("bad", ["", "teacher-2step", "pub-", "lorad-256-f32-linear-zero", "lorad-s8-f4-linear-ones"])
+def test_a_name_of_no_kind_is_one_clear_error(bad):
+    with pytest.raises(ValueError, match="is none of 'teacher', 'teacher-1step', 'pub-<name>' or a run name"):
+        model_kind(bad)
+
+
+def test_published_name():
+    assert published_name("pub-sd-turbo") == "sd-turbo"
+    with pytest.raises(ValueError, match="not a published model"):
+        published_name("teacher")
+
+
+def test_every_configured_run_matches_the_pattern_and_parses_back():
+    runs = _configured_runs()
+    assert len(runs) > 15
+    for name in runs:
+        assert re.fullmatch(RUN_PATTERN, name), name
+        assert run_name(*parse_run_name("sd15", name)) == name
+
+
+def test_the_schema_and_the_package_use_the_vocabulary():
+    """The JSON schema cannot read the vocabulary: its run-name pattern is checked here; the package's
+    constants are the vocabulary's."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    pattern = schema["properties"]["distill"]["properties"]["run_settings"]["propertyNames"]["pattern"]
+    assert pattern.replace("[0-9]", r"\d") == f"^{RUN_PATTERN}$"
+    assert HPSV2_STYLES == ("anime", "concept-art", "paintings", "photo")
+    assert (COCO2014.default_count, COCO2017.default_count) == (30000, 5000)
+    assert set(RUN_LEVEL_FILES) < set(MODEL_LEVEL_FILES) <= set(METRIC_FILES.values())
+
+
+def test_the_workflow_loads_where_dkd_is_not_importable(tmp_path):
+    """The rules read the vocabulary by its path: a dry-run of each config plans the same jobs in a
+    Python where `import dkd` fails (a meta-path finder installed by sitecustomize refuses it)."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n\n\nclass NoDkd:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'dkd':\n            raise ImportError('dkd is not importable here')\n\n\n"
+        "sys.meta_path.insert(0, NoDkd())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    check = subprocess.run([sys.executable, "-c", "import dkd"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "dkd is not importable here" in check.stderr
+    for config in ("config/config.yaml", "config/tiny.yaml"):
+        plans = [
+            subprocess.run(
+                [sys.executable, "-m", "snakemake", "all", "-n", "--configfile", config],
+                cwd=ROOT,
+                env=where,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            for where in (env, os.environ)
+        ]
+        assert plans[0].returncode == 0, plans[0].stderr[-3000:]
+        counts = [re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M) for plan in plans]
+        assert counts[0] == counts[1] and counts[0]
