@@ -52,6 +52,67 @@ def test_schema_compile_blocks(value, valid):
             validate(config, schema=schema)
 
 
+SCHEMA = str(ROOT / "workflow/schemas/config.schema.yaml")
+
+
+def _toy_config_with(edit) -> dict:
+    config = yaml.safe_load((ROOT / "config/toy.yaml").read_text())
+    edit(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c["report"]["tables"]["table1"]["rows"][0].update(modle="teacher"), "'modle' was unexpected"),
+        (lambda c: c["report"]["tables"]["table2"].pop("columns"), "'columns' is a required property"),
+        (lambda c: c["report"]["tables"]["table3"]["rows"][0]["values"].update(nfe=True), "True is not of type"),
+        (lambda c: c["report"]["claims"][1].pop("winner"), "'winner' is a required property"),
+        (lambda c: c["report"]["claims"][0].update(kind="largest"), "'largest' is not one of"),
+        (lambda c: c["report"]["claims"][3].update(models=["lorad-s2-f4-linear-zero"]), "is too short"),
+        (lambda c: c["evaluation"].update(timing={"models": {"toy": ["teacher"]}}), "'prompt' is a required property"),
+    ],
+)
+def test_report_tables_and_claims_are_checked_when_the_workflow_is_parsed(edit, message, tmp_path):
+    """A report table or claim the report rule could not use stops `snakemake -n`, not the last job."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    with pytest.raises(WorkflowError) as error:
+        validate(_toy_config_with(edit), schema=SCHEMA)
+    assert message in "\n".join(map(str, error.value.args))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_toy_config_with(edit)))
+    run = snakemake("-n", "--configfile", str(bad), "--config", f"results={tmp_path}")
+    assert run.returncode != 0 and message in run.stdout + run.stderr
+
+
+def test_the_schema_fills_in_the_defaults():
+    """A config with only the required keys gets every default of config/README.md from the schema."""
+    from snakemake.utils import validate
+
+    config = {
+        "results": "r",
+        "paper": {"parameter_counts": "p.csv"},
+        "evaluation": {"sets": {"s": {"prompts": "p", "count": 4}}},
+    }
+    validate(config, schema=SCHEMA)
+    assert config["seed"] == 0 and config["data"]["root"] == "data"
+    assert config["distill"] == {"settings": {}, "run_settings": {}, "runs": {}}
+    evaluation = config["evaluation"]
+    assert (evaluation["batch_size"], evaluation["dtype"], evaluation["evaluator"]) == (16, "float32", "paper")
+    assert evaluation["sets"]["s"] == {"prompts": "p", "count": 4, "shards": 1, "seed": 0, "metrics": []}
+    assert evaluation["published"] == {"catalog": "config/published.yaml", "models": {}}
+    assert evaluation["hps"] == {"sets": {}, "version": "v2.0"} and evaluation["timing"] == {"models": {}}
+    assert config["analysis"] == {"weights": {}, "include_conv": False}
+    assert config["toy"]["teacher_weights"] == "config/toy/teacher.safetensors"
+    assert (config["toy"]["train_prompts"], config["toy"]["eval_prompts"], config["toy"]["min_accuracy"]) == (
+        4000,
+        500,
+        0.95,
+    )
+
+
 def _job_counts(stdout: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", stdout, flags=re.M)}
 

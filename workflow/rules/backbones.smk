@@ -14,6 +14,6 @@ rule tiny_backbone:
         mem_mb=4000,
         runtime=10,
     params:
-        seed=config.get("seed", 0),
+        seed=config["seed"],
     script:
         "../../scripts/tiny_backbone.py"

@@ -33,7 +33,7 @@ def log_path(*parts):
 
 
 # -- data: prompt sets and reference folders ---------------------------------------------
-DATA = Path(config.get("data", {}).get("root", "data"))
+DATA = Path(config["data"]["root"])
 HPSV2_STYLES, COCO_COUNTS = vocabulary.HPSV2_STYLES, vocabulary.COCO_COUNTS
 DATA_KEYS = {"captions": "captions_file"}  # config key -> dkd.data argument
 
@@ -45,12 +45,12 @@ def data_path(*parts):
 
 def data_settings(name):
     """Keyword arguments of dkd.data's prepare function for a data set, from config `data.<name>`."""
-    settings = dict(config.get("data", {}).get(name) or {})
+    settings = dict(config["data"].get(name) or {})
     return {DATA_KEYS.get(key, key): value for key, value in settings.items()}
 
 
 def _coco_folder(split):
-    count = (config.get("data", {}).get(split) or {}).get("count", COCO_COUNTS[split])
+    count = (config["data"].get(split) or {}).get("count", COCO_COUNTS[split])
     return data_path(f"{split}-{count // 1000}k" if count % 1000 == 0 else f"{split}-{count}")
 
 
@@ -109,7 +109,7 @@ def curve_settings(wildcards):
         "prompts": prompt_file(_evalset(evalset)["prompts"]),
         "count": curves["count"],
         "every": curves["every"],
-        "seed": _evalset(evalset).get("seed", 0),
+        "seed": _evalset(evalset)["seed"],
         "stats": results("reference-stats", f"{evalset}.npz"),
         "features": results("reference-stats", f"{evalset}-features.npy"),
     }
@@ -127,7 +127,7 @@ def distill_inputs(wildcards):
 
 def distill_targets():
     """Every configured run's exported student."""
-    runs = config.get("distill", {}).get("runs", {})
+    runs = config["distill"]["runs"]
     return [results(backbone, run, "pipeline", "model_index.json") for backbone, names in runs.items() for run in names]
 
 
@@ -139,13 +139,13 @@ def _evalset(name):
 def shard_range(wildcards):
     """[start, end) of one shard of an evaluation set (shards split the count evenly)."""
     spec = _evalset(wildcards.evalset)
-    count, shards, shard = spec["count"], spec.get("shards", 1), int(wildcards.shard)
+    count, shards, shard = spec["count"], spec["shards"], int(wildcards.shard)
     size = -(-count // shards)
     return [shard * size, min((shard + 1) * size, count)]
 
 
 def shard_markers(wildcards):
-    shards = _evalset(wildcards.evalset).get("shards", 1)
+    shards = _evalset(wildcards.evalset)["shards"]
     return [
         results(wildcards.backbone, wildcards.model, wildcards.evalset, "shards", f"{k}.json") for k in range(shards)
     ]
@@ -160,7 +160,7 @@ def teacher_sampling(wildcards):
 
 def published_catalog():
     """The published-checkpoint list (config evaluation.published.catalog; default the shipped one)."""
-    return config.get("evaluation", {}).get("published", {}).get("catalog", "config/published.yaml")
+    return config["evaluation"]["published"]["catalog"]
 
 
 def model_source(wildcards):
@@ -193,35 +193,28 @@ def generate_inputs(wildcards):
 def evaluated_models(backbone, evalset=None):
     """The models of a backbone that are evaluated: its runs, its teacher rows (on ``evalset``:
     those its `models` setting lists, if it has one)."""
-    evaluation = config.get("evaluation", {})
-    models = list(config.get("distill", {}).get("runs", {}).get(backbone, []))
-    if backbone in evaluation.get("teachers", {}):
+    evaluation = config["evaluation"]
+    models = list(config["distill"]["runs"].get(backbone, []))
+    if backbone in evaluation["teachers"]:
         models.append(vocabulary.TEACHER)
-    if backbone in evaluation.get("one_step_teachers", []):
+    if backbone in evaluation["one_step_teachers"]:
         models.append(vocabulary.ONE_STEP_TEACHER)
-    models += [
-        f"{vocabulary.PUBLISHED_PREFIX}{name}"
-        for name in evaluation.get("published", {}).get("models", {}).get(backbone, [])
-    ]
+    models += [f"{vocabulary.PUBLISHED_PREFIX}{name}" for name in evaluation["published"]["models"].get(backbone, [])]
     chosen = _evalset(evalset).get("models") if evalset else None
     return models if chosen is None else [m for m in models if m in chosen.get(backbone, [])]
 
 
 def evaluated_backbones():
-    evaluation = config.get("evaluation", {})
-    names = (
-        list(config.get("distill", {}).get("runs", {}))
-        + list(evaluation.get("teachers", {}))
-        + list(evaluation.get("published", {}).get("models", {}))
-    )
-    return list(dict.fromkeys(names + list(evaluation.get("one_step_teachers", []))))
+    evaluation = config["evaluation"]
+    names = list(config["distill"]["runs"]) + list(evaluation["teachers"]) + list(evaluation["published"]["models"])
+    return list(dict.fromkeys(names + list(evaluation["one_step_teachers"])))
 
 
 def image_targets():
     """images.json of every evaluated model on every evaluation set."""
     return [
         results(backbone, model, evalset, "images.json")
-        for evalset in config.get("evaluation", {}).get("sets", {})
+        for evalset in config["evaluation"]["sets"]
         for backbone in evaluated_backbones()
         for model in evaluated_models(backbone, evalset)
     ]
@@ -230,7 +223,7 @@ def image_targets():
 # -- evaluation metrics ------------------------------------------------------------------
 def evaluator_settings(wildcards=None):
     """dkd.evaluators.Evaluator fields: the paper's models, or the toy classifier built by a rule."""
-    kind = config.get("evaluation", {}).get("evaluator", "paper")
+    kind = config["evaluation"]["evaluator"]
     if kind == "toy":
         return {"kind": kind, "classifier": results("evaluator")}
     return {"kind": kind, "classifier": None, "inception_dir": INCEPTION_DIR}
@@ -238,14 +231,14 @@ def evaluator_settings(wildcards=None):
 
 def fid_evaluator_inputs(wildcards):
     """What FID and precision/recall load: the toy classifier, or clean-fid's fetched Inception."""
-    if config.get("evaluation", {}).get("evaluator", "paper") == "toy":
+    if config["evaluation"]["evaluator"] == "toy":
         return {"classifier": results("evaluator", "classifier.json")}
     return model_marker("inception", "inception")
 
 
 def clip_evaluator_inputs(wildcards):
     """What the CLIP score loads: the toy classifier, or the fetched open_clip model."""
-    if config.get("evaluation", {}).get("evaluator", "paper") == "toy":
+    if config["evaluation"]["evaluator"] == "toy":
         return {"classifier": results("evaluator", "classifier.json")}
     return model_marker("clip", "clip_model")
 
@@ -289,25 +282,25 @@ def reference_inputs(wildcards):
 def metric_targets():
     """Every configured metric of every evaluated model on every evaluation set, and the
     model-level files (parameter counts of each run, weight analysis)."""
-    evaluation = config.get("evaluation", {})
+    evaluation = config["evaluation"]
     targets = []
-    for evalset, spec in evaluation.get("sets", {}).items():
+    for evalset, spec in evaluation["sets"].items():
         for backbone in evaluated_backbones():
             for model in evaluated_models(backbone, evalset):
-                targets += [results(backbone, model, evalset, f"{metric}.json") for metric in spec.get("metrics", [])]
+                targets += [results(backbone, model, evalset, f"{metric}.json") for metric in spec["metrics"]]
     targets += [results(backbone, model, "hpsv2", "hps.json") for backbone, model in hps_models()]
-    timed = evaluation.get("timing", {}).get("models", {})
+    timed = evaluation["timing"]["models"]
     targets += [results(backbone, model, "timing.json") for backbone, models in timed.items() for model in models]
-    for backbone, names in config.get("distill", {}).get("runs", {}).items():
+    for backbone, names in config["distill"]["runs"].items():
         targets += [results(backbone, run, name) for run in names for name in ("params.json", "train.json")]
-    for backbone, names in config.get("analysis", {}).get("weights", {}).items():
+    for backbone, names in config["analysis"]["weights"].items():
         targets += [results(backbone, run, "weights.json") for run in names]
     return targets
 
 
 def hps_sets():
     """{style: evaluation set} of the HPSv2 benchmark (config evaluation.hps.sets)."""
-    return config.get("evaluation", {}).get("hps", {}).get("sets", {})
+    return config["evaluation"]["hps"]["sets"]
 
 
 def hps_models():
@@ -348,7 +341,7 @@ def report_grids():
 def weight_plots():
     return [
         results(backbone, run, "weights", "weights.png")
-        for backbone, names in config.get("analysis", {}).get("weights", {}).items()
+        for backbone, names in config["analysis"]["weights"].items()
         for run in names
     ]
 
@@ -360,7 +353,7 @@ MODEL_LEVEL_FILES = vocabulary.MODEL_LEVEL_FILES
 
 def paper_results():
     """The paper's numbers (config paper.results) as an input of the tables: editing them re-renders."""
-    path = config.get("paper", {}).get("results")
+    path = config["paper"].get("results")
     return [path] if path else []
 
 
@@ -380,7 +373,7 @@ def table_inputs(name):
             continue
         for metric in spec["columns"]:
             file = METRIC_FILES.get(metric)
-            if metric in row.get("values", {}):
+            if metric in row["values"]:
                 continue
             if file is None:
                 raise ValueError(
@@ -396,9 +389,9 @@ def table_inputs(name):
 
 
 def curve_files():
-    curves = config.get("distill", {}).get("curves")
+    curves = config["distill"].get("curves")
     return [
         results(backbone, run, "curve.csv")
-        for backbone, names in (curves or {}).get("runs", {}).items()
+        for backbone, names in (curves["runs"] if curves else {}).items()
         for run in names
     ]

@@ -31,9 +31,9 @@ rule distill:
         gpus=1,
     params:
         settings=lambda wc: config["distill"]["settings"],
-        run_settings=lambda wc: config["distill"].get("run_settings", {}).get(wc.run, {}),
+        run_settings=lambda wc: config["distill"]["run_settings"].get(wc.run, {}),
         source=teacher_source,
-        dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
+        dtype=lambda wc: config["backbones"][wc.backbone]["dtype"],
         curve=curve_settings,
     script:
         "../../scripts/distill.py"

@@ -101,7 +101,7 @@ rule hps:
     params:
         evaluator=evaluator_settings,
         styles=hps_styles,
-        version=lambda wc: config["evaluation"]["hps"].get("version", "v2.0"),
+        version=lambda wc: config["evaluation"]["hps"]["version"],
         checkpoint=lambda wc: config["evaluation"]["hps"].get("checkpoint"),
     script:
         "../../scripts/metric.py"
@@ -126,7 +126,7 @@ rule timing:
         source=model_source,
         catalog=lambda wc: published_catalog() if model_kind(wc.model) == "published" else None,
         teacher=teacher_sampling,
-        dtype=lambda wc: config["backbones"][wc.backbone].get("dtype", "float32"),
+        dtype=lambda wc: config["backbones"][wc.backbone]["dtype"],
         settings=lambda wc: {k: v for k, v in config["evaluation"]["timing"].items() if k != "models"},
     script:
         "../../scripts/timing.py"

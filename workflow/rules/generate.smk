@@ -24,12 +24,12 @@ rule generate_shard:
     params:
         images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
         range=shard_range,
-        seed=lambda wc: config["evaluation"]["sets"][wc.evalset].get("seed", 0),
+        seed=lambda wc: config["evaluation"]["sets"][wc.evalset]["seed"],
         teacher=teacher_sampling,
         source=model_source,
         catalog=lambda wc: published_catalog() if model_kind(wc.model) == "published" else None,
-        dtype=config.get("evaluation", {}).get("dtype", "float32"),
-        batch_size=config.get("evaluation", {}).get("batch_size", 16),
+        dtype=config["evaluation"]["dtype"],
+        batch_size=config["evaluation"]["batch_size"],
     script:
         "../../scripts/generate.py"
 

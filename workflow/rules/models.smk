@@ -22,24 +22,22 @@ def model_groups():
     hub: hub teachers, the paper evaluator's Inception and CLIP, HPS, published checkpoints."""
     groups = {
         f"teacher-{name}": {"what": "teacher", "source": backbone["source"], "backbone": name}
-        for name, backbone in config.get("backbones", {}).items()
+        for name, backbone in config["backbones"].items()
         if name not in BUILT_BACKBONES and _is_hub_id(backbone["source"])
     }
-    evaluation = config.get("evaluation", {})
-    if evaluation.get("evaluator", "paper") == "paper" and evaluation.get("sets"):
+    evaluation = config["evaluation"]
+    if evaluation["evaluator"] == "paper" and evaluation["sets"]:
         groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
     if hps_sets() and not evaluation["hps"].get("checkpoint"):
-        groups["hps"] = {"what": "hps", "version": evaluation["hps"].get("version", "v2.0")}
+        groups["hps"] = {"what": "hps", "version": evaluation["hps"]["version"]}
     published = [
-        f"{vocabulary.PUBLISHED_PREFIX}{name}"
-        for names in evaluation.get("published", {}).get("models", {}).values()
-        for name in names
+        f"{vocabulary.PUBLISHED_PREFIX}{name}" for names in evaluation["published"]["models"].values() for name in names
     ]
-    published += [model for models in evaluation.get("timing", {}).get("models", {}).values() for model in models]
+    published += [model for models in evaluation["timing"]["models"].values() for model in models]
     published += [
         row["model"]
         for table in config.get("report", {}).get("tables", {}).values()
-        for row in table.get("rows", [])
+        for row in table["rows"]
         if row.get("model")
     ]
     names = [vocabulary.published_name(model) for model in published if model_kind(model) == "published"]
@@ -58,8 +56,8 @@ def model_marker(group, key):
 def download_targets():
     """What `snakemake downloads` fetches where there is network: every prompt set, reference folder
     and pretrained file the config uses; the rest of the workflow can then run with HF_HUB_OFFLINE=1."""
-    names = [config.get("distill", {}).get("prompts", "")]
-    for spec in config.get("evaluation", {}).get("sets", {}).values():
+    names = [config["distill"].get("prompts") or ""]
+    for spec in config["evaluation"]["sets"].values():
         names += [spec.get("prompts") or "", spec.get("reference") or ""]
     files = []
     for name in dict.fromkeys(n for n in names if isinstance(n, str) and n.startswith("data:")):

@@ -19,9 +19,9 @@ rule toy_data:
         mem_mb=2000,
         runtime=10,
     params:
-        train_prompts=config.get("toy", {}).get("train_prompts", 4000),
-        eval_prompts=config.get("toy", {}).get("eval_prompts", 500),
-        seed=config.get("toy", {}).get("seed", 0),
+        train_prompts=config["toy"]["train_prompts"],
+        eval_prompts=config["toy"]["eval_prompts"],
+        seed=config["toy"]["seed"],
     script:
         "../../scripts/toy_data.py"
 
@@ -38,14 +38,14 @@ rule toy_teacher_weights:
         mem_mb=4000,
         runtime=120,
     params:
-        settings=config.get("toy", {}).get("teacher", {}),
+        settings=config["toy"]["teacher"],
     script:
         "../../scripts/toy_teacher_weights.py"
 
 
 rule toy_backbone:
     input:
-        weights=config.get("toy", {}).get("teacher_weights", "config/toy/teacher.safetensors"),
+        weights=config["toy"]["teacher_weights"],
     output:
         index=results("backbones/toy/model_index.json"),
     log:
@@ -70,7 +70,7 @@ rule toy_evaluator:
         mem_mb=2000,
         runtime=30,
     params:
-        settings=config.get("toy", {}).get("classifier", {}),
-        min_accuracy=config.get("toy", {}).get("min_accuracy", 0.95),
+        settings=config["toy"]["classifier"],
+        min_accuracy=config["toy"]["min_accuracy"],
     script:
         "../../scripts/toy_evaluator.py"
