@@ -6,8 +6,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The paper's configuration, unless another config file is given (`--configfile config/toy.yaml`):
-# that one is used alone, never merged into the paper's (`--config key=value` still overrides).
+report: "workflow/report/workflow.rst"
+
+
+# The paper's configuration, unless config files are given (`--configfile config/toy.yaml`): those
+# are used alone, merged in order, never into the paper's (`--config key=value` still overrides).
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"

@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # `make test` runs two pytest-xdist workers. The tests of this machine's SLURM cluster (one per machine)
 # form one work unit, handed out first: it is the longest. The toy run's tests come next, on the other
 # worker, so that the shortened toy run (shared by both workers, see toy_run) is ready when the SLURM
-# toy test asks for it. The other tests go by file.
-CLUSTER, TOY = "tests/cluster/", "tests/workflow/test_toy.py"
+# toy test asks for it: one work unit, in TOY's order (the HTML report reads every output before a toy
+# test deletes one). The other tests go by file.
+CLUSTER, TOY = "tests/cluster/", ("tests/workflow/test_report_html.py", "tests/workflow/test_toy.py")
+
+
+def _toy_rank(nodeid: str) -> int:
+    return next((i for i, name in enumerate(TOY) if nodeid.startswith(name)), len(TOY))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -27,14 +32,16 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ClusterFirst(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return CLUSTER if nodeid.startswith(CLUSTER) else super()._split_scope(nodeid)
+            if nodeid.startswith(CLUSTER):
+                return CLUSTER
+            return TOY[-1] if _toy_rank(nodeid) < len(TOY) else super()._split_scope(nodeid)
 
     config.option.loadscopereorder = False  # keep the collection order of pytest_collection_modifyitems
     return ClusterFirst(config, log)
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: (not item.nodeid.startswith(CLUSTER), not item.nodeid.startswith(TOY)))
+    items.sort(key=lambda item: (not item.nodeid.startswith(CLUSTER), _toy_rank(item.nodeid)))
 
 
 def pytest_configure(config):

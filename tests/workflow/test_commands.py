@@ -1,7 +1,8 @@
 """Every command line the README, docs/ and config/README.md show in a ```bash block, and `make demo`,
 is checked without running the work: `snakemake ...` plans (a dry-run, with the environment variables
-the line or an earlier `export` of its block sets), `python -m dkd ...` parses with the package's own
-parser, and every other command names something that exists (a Makefile target, a script, the venv).
+the line or an earlier `export` of its block sets; `snakemake --report <file>`: the plan it reports
+on, and a .html or .zip file), `python -m dkd ...` parses with the package's own parser, and every
+other command names something that exists (a Makefile target, a script, the venv).
 A command of a kind this file does not know fails the test, so a new kind gets a check."""
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def _makefile_demo_command() -> Command:
 
 # Snakemake options that take a value: what is left are the targets. Commands that differ only in their
 # targets are planned in one dry-run (each target must plan; a failure names the commands).
+# `--report <file>` renders Snakemake's report of a finished run from the plan of the same targets and
+# options: that plan is checked (a dry-run without `--report`), and the file's kind (REPORT_KINDS).
 VALUE_OPTIONS = {
     "--cores",
     "-c",
@@ -90,6 +93,9 @@ def plan_groups(commands: list[Command]) -> dict[tuple, list[Command]]:
             word = words.pop(0)
             if word == "-n":
                 continue
+            if word == "--report":  # and its file: see report_files
+                del words[:1]
+                continue
             if word.startswith("-"):
                 options.append(word)
                 if word in VALUE_OPTIONS and words:
@@ -100,9 +106,22 @@ def plan_groups(commands: list[Command]) -> dict[tuple, list[Command]]:
     return groups
 
 
+def report_files(commands: list[Command]) -> list[tuple[str, Command]]:
+    """(file, command) of every `snakemake --report <file>`."""
+    return [
+        (command.words[i + 1] if i + 1 < len(command.words) else "", command)
+        for command in commands
+        for i, word in enumerate(command.words)
+        if word == "--report"
+    ]
+
+
+REPORT_KINDS = (".html", ".zip")  # what Snakemake's html reporter writes: one self-contained file or a zip
+
 COMMANDS = documented_commands()
 PLANS = plan_groups([c for c in [*COMMANDS, _makefile_demo_command()] if c.words[0] == "snakemake"])
 OTHERS = [c for c in COMMANDS if c.words[0] != "snakemake"]
+REPORTS = report_files([c for c in COMMANDS if c.words[0] == "snakemake"])
 
 
 def test_the_documents_show_commands_of_each_kind():
@@ -124,6 +143,11 @@ def test_documented_snakemake_commands_plan(options, env):
     shown = "; ".join(f"{c.where}: snakemake {' '.join(options)} {c}" for c in commands)
     assert run.returncode == 0, f"{shown}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert re.search(r"^total\s+\d+$", run.stdout, flags=re.M) or "Nothing to be done" in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("file,command", REPORTS, ids=[str(c) for _, c in REPORTS])
+def test_documented_reports_are_html_or_zip(file, command):
+    assert file.endswith(REPORT_KINDS), f"{command.where}: {command}: --report takes a .html or .zip file"
 
 
 def _makefile_targets() -> set[str]:
@@ -178,6 +202,14 @@ def test_the_checks_refuse_what_would_not_run(tmp_path):
     assert [(options, [c.words for c in group]) for (options, _), group in grouped.items()] == [
         (("--cores", "2"), [("a",), ("b",)])
     ]
+    reports = [
+        Command(("snakemake", "--report", "r.pdf", "--configfile", "c.yaml")),
+        Command(("snakemake", "--report")),
+    ]
+    assert [options for options, _ in plan_groups(reports)] == [("--configfile", "c.yaml"), ()]
+    assert [file for file, _ in report_files(reports)] == ["r.pdf", ""]
+    for file, _ in report_files(reports):
+        assert not file.endswith(REPORT_KINDS)
     for command in commands:
         with pytest.raises(AssertionError):
             check_other(command)

@@ -8,7 +8,13 @@ rule weights:
         student=results("{backbone}/{run}/pipeline/model_index.json"),
     output:
         result=results("{backbone}/{run}/weights.json"),
-        plot=results("{backbone}/{run}/weights/weights.png"),
+        plot=report(
+            results("{backbone}/{run}/weights/weights.png"),
+            caption="../report/weights.rst",
+            category="Figures",
+            subcategory="Fig. 2a: weight change per layer",
+            labels={"backbone": "{backbone}", "model": "{run}"},
+        ),
     log:
         log_path("{backbone}/{run}/weights.log"),
     wildcard_constraints:
@@ -20,6 +26,6 @@ rule weights:
         runtime=60,
     params:
         teacher=teacher_source,
-        include_conv=config.get("analysis", {}).get("include_conv", False),
+        include_conv=config["analysis"]["include_conv"],
     script:
         "../../scripts/weights.py"

@@ -1,6 +1,7 @@
 # The report: results/tables/<table>.md (one rule each) and results/report.md, our numbers beside the paper's
 # (config/paper/results.csv), sample grids per model (grid.png beside each model's images), the
-# weight analysis plots and the claims.
+# weight analysis plots and the claims. The tables, report.md, grids and plots are marked report() for
+# `snakemake --report report.html` (captions in workflow/report/).
 
 
 rule report:
@@ -11,8 +12,24 @@ rule report:
         images=[images for images, _ in report_grids()],
         plots=weight_plots() + ([results("fig16.png")] if curve_files() else []),
     output:
-        report=results("report.md"),
-        grids=[grid for _, grid in report_grids()],
+        report=report(
+            results("report.md"),
+            caption="../report/report.rst",
+            category="Report",
+            labels={"file": "report.md"},
+        ),
+        grids=[
+            report(
+                grid,
+                caption="../report/grid.rst",
+                category="Samples",
+                subcategory=f"{backbone} on {evalset}",
+                labels={"backbone": backbone, "model": model, "evalset": evalset},
+            )
+            for _, grid in report_grids()
+            # <results>/<backbone>/<model>/<evalset>/grid.png, labelled by its folders
+            for backbone, model, evalset in [Path(grid).parts[-4:-1]]
+        ],
     log:
         log_path("report.log"),
     conda:
@@ -39,7 +56,12 @@ for _table, _spec in config.get("report", {}).get("tables", {}).items():
             results=table_inputs(_table),
             paper=paper_results(),
         output:
-            table=results("tables", f"{_table}.md"),
+            table=report(
+                results("tables", f"{_table}.md"),
+                caption="../report/table.rst",
+                category="Tables",
+                labels={"table": _table, "title": _spec["title"]},
+            ),
         log:
             log_path("tables", f"{_table}.log"),
         localrule: True
@@ -55,7 +77,13 @@ rule fig16:
     input:
         curves=curve_files(),
     output:
-        plot=results("fig16.png"),
+        plot=report(
+            results("fig16.png"),
+            caption="../report/fig16.rst",
+            category="Figures",
+            subcategory="Fig. 16: convergence",
+            labels={"figure": "Fig. 16"},
+        ),
     log:
         log_path("fig16.log"),
     conda:
@@ -64,6 +92,6 @@ rule fig16:
         mem_mb=2000,
         runtime=10,
     params:
-        metrics=lambda wc: config["distill"]["curves"].get("metrics", ["fid"]),
+        metrics=lambda wc: config["distill"]["curves"]["metrics"],
     script:
         "../../scripts/fig16.py"
