@@ -23,7 +23,6 @@ ONE_STEP_TEACHER: str = _NAMES["models"]["one_step_teacher"]
 PUBLISHED_PREFIX: str = _NAMES["models"]["published_prefix"]
 PUBLISHED_PATTERN = rf"{re.escape(PUBLISHED_PREFIX)}[A-Za-z0-9._-]+"
 MODEL_PATTERN = f"{re.escape(TEACHER)}|{re.escape(ONE_STEP_TEACHER)}|{PUBLISHED_PATTERN}|{RUN_PATTERN}"
-MODEL_KINDS = ("teacher", "teacher-1step", "published", "run")
 
 METRIC_FILES: dict[str, str] = dict(_NAMES["metric_files"])
 RUN_LEVEL_FILES: tuple[str, ...] = tuple(_NAMES["run_level_files"])

@@ -54,14 +54,14 @@ from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_text
+from ..vocabulary import HPSV2_STYLES
 from .images import to_rgb
 
 MODEL = "ViT-H-14"
 HUB_REPO = "xswu/HPSv2"
 CHECKPOINTS = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
 DEFAULT_VERSION = "v2.0"
-STYLES = ("anime", "concept-art", "paintings", "photo")
-PROMPTS_PER_STYLE = 800  # the HPD v2 benchmark (hub dataset zhwang/HPDv2, benchmark/<style>.json)
+STYLES = HPSV2_STYLES  # the HPD v2 benchmark (hub dataset zhwang/HPDv2, benchmark/<style>.json)
 IMAGE_SUFFIXES = (".jpg", ".png")
 BATCH_SIZE = 20  # hpsv2.evaluation.evaluate's default
 CHUNK = 80  # hpsv2's evaluate_benchmark averages means of 80 consecutive images
