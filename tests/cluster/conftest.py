@@ -146,13 +146,14 @@ class Cluster:
             timeout=timeout,
         )
 
-    def start_snakemake(self, *args: str, log: Path) -> subprocess.Popen:
-        """Snakemake in the background (its own process group), output to ``log``."""
+    def start_snakemake(self, *args: str, log: Path, **env: str) -> subprocess.Popen:
+        """Snakemake in the background (its own process group), with the cluster's environment plus
+        ``env``, output to ``log``."""
         with open(log, "w") as out:
             return subprocess.Popen(
                 self.snakemake_command(*args),
                 cwd=ROOT,
-                env=self.env,
+                env={**self.env, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
