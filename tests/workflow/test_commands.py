@@ -77,11 +77,12 @@ VALUE_OPTIONS = {
     "-c",
     "--jobs",
     "-j",
-    "--configfile",
     "--profile",
-    "--config",
     "--software-deployment-method",
 }
+# Options that take every word up to the next option, as Snakemake's parser does (nargs "+" / "*"):
+# a target written after them would be read as a config file or a key=value.
+LIST_OPTIONS = {"--configfile", "--configfiles", "--config", "-C"}
 
 
 def plan_groups(commands: list[Command]) -> dict[tuple, list[Command]]:
@@ -99,6 +100,8 @@ def plan_groups(commands: list[Command]) -> dict[tuple, list[Command]]:
             if word.startswith("-"):
                 options.append(word)
                 if word in VALUE_OPTIONS and words:
+                    options.append(words.pop(0))
+                while word in LIST_OPTIONS and words and not words[0].startswith("-"):
                     options.append(words.pop(0))
             else:
                 targets.append(word)
@@ -202,6 +205,10 @@ def test_the_checks_refuse_what_would_not_run(tmp_path):
     assert [(options, [c.words for c in group]) for (options, _), group in grouped.items()] == [
         (("--cores", "2"), [("a",), ("b",)])
     ]
+    merged = plan_groups([Command(("snakemake", "all", "--configfile", "a.yaml", "b.yaml", "--cores", "1"))])
+    assert [(options, [c.words for c in group]) for (options, _), group in merged.items()] == [
+        (("--configfile", "a.yaml", "b.yaml", "--cores", "1"), [("all",)])
+    ]  # a target after --configfile would be read as a config file, as Snakemake reads it
     reports = [
         Command(("snakemake", "--report", "r.pdf", "--configfile", "c.yaml")),
         Command(("snakemake", "--report")),
