@@ -6,7 +6,7 @@ or inference code (scheduler, timesteps, guidance, LoRA fuse scale, U-Net replac
 rows they fill; ``to_spec()`` turns one into a :class:`dkd.generate.MultiStepSpec` for
 :class:`dkd.generate.DiffusersSampler`. Rows that cannot be sampled here (no public weights, the
 paper's own retraining, custom sampling code) are listed under ``unavailable:`` with the reason, so
-that the report can footnote them (:func:`load_unavailable`, :func:`paper_rows`).
+that the report footnotes them (:func:`unavailable_reasons`).
 
 Every entry is validated when loaded: an unknown or missing key, an unknown scheduler or scheduler
 argument, a paper row that ``config/paper/results.csv`` does not have, or a row claimed twice is one
@@ -379,3 +379,11 @@ def paper_rows(path: str | os.PathLike | None = None) -> pd.DataFrame:
         for row in u.rows
     ]
     return pd.DataFrame(lines, columns=["table", "backbone", "method", "name", "status", "provenance", "reason"])
+
+
+def unavailable_reasons(path: str | os.PathLike | None = None) -> dict[tuple[str, str, str], str]:
+    """``{(paper table, backbone, method): reason}`` of the paper rows without a runnable checkpoint:
+    the footnote a report table prints on such a row (``dkd.report.build_table``'s ``reasons``)."""
+    rows = paper_rows(path)
+    rows = rows[rows["status"] == "unavailable"]
+    return {(row.table, row.backbone, row.method): row.reason for row in rows.itertuples(index=False)}

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from dkd.io import image_path, rule_log
+from dkd.published import unavailable_reasons
 from dkd.report import build_table, read_paper, read_results, table_specs, write_report
 from dkd.report.claims import check_claims
 from dkd.report.grid import save_grid
@@ -17,7 +18,9 @@ with rule_log(sm.log[0], sm.threads):
         save_grid([p for p in (image_path(images, i) for i in range(20)) if p.is_file()], grid, columns=10)
     results = read_results(list(sm.input.results))  # sources: paths from the repository root
     paper = read_paper(sm.input.paper[0]) if sm.input.paper else None
-    tables = [build_table(table, results, paper) for table in table_specs(spec["tables"])]
+    specs = table_specs(spec["tables"])
+    reasons = unavailable_reasons(sm.input.catalog) if any(t.paper for t in specs) else None
+    tables = [build_table(table, results, paper, reasons) for table in specs]
 
     def caption(path):
         where = Path(path).parent.relative_to(folder)

@@ -2,11 +2,13 @@
 result files that table reads alone."""
 
 from dkd.io import atomic_write_text, rule_log
+from dkd.published import unavailable_reasons
 from dkd.report import build_table, read_paper, read_results, render_table, table_specs
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads):
     (spec,) = table_specs({sm.rule: sm.params.spec})
     paper = read_paper(sm.input.paper[0]) if sm.input.paper else None
-    table = build_table(spec, read_results(list(sm.input.results)), paper)
+    reasons = unavailable_reasons(sm.input.catalog) if spec.paper else None  # footnotes of rows without weights
+    table = build_table(spec, read_results(list(sm.input.results)), paper, reasons)
     atomic_write_text(sm.output.table, render_table(table))

@@ -3,17 +3,29 @@ end to end on a tiny local SD pipeline (a fused LoRA; a replaced U-Net sampled i
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from dkd.backbones.tiny import save_tiny_backbone, tiny_unet
 from dkd.generate import DiffusersSampler, MultiStepSpec, scheduler_class
-from dkd.published import load_catalog, load_published, load_unavailable, paper_rows, results_path
+from dkd.published import (
+    load_catalog,
+    load_published,
+    load_unavailable,
+    paper_rows,
+    results_path,
+    unavailable_reasons,
+)
+from dkd.report import TableSpec, build_table, read_paper, read_results, table_specs
 
+ROOT = Path(__file__).resolve().parents[1]
 TEACHERS = ("SD1.5", "SD2.1", "PixArt-alpha")
 
 
@@ -55,17 +67,44 @@ def test_shipped_yaml_loads_and_matches_the_paper(catalog, results):
     assert all(u.reason.strip() for u in unavailable.values())
 
 
-def test_every_comparison_row_of_tables_1_5_6_9_is_runnable_or_footnoted(results):
+def test_every_comparison_row_of_tables_1_5_6_9_is_in_the_report_runnable_or_footnoted(results):
+    """What the report prints (build_table on config/config.yaml's tables, as the table rules do): each
+    comparison row of the paper's Tables 1, 5, 6 and 9 is a row of the table for it, evaluated as
+    pub-<name> of its published entry (or, for DMD2*, as our retraining), or without a model and with
+    that entry's reason as its footnote."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    specs = {spec.paper: spec for spec in table_specs(config["report"]["tables"])}
+    catalog, reasons = paper_rows(), unavailable_reasons()
+    assert not catalog.duplicated(["table", "backbone", "method"]).any()
+    paper = read_paper(ROOT / config["paper"]["results"])
+    tables = {name: build_table(spec, read_results([]), paper, reasons) for name, spec in specs.items()}
     rows = results[results.table.str.match(r"^[1569] ")][["table", "backbone", "method"]].drop_duplicates()
     others = rows[(rows.method != "DKD") & ~rows.method.str.startswith(TEACHERS)]
-    covered = paper_rows()
-    assert not covered.duplicated(["table", "backbone", "method"]).any()
-    merged = others.merge(covered, on=["table", "backbone", "method"], how="left", indicator=True)
-    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"]
-    footnotes = covered[covered.status == "unavailable"]
-    assert (footnotes.reason.str.len() > 20).all()
-    assert set(covered[covered.status == "runnable"].name) == set(load_published())
-    assert set(footnotes.name) == set(load_unavailable())
+    assert len(others) > 20 and (catalog[catalog.status == "unavailable"].reason.str.len() > 20).all()
+    for row in others.itertuples(index=False):
+        (ours,) = [r for r in specs[row.table].rows if (r.backbone, r.label) == (row.backbone, row.method)]
+        (entry,) = catalog[
+            (catalog.table == row.table) & (catalog.backbone == row.backbone) & (catalog.method == row.method)
+        ].itertuples(index=False)
+        if entry.status == "runnable":  # evaluated: its checkpoint, or our retraining of it (DMD2*, the FT run)
+            assert ours.model in (f"pub-{entry.name}", "ft-sfull-fft-linear-zero"), row
+            continue
+        assert ours.model is None, row
+        table = tables[row.table]  # its frame's rows are the spec's, in order
+        (cell,) = [c for r, c in zip(specs[row.table].rows, table.frame["Method"]) if r is ours]
+        assert [table.footnotes[int(n) - 1] for n in re.findall(r"\[(\d+)\]", cell)] == [entry.reason], row
+    assert set(catalog[catalog.status == "runnable"].name) == set(load_published())
+    assert set(catalog[catalog.status == "unavailable"].name) == set(load_unavailable())
+
+
+def test_a_row_note_that_repeats_a_catalog_reason_is_refused():
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    spec = config["report"]["tables"]["table1"]
+    (row,) = [r for r in spec["rows"] if r["label"] == "UFOGen"]
+    row["note"] = "No public weights."
+    paper = read_paper(ROOT / config["paper"]["results"])
+    with pytest.raises(ValueError, match="both a note and the reason of the published-checkpoint list"):
+        build_table(TableSpec.from_dict("table1", spec), read_results([]), paper, unavailable_reasons())
 
 
 GOOD = """\

@@ -300,9 +300,27 @@ def _paper_rows(spec: TableSpec, paper: pd.DataFrame | None) -> tuple[dict, set,
     return rows, set(part["metric"]), ", ".join(sorted(set(part["source"])))
 
 
-def build_table(spec: TableSpec, results: pd.DataFrame, paper: pd.DataFrame | None = None) -> Table:
+def _row_note(spec: TableSpec, row: RowSpec, reasons: Mapping[tuple[str, str, str], str]) -> str | None:
+    """The footnote of a row's label: its own note, or the reason its paper row has no checkpoint."""
+    reason = reasons.get((spec.paper, row.backbone, row.label)) if spec.paper else None
+    if reason and row.note:
+        raise ValueError(
+            f"table {spec.name!r}, row {row.label!r} ({row.backbone}): both a note and the reason of the "
+            "published-checkpoint list (config/published.yaml); give the reason there only."
+        )
+    return row.note or reason
+
+
+def build_table(
+    spec: TableSpec,
+    results: pd.DataFrame,
+    paper: pd.DataFrame | None = None,
+    reasons: Mapping[tuple[str, str, str], str] | None = None,
+) -> Table:
     """The cells of ``spec`` from our ``results`` and the ``paper`` (DataFrames of
-    :func:`~dkd.report.results.read_results` / :func:`~dkd.report.results.read_paper`)."""
+    :func:`~dkd.report.results.read_results` / :func:`~dkd.report.results.read_paper`). ``reasons``
+    (``dkd.published.unavailable_reasons``: ``{(paper table, backbone, method): reason}``) footnote the
+    rows without a runnable checkpoint; a row's own ``note`` may not repeat one."""
     ours_index, files_index = _index_results(results)
     paper_rows, paper_metrics, paper_source = _paper_rows(spec, paper)
     notes = _Footnotes()
@@ -310,7 +328,8 @@ def build_table(spec: TableSpec, results: pd.DataFrame, paper: pd.DataFrame | No
     with_paper = spec.paper is not None
     records = []
     for row in spec.rows:
-        record = {"Method": row.label + (f" {notes.mark(row.note)}" if row.note else "")}
+        note = _row_note(spec, row, reasons or {})
+        record = {"Method": row.label + (f" {notes.mark(note)}" if note else "")}
         if len({r.backbone for r in spec.rows}) > 1:
             record["Backbone"] = row.backbone
         for metric in spec.columns:

@@ -8,6 +8,7 @@ rule report:
     input:
         results=report_results(),
         paper=paper_results(),
+        catalog=published_catalog(),  # the reasons of the paper rows without public weights
         tables=[results("tables", f"{name}.md") for name in config.get("report", {}).get("tables", {})],
         images=[images for images, _ in report_grids()],
         plots=weight_plots() + ([results("fig16.png")] if curve_files() else []),
@@ -55,6 +56,7 @@ for _table, _spec in config.get("report", {}).get("tables", {}).items():
         input:
             results=table_inputs(_table),
             paper=paper_results(),
+            catalog=published_catalog(),
         output:
             table=report(
                 results("tables", f"{_table}.md"),
