@@ -40,8 +40,23 @@ def pytest_xdist_make_scheduler(config, log):
     return ClusterFirst(config, log)
 
 
+# The longest of the other files go first, so that the run does not end on one worker with one of them.
+LONG = (
+    "tests/workflow/test_workflow.py",
+    "tests/train/test_nodes.py",
+    "tests/train/test_ddp.py",
+    "tests/train/test_launch.py",
+    "tests/train/test_speed.py",
+    "tests/workflow/test_commands.py",
+)
+
+
+def _long_rank(nodeid: str) -> int:
+    return next((i for i, name in enumerate(LONG) if nodeid.startswith(name)), len(LONG))
+
+
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: (not item.nodeid.startswith(CLUSTER), _toy_rank(item.nodeid)))
+    items.sort(key=lambda item: (not item.nodeid.startswith(CLUSTER), _toy_rank(item.nodeid), _long_rank(item.nodeid)))
 
 
 def pytest_configure(config):
