@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER, TOY = "tests/cluster/", ("tests/workflow/test_report_html.py", "tests/workflow/test_toy.py")
 
 
-def _toy_rank(nodeid: str) -> int:
-    return next((i for i, name in enumerate(TOY) if nodeid.startswith(name)), len(TOY))
+def _rank(nodeid: str, files: tuple[str, ...]) -> int:
+    """The position of the test's file in ``files`` (after them all if it is not there)."""
+    return next((i for i, name in enumerate(files) if nodeid.startswith(name)), len(files))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -34,7 +35,7 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             if nodeid.startswith(CLUSTER):
                 return CLUSTER
-            return TOY[-1] if _toy_rank(nodeid) < len(TOY) else super()._split_scope(nodeid)
+            return TOY[-1] if _rank(nodeid, TOY) < len(TOY) else super()._split_scope(nodeid)
 
     config.option.loadscopereorder = False  # keep the collection order of pytest_collection_modifyitems
     return ClusterFirst(config, log)
@@ -51,12 +52,10 @@ LONG = (
 )
 
 
-def _long_rank(nodeid: str) -> int:
-    return next((i for i, name in enumerate(LONG) if nodeid.startswith(name)), len(LONG))
-
-
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: (not item.nodeid.startswith(CLUSTER), _toy_rank(item.nodeid), _long_rank(item.nodeid)))
+    items.sort(
+        key=lambda item: (not item.nodeid.startswith(CLUSTER), _rank(item.nodeid, TOY), _rank(item.nodeid, LONG))
+    )
 
 
 def pytest_configure(config):
