@@ -82,7 +82,7 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
         if not (folder / part).exists():
             shutil.copytree(shared_from / part, folder / part, copy_function=shutil.copy2)
     path.write_text(text)
-    scores = [folder / "toy" / run / "toy-eval" / f"{name}.json" for name in ("fid", "clip")]
+    scores = [folder / "toy" / run / "toy-eval" / f"{name}.json" for name in ("fid", "text_image")]
     done = subprocess.run(
         [
             sys.executable,

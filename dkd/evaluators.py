@@ -128,11 +128,11 @@ def image_metrics(
 def text_image(evaluator: Evaluator, images: str | os.PathLike, prompts: Sequence[str]) -> tuple[dict, dict]:
     """The CLIP score (paper) or its toy counterpart: the classifier's probability of the digit
     each prompt names (``digit_prob``) and how often it is the top class (``digit_accuracy``)."""
-    from .metrics.clip_score import folder_pairs
+    from .metrics.clip import folder_pairs
 
     files, captions = folder_pairs(images, prompts)
     if evaluator.kind == "paper":
-        from .metrics.clip_score import clip_score, load_clip
+        from .metrics.clip import clip_score, load_clip
 
         model, preprocess, tokenizer = load_clip(device=evaluator.device)
         result = clip_score(
@@ -175,7 +175,7 @@ def hps(
     unknown = sorted(set(styles) - set(HPS_COLUMNS))
     if unknown or not styles:
         raise ValueError(f"HPSv2 styles must be a non-empty subset of {sorted(HPS_COLUMNS)}; got {sorted(styles)}.")
-    from .metrics.clip_score import folder_pairs
+    from .metrics.clip import folder_pairs
     from .metrics.hps import hps_scores, load_hps, style_summary
 
     scorer = scorer or load_hps(version, checkpoint, device=evaluator.device)
@@ -231,8 +231,8 @@ def training_curve(
     """
     import shutil
 
-    from .generate import image_path
-    from .pipeline import seeded_noise, to_pil
+    from .io import image_path
+    from .sampling.pipeline import seeded_noise, to_pil
     from .train.step import generate
 
     seeds = [seed + i for i in range(len(prompts))]

@@ -131,7 +131,7 @@ def _download(files: ModelFiles) -> str:
     if files.kind == "pipeline":
         from diffusers import DiffusionPipeline
 
-        from .generate import community_pipeline_kwargs
+        from .sampling.samplers import community_pipeline_kwargs
 
         # with a community pipeline: its mirror file, which the jobs load too (no second fetch, no PyPI);
         # a component passed to download() (even as None) is not fetched
@@ -156,7 +156,7 @@ def _download(files: ModelFiles) -> str:
 
 
 def published_files(spec) -> list[ModelFiles]:
-    """The hub files a :class:`dkd.generate.MultiStepSpec` loads: its pipeline (and community
+    """The hub files a :class:`dkd.sampling.specs.MultiStepSpec` loads: its pipeline (and community
     pipeline), a replacement denoiser file, a LoRA file (diffusers' default name when none is given)."""
 
     def on_hub(source: str | None) -> bool:
@@ -198,14 +198,14 @@ def files_for(what: str, **options) -> list[ModelFiles]:
             ModelFiles("hub_folder", source, subfolder=subfolder),
         ]
     if what == "published":
-        from .published import load_published
+        from .sampling.published import load_published
 
         entries = load_published(options.get("catalog"), check_paper=options.get("catalog") is None)
         if options["name"] not in entries:
             raise ValueError(f"no published checkpoint {options['name']!r} in {options.get('catalog')}")
         return published_files(entries[options["name"]].to_spec())
     if what == "clip":
-        from .metrics.clip_score import MODEL, PRETRAINED
+        from .metrics.clip import MODEL, PRETRAINED
 
         return [ModelFiles("open_clip", MODEL, tag=PRETRAINED)]
     if what == "hps":

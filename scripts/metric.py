@@ -1,5 +1,5 @@
 """Rules `reference_stats`, `features_metrics` (FID and precision/recall from one pass over the
-features), `clip` and `hps` (over the HPSv2 style sets): result files of one model (``dkd.evaluators``)."""
+features), `text_image` (CLIP score, or the toy's digit probability) and `hps` (over the HPSv2 style sets): result files of one model (``dkd.evaluators``)."""
 
 import json
 import logging
@@ -40,7 +40,7 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
                     evaluator, styles, version=sm.params.version, checkpoint=sm.params.checkpoint
                 )
             }
-        elif sm.rule == "clip":
+        elif sm.rule == "text_image":
             prompts = read_prompts(sm.input.prompts).prompts[: sm.params.size]
             outputs = {sm.output.result: evaluators.text_image(evaluator, sm.params.images, prompts)}
         else:

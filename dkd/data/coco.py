@@ -374,16 +374,6 @@ def prepare_coco(
     return written
 
 
-def prepare_coco2014(*, out: str | os.PathLike, **options) -> dict[str, Path]:
-    """:func:`prepare_coco` for COCO2014 val (30,000 captions by default)."""
-    return prepare_coco(COCO2014, out=out, **options)
-
-
-def prepare_coco2017(*, out: str | os.PathLike, **options) -> dict[str, Path]:
-    """:func:`prepare_coco` for COCO2017 val (5,000 captions: every image, by default)."""
-    return prepare_coco(COCO2017, out=out, **options)
-
-
 def check_reference_mode(folder: str | os.PathLike, mode: str) -> None:
     """Refuse a COCO set folder whose FID reference was made with another ``mode`` than the one
     asked for (its ``info.json`` says which): a folder prepared by hand, e.g. with the CLI's default

@@ -13,7 +13,7 @@ the prompt. Empty prompts are the only thing skipped, and they are counted
 naming the file and the 1-based line.
 
 Batch order: :func:`epoch_permutation` is a pure function of ``(n, seed, epoch)``, so a resumed
-run that passes ``start`` to :func:`prompt_batches` continues exactly where it stopped.
+run draws at step ``k`` (:func:`step_batch`) what the uninterrupted run drew.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import gzip
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,41 +189,15 @@ def epoch_permutation(n: int, *, seed: int, epoch: int) -> list[int]:
     return np.argsort(np.asarray(keys, dtype=np.uint64), kind="stable").tolist()
 
 
-def batches_per_epoch(n: int, batch_size: int, *, drop_last: bool = True) -> int:
-    """How many batches :func:`prompt_batches` yields for a whole epoch (``start=0``)."""
-    _check_non_negative(n=n, batch_size=batch_size)
-    if batch_size == 0:
-        raise ValueError("batch_size must be positive")
-    return n // batch_size if drop_last else -(-n // batch_size)
+def step_batch(n: int, batch_size: int, *, seed: int, step: int) -> list[int]:
+    """The prompt indices of training step ``step`` (0-based): a pure function of its arguments, so a
+    run resumed at any step draws what the uninterrupted run drew.
 
-
-def prompt_batches(
-    prompts: Sequence[str], batch_size: int, *, seed: int, epoch: int, start: int = 0, drop_last: bool = True
-) -> Iterator[tuple[list[int], list[str]]]:
-    """Yield ``(indices, prompts)`` batches of one epoch in :func:`epoch_permutation` order.
-
-    Batches are consecutive slices of the permutation beginning at position ``start``: a run
-    stopped after ``k`` batches resumes with ``start = k * batch_size`` and yields exactly the
-    rest of the uninterrupted epoch (nothing once the epoch is done; a ``start`` beyond the
-    end of the last batch is a ``ValueError``). With ``drop_last=True`` (the trainer wants full
-    batches) the final, shorter batch is not yielded; with ``drop_last=False`` it is, and every
-    index appears exactly once per epoch.
+    Each epoch is a fresh :func:`epoch_permutation` cut into ``n // batch_size`` consecutive full
+    batches; the ``n % batch_size`` prompts left at an epoch's end are not used in that epoch.
     """
-    n = len(prompts)
-    end = batches_per_epoch(n, batch_size, drop_last=False) * batch_size  # also validates, eagerly
-    _check_non_negative(start=start)
-    if start > end:
-        raise ValueError(f"start={start} is past the end of an epoch of {n} prompts in batches of {batch_size}")
-    order = epoch_permutation(n, seed=seed, epoch=epoch)
-    return _batches(prompts, order, batch_size=batch_size, start=start, drop_last=drop_last)
-
-
-def _batches(
-    prompts: Sequence[str], order: list[int], *, batch_size: int, start: int, drop_last: bool
-) -> Iterator[tuple[list[int], list[str]]]:
-    """Consecutive slices of ``order`` from ``start``, with the prompts they index."""
-    for begin in range(start, len(order), batch_size):
-        indices = order[begin : begin + batch_size]
-        if drop_last and len(indices) < batch_size:
-            return
-        yield indices, [prompts[i] for i in indices]
+    _check_non_negative(n=n, batch_size=batch_size, seed=seed, step=step)
+    if batch_size == 0 or n < batch_size:
+        raise ValueError(f"a batch of {batch_size} needs at least {max(batch_size, 1)} prompts, got {n}")
+    epoch, position = divmod(step, n // batch_size)
+    return epoch_permutation(n, seed=seed, epoch=epoch)[position * batch_size : (position + 1) * batch_size]

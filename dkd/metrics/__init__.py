@@ -7,7 +7,7 @@ a job that computes FID does not need."""
 
 from importlib import import_module
 
-from .clip_score import clip_score, clip_score_folder, image_text_cosines, load_clip
+from .clip import clip_score, clip_score_folder, image_text_cosines, load_clip
 from .fid import compute_fid, feature_stats, folder_features, frechet_distance, load_stats, reference_stats
 from .images import center_crop_resize, list_images, preprocess_folder
 from .prdc import equal_size_subsets, precision_recall, precision_recall_equal_sizes, precision_recall_folders
@@ -19,7 +19,6 @@ _LAZY = {
     "hps_benchmark": "hps",
     "hps_scores": "hps",
     "load_hps": "hps",
-    "parameter_counts": "timing",
     "time_call": "timing",
     "time_pipeline": "timing",
 }

@@ -1,17 +1,16 @@
-"""Inference time and parameter counts of Table 5.
+"""Inference time of Table 5.
 
 Table 5's "Inference" column is the wall-clock time of one text-to-image call at batch 1,
 *including* the text encoder and the VAE decoder (the paper's note under Table 6; diffusers
 0.25.0 on an NVIDIA A40, PyTorch 2.4.0; appendix F.4). :func:`time_pipeline` times exactly that:
-prompt in, PIL image out, for our one-step samplers (``dkd.pipeline.OneStepPipeline`` / ``MultiStepPipeline``,
-``dkd.generate.DiffusersSampler``: ``sampler([prompt], [seed])``) and for a plain diffusers
-pipeline (``pipe(prompt, generator=..., **call_kwargs).images[0]``). :func:`time_call` is the
+prompt in, PIL image out, for our samplers (``dkd.sampling.pipeline.OneStepPipeline`` /
+``MultiStepPipeline``, ``dkd.sampling.samplers.DiffusersSampler``: ``sampler([prompt], [seed])``)
+and for a plain diffusers pipeline (``pipe(prompt, generator=..., **call_kwargs).images[0]``). :func:`time_call` is the
 clock: warm-up calls first (CUDA kernels, cuDNN autotuning, allocator), then ``repeats`` timed
 calls with ``time.perf_counter``, the device synchronised before and after each one so
 asynchronous CUDA work is inside the interval. The median is the number to report.
 
-:func:`parameter_counts` reuses ``dkd.adapters.count_parameters``; the "Trainable params" of
-Table 5 (adapter sizes on the meta device) are ``dkd.params.parameter_table``.
+The "Trainable params" of Table 5 (adapter sizes on the meta device) are ``dkd.params``.
 """
 
 from __future__ import annotations
@@ -26,10 +25,7 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch import nn
 from tqdm.auto import tqdm
-
-from ..adapters import count_parameters
 
 WARMUP = 3
 REPEATS = 20
@@ -198,42 +194,3 @@ def time_pipeline(
             "call_kwargs": {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v
                             for k, v in call_kwargs.items()},
             "image_size": list(first.size)}  # fmt: skip
-
-
-def _modules(obj) -> dict[str, nn.Module]:
-    """The named ``nn.Module`` parts of a module, diffusers pipeline, sampler or teacher."""
-    if isinstance(obj, nn.Module):
-        return {type(obj).__name__: obj}
-    if _is_diffusers_pipeline(obj):
-        return {name: c for name, c in obj.components.items() if isinstance(c, nn.Module)}
-    if _is_diffusers_pipeline(getattr(obj, "pipe", None)):
-        return _modules(obj.pipe)
-    teacher = getattr(obj, "teacher", obj)
-    parts = {name: getattr(teacher, name, None) for name in ("denoiser", "text_encoder", "vae")}
-    parts = {name: part for name, part in parts.items() if isinstance(part, nn.Module)}
-    if not parts:
-        raise TypeError(f"parameter_counts: no nn.Module in {type(obj).__name__}")
-    return parts
-
-
-def parameter_counts(module_or_pipeline) -> dict:
-    """``{"total_M", "trainable_M", "total", "trainable", "components": {name: total_M}}``.
-
-    Counts each parameter tensor once even when components share it; ``trainable`` means
-    ``requires_grad``. Accepts an ``nn.Module``, a diffusers pipeline (its module components),
-    a ``DiffusersSampler``, a ``dkd`` sampler or ``Teacher`` (denoiser, text encoder, VAE).
-    """
-    parts = _modules(module_or_pipeline)
-    seen: dict[int, nn.Parameter] = {}
-    for part in parts.values():
-        for parameter in part.parameters():
-            seen.setdefault(id(parameter), parameter)
-    total = sum(p.numel() for p in seen.values())
-    trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
-    return {
-        "total_M": total / 1e6,
-        "trainable_M": trainable / 1e6,
-        "total": total,
-        "trainable": trainable,
-        "components": {name: count_parameters(part, trainable_only=False) / 1e6 for name, part in parts.items()},
-    }

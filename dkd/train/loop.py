@@ -29,7 +29,7 @@ from torch.profiler import record_function
 
 from ..adapters import apply_adapter
 from ..backbones import PromptEmbeds, Teacher
-from ..data.prompts import epoch_permutation
+from ..data.prompts import step_batch
 from ..io import atomic_write_text
 from .checkpoint import (
     latest_checkpoint,
@@ -271,9 +271,7 @@ class Distiller:
 
     def _micro_batches(self, step: int) -> list[list[str]]:
         """This process's micro-batches of step ``step``: a fixed shuffled order per epoch."""
-        epoch, position = divmod(step, self.steps_per_epoch)
-        order = epoch_permutation(len(self.prompts), seed=self.config.seed, epoch=epoch)
-        batch = order[position * self.config.batch_size : (position + 1) * self.config.batch_size]
+        batch = step_batch(len(self.prompts), self.config.batch_size, seed=self.config.seed, step=step)
         per_process = self.config.batch_size // self.acc.num_processes
         mine = batch[self.acc.process_index * per_process : (self.acc.process_index + 1) * per_process]
         size = self.config.per_device_batch

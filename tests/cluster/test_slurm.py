@@ -283,7 +283,7 @@ def test_toy_results_on_slurm_equal_the_local_run_after_snakemake_is_stopped(clu
         for pattern in (
             "toy/*/toy-eval/fid.json",
             "toy/*/toy-eval/pr.json",
-            "toy/*/toy-eval/clip.json",
+            "toy/*/toy-eval/text_image.json",
             "toy/*/params.json",
         )
         for path in results.glob(pattern)

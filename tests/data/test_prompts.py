@@ -11,10 +11,9 @@ import pytest
 from dkd.data import (
     PromptFileError,
     PromptSet,
-    batches_per_epoch,
     epoch_permutation,
-    prompt_batches,
     read_prompts,
+    step_batch,
     write_prompts,
 )
 from dkd.io import atomic_open, atomic_write_text
@@ -222,60 +221,28 @@ def test_epoch_permutation_rejects_bad_seeds(bad):
         epoch_permutation(5, **{"seed": 0, "epoch": 0, **bad})
 
 
-def _run(prompts, batch_size, **kw):
-    return list(prompt_batches(prompts, batch_size, **{"seed": 1, "epoch": 0, **kw}))
+def test_steps_of_an_epoch_are_consecutive_slices_of_its_permutation():
+    """23 prompts in batches of 5: four full batches per epoch, the 3 left over are not used."""
+    epoch0 = [step_batch(23, 5, seed=1, step=k) for k in range(4)]
+    assert [i for batch in epoch0 for i in batch] == epoch_permutation(23, seed=1, epoch=0)[:20]
+    assert [step_batch(23, 5, seed=1, step=k) for k in range(4, 8)] == [
+        epoch_permutation(23, seed=1, epoch=1)[5 * k : 5 * k + 5] for k in range(4)
+    ]
+    assert len({i for batch in epoch0 for i in batch}) == 20  # no prompt twice in an epoch
+    exact = [i for k in range(4) for i in step_batch(20, 5, seed=1, step=k)]
+    assert sorted(exact) == list(range(20))  # no rest: every prompt once
 
 
-def test_every_index_once_per_epoch_without_drop_last():
-    prompts = [f"p{i}" for i in range(23)]
-    batches = _run(prompts, 5, drop_last=False)
-    assert [len(ix) for ix, _ in batches] == [5, 5, 5, 5, 3] == [5] * 4 + [3]
-    assert len(batches) == batches_per_epoch(23, 5, drop_last=False)
-    flat = [i for ix, _ in batches for i in ix]
-    assert sorted(flat) == list(range(23)) and flat == epoch_permutation(23, seed=1, epoch=0)
-    assert all(texts == [prompts[i] for i in ix] for ix, texts in batches)
-
-
-def test_drop_last_drops_only_the_final_partial_batch():
-    prompts = [f"p{i}" for i in range(23)]
-    full, dropped = _run(prompts, 5, drop_last=False), _run(prompts, 5)
-    assert dropped == full[:-1] and len(dropped) == batches_per_epoch(23, 5) == 4
-    exact = [f"p{i}" for i in range(20)]
-    assert _run(exact, 5) == _run(exact, 5, drop_last=False) and len(_run(exact, 5)) == 4
-    assert _run(prompts[:3], 5) == [] and len(_run(prompts[:3], 5, drop_last=False)) == 1
-
-
-def test_order_differs_between_epochs_and_repeats_for_same_epoch():
-    prompts = [f"p{i}" for i in range(40)]
-    epoch0, epoch1 = _run(prompts, 8, epoch=0), _run(prompts, 8, epoch=1)
-    assert epoch0 == _run(prompts, 8, epoch=0)
-    assert epoch0 != epoch1
-    assert sorted(i for ix, _ in epoch1 for i in ix) == list(range(40))
-
-
-@pytest.mark.parametrize("drop_last", [True, False])
-def test_start_resumes_the_uninterrupted_epoch(drop_last):
-    prompts = [f"p{i}" for i in range(50)]
-    full = _run(prompts, 7, epoch=2, drop_last=drop_last)
-    for k in range(len(full) + 1):
-        assert _run(prompts, 7, epoch=2, start=7 * k, drop_last=drop_last) == full[k:]
-
-
-def test_start_off_a_batch_boundary_continues_the_same_order():
-    prompts = [f"p{i}" for i in range(50)]
-    tail = [i for ix, _ in _run(prompts, 7, epoch=2, start=10, drop_last=False) for i in ix]
-    assert tail == epoch_permutation(50, seed=1, epoch=2)[10:]
-
-
-def test_prompt_batches_accepts_a_prompt_set(tmp_path):
-    prompts = read_prompts(write_prompts(tmp_path / "p.txt", [f"p{i}" for i in range(9)]))
-    assert _run(prompts, 4, drop_last=False) == _run(list(prompts.prompts), 4, drop_last=False)
+def test_step_batch_depends_on_the_seed_and_repeats_for_the_same_step():
+    assert step_batch(40, 8, seed=3, step=7) == step_batch(40, 8, seed=3, step=7)
+    assert step_batch(40, 8, seed=3, step=7) != step_batch(40, 8, seed=4, step=7)
+    assert step_batch(40, 8, seed=3, step=2) != step_batch(40, 8, seed=3, step=7)  # same position, next epoch
 
 
 @pytest.mark.parametrize(
-    "bad", [{"batch_size": 0}, {"start": -1}, {"start": 11}, {"batch_size": 3, "start": 13}, {"seed": -3}]
+    "bad", [{"batch_size": 0}, {"step": -1}, {"n": 3}, {"seed": -3}, {"step": 1.5}, {"batch_size": True}]
 )
-def test_prompt_batches_validates_eagerly(bad):
-    kw = {"batch_size": 2, "seed": 0, "epoch": 0, **bad}
+def test_step_batch_rejects_bad_arguments(bad):
+    kw = {"n": 10, "batch_size": 4, "seed": 0, "step": 0, **bad}
     with pytest.raises(ValueError):
-        prompt_batches(["x"] * 10, kw.pop("batch_size"), **kw)  # raises before iteration
+        step_batch(kw.pop("n"), kw.pop("batch_size"), **kw)

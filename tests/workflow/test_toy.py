@@ -72,7 +72,8 @@ def test_a_rerun_from_scratch_gives_the_same_numbers(toy_run):
     results, _ = toy_run
     run_dir = results / "toy" / "lorad-s4-f2-conv-xavier"
     before = {
-        name: json.loads((run_dir / "toy-eval" / name).read_text())["values"] for name in ("fid.json", "clip.json")
+        name: json.loads((run_dir / "toy-eval" / name).read_text())["values"]
+        for name in ("fid.json", "text_image.json")
     }
     weights = (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     shutil.rmtree(run_dir)
@@ -83,7 +84,7 @@ def test_a_rerun_from_scratch_gives_the_same_numbers(toy_run):
             "-m",
             "snakemake",
             target,
-            str(run_dir / "toy-eval" / "clip.json"),
+            str(run_dir / "toy-eval" / "text_image.json"),
             "--cores",
             "2",
             *toy_test_config(results)[0],
@@ -96,6 +97,7 @@ def test_a_rerun_from_scratch_gives_the_same_numbers(toy_run):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
     after = {
-        name: json.loads((run_dir / "toy-eval" / name).read_text())["values"] for name in ("fid.json", "clip.json")
+        name: json.loads((run_dir / "toy-eval" / name).read_text())["values"]
+        for name in ("fid.json", "text_image.json")
     }
     assert after == before

@@ -236,8 +236,8 @@ def fid_evaluator_inputs(wildcards):
     return model_marker("inception", "inception")
 
 
-def clip_evaluator_inputs(wildcards):
-    """What the CLIP score loads: the toy classifier, or the fetched open_clip model."""
+def text_image_evaluator_inputs(wildcards):
+    """What the text-image score loads (CLIP score; the toy: digit probability): the toy classifier, or the fetched open_clip model."""
     if config["evaluation"]["evaluator"] == "toy":
         return {"classifier": results("evaluator", "classifier.json")}
     return model_marker("clip", "clip_model")
@@ -245,7 +245,7 @@ def clip_evaluator_inputs(wildcards):
 
 def evaluator_inputs(wildcards):
     """Both (the evaluation hook of a run's training curve)."""
-    return {**fid_evaluator_inputs(wildcards), **clip_evaluator_inputs(wildcards)}
+    return {**fid_evaluator_inputs(wildcards), **text_image_evaluator_inputs(wildcards)}
 
 
 def reference_folder(wildcards):

@@ -1,5 +1,5 @@
 # Metrics of a model's evaluation images, one result file each (dkd.report reads them):
-# results/<backbone>/<model>/<evalset>/{fid,pr,clip}.json, and results/<backbone>/<model>/hpsv2/hps.json
+# results/<backbone>/<model>/<evalset>/{fid,pr,text_image}.json, and results/<backbone>/<model>/hpsv2/hps.json
 # over the HPSv2 style sets (Table 6); results/<backbone>/<model>/timing.json, seconds per image at
 # batch 1 with text encoder and decoder (Table 5). FID and precision/recall share one
 # pass over the images' features; the reference set's features are read once per set.
@@ -56,15 +56,15 @@ rule features_metrics:
         "../../scripts/metric.py"
 
 
-rule clip:
+rule text_image:
     input:
-        unpack(clip_evaluator_inputs),
+        unpack(text_image_evaluator_inputs),
         images=results("{backbone}/{model}/{evalset}/images.json"),
         prompts=lambda wc: prompt_file(config["evaluation"]["sets"][wc.evalset]["prompts"]),
     output:
-        result=results("{backbone}/{model}/{evalset}/clip.json"),
+        result=results("{backbone}/{model}/{evalset}/text_image.json"),
     log:
-        log_path("{backbone}/{model}/{evalset}/clip.log"),
+        log_path("{backbone}/{model}/{evalset}/text_image.log"),
     wildcard_constraints:
         model=MODEL_PATTERN,
     conda:

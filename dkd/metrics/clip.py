@@ -120,7 +120,7 @@ def clip_score(
 
 
 def folder_pairs(folder: str | os.PathLike, captions: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Pair the images of ``folder`` with ``captions`` by index: ``<i>.<ext>`` (``dkd.generate``'s
+    """Pair the images of ``folder`` with ``captions`` by index: ``<i>.<ext>`` (``dkd.sampling.shards``'s
     ``<i:05d>.png``) takes caption ``i``. Every caption must have exactly one image."""
     files = list_images(folder)
     by_index: dict[int, Path] = {}
