@@ -1,23 +1,14 @@
 """The markdown report of the workflow: our numbers beside the paper's, in the paper's table layout.
 
 ``read_results`` / ``read_paper`` load the numbers, ``TableSpec.from_dict`` / ``build_table`` make
-one table, ``render_table`` / ``render_report`` / ``write_report`` produce the markdown.
+one table (each metric shown as ``METRICS`` says), ``render_table`` / ``render_report`` /
+``write_report`` produce the markdown.
 """
 
+from .formats import METRICS, MetricFormat, format_delta, format_value, metric_format
 from .render import render_report, render_table, write_report
 from .results import as_number, read_paper, read_results
-from .tables import (
-    METRICS,
-    MetricFormat,
-    RowSpec,
-    Table,
-    TableSpec,
-    build_table,
-    format_delta,
-    format_value,
-    metric_format,
-    table_specs,
-)
+from .tables import RowSpec, Table, TableSpec, build_table, table_specs
 
 __all__ = [
     "METRICS",

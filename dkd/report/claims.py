@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .tables import metric_format
+from .formats import metric_format
 
 KINDS = ("best", "interior_best", "ratio", "relative", "threshold")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_open
-from .tables import metric_format
+from .formats import metric_format
 
 
 def read_curve(path: str | os.PathLike) -> pd.DataFrame:

@@ -145,7 +145,7 @@ def _distill(args: argparse.Namespace) -> int:
 
 def add_subcommand(commands) -> None:
     """``distill`` on the top-level subparsers of ``python -m dkd``."""
-    from .launch import DTYPES
+    from .job import DTYPES
 
     parser = commands.add_parser(
         "distill",

@@ -1,15 +1,16 @@
-"""One distillation run in one job, on one process or on several (data parallel, ``accelerate launch``).
+"""Training a distillation job on one process or on several (data parallel, ``accelerate launch``).
 
-A :class:`DistillJob` says everything a process needs to train the run; it is written as
-``<train_dir>/job.json``. :func:`run_distillation` trains it in this process (``processes=1``) or
-starts ``processes`` ranks with accelerate's launcher (``python -m accelerate.commands.launch
---multi_gpu ...``, torchrun underneath), each running ``python -m dkd.train.launch <job.json>``.
+:func:`run_distillation` trains a :class:`~dkd.train.job.DistillJob` in this process
+(``processes=1``) or starts ``processes`` ranks with accelerate's launcher (``python -m
+accelerate.commands.launch --multi_gpu ...``, torchrun underneath), each running ``python -m
+dkd.train.launch <job.json>``.
 
 The parent process streams the ranks' output into its log (``sys.stderr``: the rule's log under
 ``dkd.io.rule_log``), forwards SIGTERM/SIGUSR1 (SLURM's preemption and time-limit signals) to the
 ranks, which save a checkpoint and stop (it then raises ``TrainingInterrupted``), and turns a
 failed rank into one :class:`LaunchError`. A finished run is then loaded by the parent alone, from
-its last checkpoint (:func:`finished_run`); only the parent writes the job's declared outputs.
+its last checkpoint (:func:`dkd.train.job.finished_run`); only the parent writes the job's declared
+outputs.
 
 The rendezvous port is chosen by accelerate (``--main_process_port 0``: the OS picks a free port),
 so two jobs on one node do not collide. Several nodes (``nodes > 1``, inside a SLURM allocation):
@@ -22,199 +23,41 @@ their environment (accelerate's ``--cpu`` launcher starts one process; several n
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import torch
 
 from ..io import exclusive
-from .checkpoint import latest_checkpoint, load_state, load_trainable_state, load_weights, training_cost
-from .config import DistillConfig
-from .loop import ROLES, Distiller, DistillResult, TrainingInterrupted, distill
+from .checkpoint import latest_checkpoint, load_state, training_cost
+from .job import (
+    Distilled,
+    DistillJob,
+    curve_hook,
+    finished_run,
+    load_job_teacher,
+    read_job_prompts,
+    run_is_finished,
+)
+from .loop import TrainingInterrupted, distill
 from .nodes import Machines, machines_from_slurm, srun_command
 from .processes import forward_signals, stream_output
 from .signals import StopSignals
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "float16", "bfloat16")
-CURVE_KEYS = frozenset({"evaluator", "prompts", "count", "every", "seed", "stats", "features"})
-JOB_FILE = "job.json"
 INTERRUPTED_EXIT = 75  # a rank's exit code after TrainingInterrupted (EX_TEMPFAIL: try again)
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)  # torchrun's summary
 
 
 class LaunchError(RuntimeError):
     """A training process failed (not a signal): its exit code and where its traceback is."""
-
-
-@dataclass(frozen=True)
-class DistillJob:
-    """One run's job: ``config`` (its ``DistillConfig``; the backbone is ``config.backbone``), the
-    teacher's ``source`` (folder or hub id) and ``dtype`` on a GPU (float32 on the CPU), the
-    ``prompts`` file, ``train_dir`` (checkpoints, logs, this job's JSON) and the evaluation hook's
-    ``curve`` settings (Fig. 16: evaluator, prompts, count, every, seed, stats, features) or None."""
-
-    config: DistillConfig
-    source: str
-    dtype: str
-    prompts: str
-    train_dir: str
-    curve: dict | None = None
-
-    def __post_init__(self):
-        if not isinstance(self.config, DistillConfig):
-            raise TypeError(f"config must be a DistillConfig; got {type(self.config).__name__}.")
-        for name in ("source", "prompts", "train_dir"):
-            value = getattr(self, name)
-            if isinstance(value, os.PathLike):
-                object.__setattr__(self, name, os.fspath(value))
-            elif not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty path; got {value!r}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
-        if self.curve is not None and (not isinstance(self.curve, dict) or set(self.curve) != CURVE_KEYS):
-            got = sorted(self.curve) if isinstance(self.curve, dict) else repr(self.curve)
-            raise ValueError(f"curve must be None or a mapping with keys {sorted(CURVE_KEYS)}; got {got}.")
-
-    @property
-    def path(self) -> Path:
-        """Where the job's JSON goes: ``<train_dir>/job.json``."""
-        return Path(self.train_dir) / JOB_FILE
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "config": self.config.to_dict()}
-
-    def write(self) -> Path:
-        """Write the job as JSON into ``train_dir``, atomically; returns the file."""
-        from ..io import atomic_write_text
-
-        return atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: str | os.PathLike) -> DistillJob:
-        """The job written by :meth:`write`; anything malformed is one ``ValueError`` naming the file."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable distillation job ({err}).") from err
-        fields = {f.name for f in dataclasses.fields(cls)}
-        if (
-            not isinstance(data, dict)
-            or set(data) - fields
-            or {"config", "source", "dtype", "prompts", "train_dir"} - set(data)
-        ):
-            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(
-                f"{path}: a distillation job is an object with keys {sorted(fields)} (curve optional); got {keys}."
-            )
-        try:
-            config = DistillConfig.from_dict(data["config"]) if isinstance(data["config"], dict) else data["config"]
-            return cls(**{**data, "config": config})
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from err
-
-
-@dataclass
-class Distilled:
-    """A finished run in the parent process: its ``config``, the ``teacher`` (for the export), the
-    trained models (``result``) and its training ``cost`` (``checkpoint.training_cost``, summed
-    over ``attempts``: device, processes, seconds and steps of each)."""
-
-    config: DistillConfig
-    teacher: Any
-    result: DistillResult
-    cost: dict
-    attempts: list
-
-
-def _device_dtype(job: DistillJob, device: torch.device) -> torch.dtype:
-    return getattr(torch, job.dtype) if device.type == "cuda" else torch.float32
-
-
-def _teacher(job: DistillJob, device: torch.device):
-    from ..backbones import load_teacher
-
-    return load_teacher(job.config.backbone, job.source, dtype=_device_dtype(job, device), device=device)
-
-
-def _prompts(job: DistillJob) -> list[str]:
-    from ..data import read_prompts
-
-    prompts = read_prompts(job.prompts)
-    log.info(
-        "%s: %d prompts (%d empty lines skipped), %s", job.prompts, len(prompts), prompts.skipped_empty, job.config
-    )
-    return prompts.prompts
-
-
-def curve_hook(job: DistillJob, teacher, device: torch.device) -> Callable | None:
-    """The evaluation hook of the run's convergence curve (None without one). The evaluator is built
-    at the hook's first call: only the main process calls it, the other ranks only hold it."""
-    if job.curve is None:
-        return None
-    from ..data import read_prompts
-    from ..evaluators import Evaluator, training_curve
-
-    curve, built = job.curve, []
-
-    def evaluate(step: int, student) -> dict:
-        if not built:
-            built.append(
-                training_curve(
-                    Evaluator(**curve["evaluator"], device=str(device)),
-                    teacher,
-                    prompts=read_prompts(curve["prompts"]).prompts[: curve["count"]],
-                    seed=curve["seed"],
-                    folder=Path(job.train_dir) / "curve-images",
-                    stats=curve["stats"],
-                    features=curve["features"],
-                    t_init=job.config.vsd.t_init,
-                )
-            )
-        return built[0](step, student)
-
-    return evaluate
-
-
-def finished_run(config: DistillConfig, teacher, prompts, output_dir) -> DistillResult:
-    """The models of a finished run (latest checkpoint at the last step), whatever number of processes
-    trained it, in one process; writes nothing. (``distill`` would refuse a checkpoint of another
-    process count, and rewrite ``config.json`` and the logs.) Raises if the run is not finished."""
-    distiller = Distiller(dataclasses.replace(config, embedding_cache=None), teacher, prompts, output_dir)
-    path = latest_checkpoint(distiller.checkpoint_root)
-    if path is None:
-        raise FileNotFoundError(f"{distiller.checkpoint_root}: no checkpoint; the run has not trained yet.")
-    state = load_state(path)
-    distiller.check_fingerprint(path, state)
-    if state["step"] != distiller.total_steps:
-        raise ValueError(
-            f"{path}: the run is at step {state['step']} of {distiller.total_steps}, not finished; resume it first."
-        )
-    for role, tensors in load_weights(path, list(ROLES)).items():
-        load_trainable_state(distiller.acc.unwrap_model(distiller.models[role]), tensors)
-    return DistillResult(
-        distiller.output_dir, state["step"], path, *(distiller.acc.unwrap_model(distiller.models[r]) for r in ROLES)
-    )
-
-
-def _is_finished(train_dir: Path) -> bool:
-    path = latest_checkpoint(train_dir / "checkpoints")
-    if path is None:
-        return False
-    state = load_state(path)
-    return state["step"] >= state["total_steps"]
 
 
 def run_distillation(
@@ -253,7 +96,7 @@ def _run_distillation(
     train_dir = Path(job.train_dir)
     cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     device = torch.device("cpu" if cpu or not torch.cuda.is_available() else "cuda")
-    finished = _is_finished(train_dir)
+    finished = run_is_finished(train_dir)
     stream = log_stream if log_stream is not None else sys.stderr
     if nodes > 1 and not finished:
         if shutil.which("srun") is None:
@@ -270,7 +113,7 @@ def _run_distillation(
             gpus=not cpu,
         )
         received = _supervise(job, command, dict(os.environ), stream, processes * nodes, ranks=False)
-        if not _is_finished(train_dir):  # the node tasks stopped cleanly after a signal
+        if not run_is_finished(train_dir):  # the node tasks stopped cleanly after a signal
             raise _interrupted(
                 job,
                 received,
@@ -283,7 +126,7 @@ def _run_distillation(
         job.write()
         _launch(job, processes, cpu=cpu, stream=stream)
         finished = True
-    teacher, prompts = _teacher(job, device), _prompts(job)
+    teacher, prompts = load_job_teacher(job, device), read_job_prompts(job)
     if finished:
         result = finished_run(job.config, teacher, prompts, train_dir)
     else:
@@ -409,9 +252,9 @@ def _rank_main(job_file: str) -> int:
         stream=sys.stderr, level=logging.INFO, format=f"%(asctime)s rank {state.process_index} %(name)s %(message)s"
     )
     device = torch.device(state.device)
-    teacher = _teacher(job, device)
+    teacher = load_job_teacher(job, device)
     try:
-        distill(job.config, teacher, _prompts(job), job.train_dir, evaluate=curve_hook(job, teacher, device))
+        distill(job.config, teacher, read_job_prompts(job), job.train_dir, evaluate=curve_hook(job, teacher, device))
     except TrainingInterrupted as err:
         log.warning("rank %d stopped: %s", state.process_index, err)
         return INTERRUPTED_EXIT

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..runs import parse_run_name
 from .config import DistillConfig
 from .export import export_student
-from .launch import Distilled, DistillJob, run_distillation
+from .job import Distilled, DistillJob
+from .launch import run_distillation
 
 log = logging.getLogger(__name__)
 

@@ -202,7 +202,8 @@ def test_a_distillation_on_two_nodes_equals_two_local_processes(cluster, referen
     each; no `srun -n1` around the rule, `mpi` resource), whose process starts one srun node task per
     node, each with one rank; the rendezvous is on the first node's NodeAddr. The trained weights
     equal a local run of the same job on two processes (one machine), bit for bit."""
-    from dkd.train.launch import DistillJob, run_distillation
+    from dkd.train.job import DistillJob
+    from dkd.train.launch import run_distillation
 
     config = prepare(tmp_path, reference, **{**SETTINGS, "max_steps": 6, "checkpoint_every": 3})
     done = cluster.snakemake(

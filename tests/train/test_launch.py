@@ -20,7 +20,8 @@ from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
 from dkd.train import loop as loop_module
 from dkd.train.checkpoint import SECONDS_PER_DAY, list_checkpoints
-from dkd.train.launch import DistillJob, LaunchError, run_distillation
+from dkd.train.job import DistillJob
+from dkd.train.launch import LaunchError, run_distillation
 from dkd.train.loop import TrainingInterrupted
 from tests.train import test_ddp as ddp
 
