@@ -71,9 +71,9 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from .data import read_prompts
-    from .generate import generate_shard, sampler_fingerprint
     from .io import atomic_write_text, image_path
-    from .pipeline import OneStepPipeline
+    from .sampling.pipeline import OneStepPipeline
+    from .sampling.shards import generate_shard, sampler_fingerprint
 
     if not Path(args.model).is_dir():
         raise FileNotFoundError(f"{args.model}: no such folder (expected an exported student's pipeline/ folder)")

@@ -60,9 +60,22 @@ class AdapterSpec:
     rank: int = 256
     layers: str = "linear"
     init: str = "zero_xavier"
+    targets: tuple[str, ...] | None = None  # LoRA only: these modules instead of the role's (SwiftBrush's fake)
+    alpha: float | None = None  # LoRA only: lora_alpha (scale alpha / rank); None: the rank (scale 1)
 
     def __post_init__(self):
         backbone_spec(self.backbone)
+        if (self.targets is not None or self.alpha is not None) and self.method != "lora":
+            raise ValueError(f"targets and alpha are LoRA settings; method is {self.method!r}.")
+        if self.targets is not None:
+            targets = tuple(self.targets)
+            if not targets or not all(isinstance(t, str) and t for t in targets):
+                raise ValueError(f"targets must be module names; got {self.targets!r}.")
+            object.__setattr__(self, "targets", targets)
+        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))):
+            raise ValueError(f"alpha must be a number; got {self.alpha!r}.")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0; got {self.alpha!r}.")
         for name, value, choices in (
             ("role", self.role, ROLES),
             ("method", self.method, METHODS),
@@ -80,6 +93,8 @@ class AdapterSpec:
         """PEFT target names (exact or dotted suffix) of this spec; empty for ``ft``."""
         if self.method == "ft":
             return []
+        if self.targets is not None:
+            return list(self.targets)
         profile = _PROFILE.get(self.backbone, self.backbone)
         targets = list(_STUDENT[profile])
         if self.role == "fake":
@@ -98,7 +113,7 @@ class AdapterSpec:
             return LoRaDConfig(r=self.rank, target_modules=self.target_modules(), init_weights=self.init)
         return LoraConfig(
             r=self.rank,
-            lora_alpha=self.rank,
+            lora_alpha=self.rank if self.alpha is None else self.alpha,
             target_modules=self.target_modules(),
             use_dora=self.method == "dora",
             init_lora_weights=self.init == "zero_xavier",

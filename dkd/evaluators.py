@@ -220,11 +220,13 @@ def training_curve(
     stats: str | os.PathLike,
     features: str | os.PathLike,
     t_init: int = 999,
+    scaled_input: bool = False,
     batch_size: int = 50,
 ):
     """The evaluation hook of ``dkd.train.loop.distill`` for the convergence curves of Fig. 16.
 
-    ``evaluate(step, student)`` generates one image per prompt with the student in one step (image
+    ``evaluate(step, student)`` generates one image per prompt with the student in one step (its
+    input: ``t_init``, ``scaled_input``; image
     ``i`` from seed ``seed + i``, the same images at every step), writes them under ``folder``, and
     measures them with exactly the code of the final metrics (:func:`image_metrics`,
     :func:`text_image`). The images of a step are removed once measured.
@@ -246,7 +248,7 @@ def training_curve(
             noise = seeded_noise(
                 seeds[start : start + batch_size], teacher.latent_shape, device=device, dtype=student.dtype
             )
-            latents = generate(teacher, student, noise, teacher.encode(chunk).to(device), t_init)
+            latents = generate(teacher, student, noise, teacher.encode(chunk).to(device), t_init, scaled_input)
             for offset, image in enumerate(to_pil(teacher.decode(latents))):
                 image.save(image_path(images, start + offset))
         measured = image_metrics(evaluator, images, stats=stats, features=features, scratch=images.with_suffix(".256"))

@@ -1,38 +1,65 @@
 """Run names: a distillation run's settings are its name, and the name parses back.
 
-``{method}-s{rank}-f{fake}-{layers}-{init}``, e.g. ``lorad-s256-f32-linear-zero`` (DKD):
+``[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}``, e.g. ``lorad-s256-f32-linear-zero`` (DKD):
 
+* ``objective``: none for DKD, else a baseline's prefix (``dkd/vocabulary.yaml`` ``runs.objectives``:
+  ``sidlsg`` is SiD-LSG, ``swiftbrush`` SwiftBrush; ``dkd.train.objective``);
 * ``method``: the student's ``lorad`` | ``lora`` | ``dora`` | ``ft``;
 * ``s{rank}``: the student's rank (``sfull`` for ``ft``);
-* ``f{fake}``: the fake model's LoRaD rank, or ``fft`` for a fully trained fake (DMD2);
+* ``f{fake}``: the fake model's LoRaD rank, ``fft`` for a fully trained fake (DMD2, SiD-LSG), or
+  ``flora{rank}`` for a LoRA fake with the objective's targets and scale (:data:`FAKE_LORA`; SwiftBrush's
+  "LoRA teacher");
 * ``layers``: ``linear`` or ``conv`` (linear + conv, Table 7);
 * ``init``: ``zero`` (A = 0, B Xavier) or ``xavier`` (both Xavier, Table 8).
 
 The paper's runs: DKD ``lorad-s256-f32-linear-zero`` (PixArt: ``lorad-s128-f32-...``), Table 2
 ``lora-s256-f32-...``, ``dora-s256-f32-...``, ``ft-sfull-fft-linear-zero`` (DMD2), Table 3
 ``lorad-s{64,128,512}-f32-...`` and ``lorad-s256-f{16,64}-...``, Table 7 ``...-conv-zero``,
-Table 8 ``...-linear-xavier``.
+Table 8 ``...-linear-xavier``; the reproduced baselines ``sidlsg-ft-sfull-fft-linear-zero`` and
+``swiftbrush-ft-sfull-flora64-linear-zero``.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from .adapters import METHODS, AdapterSpec
-from .vocabulary import INITS, LAYERS
+from .vocabulary import INITS, LAYERS, OBJECTIVE_PREFIXES
 
-_PATTERN = re.compile(r"(?P<method>[a-z]+)-s(?P<rank>\d+|full)-f(?P<fake>\d+|ft)-(?P<layers>[a-z]+)-(?P<init>[a-z]+)")
+_PATTERN = re.compile(
+    r"((?P<objective>[a-z0-9]+)-)?(?P<method>[a-z]+)-s(?P<rank>\d+|full)-f(?P<fake>\d+|ft|lora\d+)"
+    r"-(?P<layers>[a-z]+)-(?P<init>[a-z]+)"
+)
+# A LoRA fake's targets and lora_alpha, per objective (default: the fake role's targets, alpha = rank).
+# SwiftBrush (VinAIResearch/SwiftBrush train_swiftbrush.py, README): LoraConfig(r=64, lora_alpha=108,
+# target_modules=["to_q", "to_v"]).
+FAKE_LORA: dict[str, dict] = {"swiftbrush": {"targets": ("to_q", "to_v"), "alpha": 108}}
 
 
-def parse_run_name(backbone: str, name: str) -> tuple[AdapterSpec, AdapterSpec]:
-    """``(student, fake)`` adapter specs of run ``name`` on ``backbone``; one clear error otherwise."""
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run name says: the objective and the two trained models."""
+
+    objective: str
+    student: AdapterSpec
+    fake: AdapterSpec
+
+
+def parse_run_name(backbone: str, name: str) -> RunSpec:
+    """The :class:`RunSpec` of run ``name`` on ``backbone``; one clear error otherwise."""
     match = _PATTERN.fullmatch(name)
     if not match:
         raise ValueError(
-            f"run name {name!r} is not '{{method}}-s{{rank}}-f{{fake}}-{{layers}}-{{init}}', "
+            f"run name {name!r} is not '[{{objective}}-]{{method}}-s{{rank}}-f{{fake}}-{{layers}}-{{init}}', "
             "e.g. 'lorad-s256-f32-linear-zero'."
         )
-    method, rank, fake, layers, init = match.group("method", "rank", "fake", "layers", "init")
+    prefix, method, rank, fake, layers, init = match.group("objective", "method", "rank", "fake", "layers", "init")
+    if prefix is not None and prefix not in OBJECTIVE_PREFIXES:
+        raise ValueError(
+            f"run {name!r}: the objective prefix must be one of {sorted(OBJECTIVE_PREFIXES)}; got {prefix!r}."
+        )
+    objective = "dkd" if prefix is None else OBJECTIVE_PREFIXES[prefix]
     if method not in METHODS:
         raise ValueError(f"run {name!r}: method must be one of {METHODS}; got {method!r}.")
     if layers not in LAYERS or init not in INITS:
@@ -47,16 +74,29 @@ def parse_run_name(backbone: str, name: str) -> tuple[AdapterSpec, AdapterSpec]:
         layers="linear" if method == "ft" else LAYERS[layers],
         init=INITS[init],
     )
-    fake_spec = AdapterSpec(backbone, "fake", "ft" if fake == "ft" else "lorad", rank=1 if fake == "ft" else int(fake))
-    return student, fake_spec
+    if fake == "ft":
+        fake_spec = AdapterSpec(backbone, "fake", "ft", rank=1)
+    elif fake.startswith("lora"):
+        fake_spec = AdapterSpec(backbone, "fake", "lora", rank=int(fake[4:]), **FAKE_LORA.get(objective, {}))
+    else:
+        fake_spec = AdapterSpec(backbone, "fake", "lorad", rank=int(fake))
+    return RunSpec(objective, student, fake_spec)
 
 
-def run_name(student: AdapterSpec, fake: AdapterSpec) -> str:
+def run_name(spec: RunSpec) -> str:
     """Inverse of ``parse_run_name``."""
-    if fake.method not in ("lorad", "ft"):
-        raise ValueError("run names describe LoRaD or fully trained fake models only.")
+    student, fake = spec.student, spec.fake
+    lora = FAKE_LORA.get(spec.objective, {})
+    if fake.method == "lora" and (fake.targets, fake.alpha) != (lora.get("targets"), lora.get("alpha")):
+        raise ValueError(f"a {spec.objective} run name describes a LoRA fake with {lora or 'the default targets'}.")
+    if fake.method not in ("lorad", "ft", "lora"):
+        raise ValueError("run names describe LoRaD, LoRA or fully trained fake models only.")
+    prefixes = {objective: prefix for prefix, objective in OBJECTIVE_PREFIXES.items()}
+    if spec.objective != "dkd" and spec.objective not in prefixes:
+        raise ValueError(f"no run-name prefix for objective {spec.objective!r}.")
+    prefix = "" if spec.objective == "dkd" else f"{prefixes[spec.objective]}-"
     rank = "full" if student.method == "ft" else str(student.rank)
-    fake_part = "ft" if fake.method == "ft" else str(fake.rank)
+    fake_part = {"ft": "ft", "lora": f"lora{fake.rank}"}.get(fake.method, str(fake.rank))
     layers = {v: k for k, v in LAYERS.items()}[student.layers]
     init = {v: k for k, v in INITS.items()}[student.init]
-    return f"{student.method}-s{rank}-f{fake_part}-{layers}-{init}"
+    return f"{prefix}{student.method}-s{rank}-f{fake_part}-{layers}-{init}"

@@ -13,10 +13,14 @@ import yaml
 
 _NAMES = yaml.safe_load(Path(__file__).with_name("vocabulary.yaml").read_text())
 
+OBJECTIVE_PREFIXES: dict[str, str] = dict(_NAMES["runs"]["objectives"])
 METHODS: tuple[str, ...] = tuple(_NAMES["runs"]["methods"])
 LAYERS: dict[str, str] = dict(_NAMES["runs"]["layers"])
 INITS: dict[str, str] = dict(_NAMES["runs"]["inits"])
-RUN_PATTERN = rf"({'|'.join(METHODS)})-s(\d+|full)-f(\d+|ft)-({'|'.join(LAYERS)})-({'|'.join(INITS)})"
+RUN_PATTERN = (
+    rf"(({'|'.join(OBJECTIVE_PREFIXES)})-)?({'|'.join(METHODS)})-s(\d+|full)-f(\d+|ft|lora\d+)"
+    rf"-({'|'.join(LAYERS)})-({'|'.join(INITS)})"
+)
 
 TEACHER: str = _NAMES["models"]["teacher"]
 ONE_STEP_TEACHER: str = _NAMES["models"]["one_step_teacher"]
@@ -46,8 +50,16 @@ def model_kind(model: str) -> str:
         return "run"
     raise ValueError(
         f"model {model!r} is none of {TEACHER!r}, {ONE_STEP_TEACHER!r}, '{PUBLISHED_PREFIX}<name>' or a run "
-        "name '{method}-s{rank}-f{fake}-{layers}-{init}' (e.g. 'lorad-s256-f32-linear-zero')."
+        "name '[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}' (e.g. 'lorad-s256-f32-linear-zero')."
     )
+
+
+def run_objective(run: str) -> str:
+    """The objective a run name trains with (``dkd.train.objective``): its prefix's, or ``"dkd"``."""
+    if model_kind(run) != "run":
+        raise ValueError(f"{run!r} is not a run name.")
+    prefix = run.split("-", 1)[0]
+    return OBJECTIVE_PREFIXES.get(prefix, "dkd")
 
 
 def published_name(model: str) -> str:

@@ -7,8 +7,8 @@ import logging
 import torch
 
 from dkd.data import read_prompts
-from dkd.generate import generate_shard, make_sampler, sampler_fingerprint
 from dkd.io import atomic_write_text, rule_log
+from dkd.sampling import generate_shard, make_sampler, sampler_fingerprint
 from dkd.vocabulary import model_kind
 
 sm = snakemake  # noqa: F821

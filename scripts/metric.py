@@ -1,5 +1,6 @@
 """Rules `reference_stats`, `features_metrics` (FID and precision/recall from one pass over the
-features), `text_image` (CLIP score, or the toy's digit probability) and `hps` (over the HPSv2 style sets): result files of one model (``dkd.evaluators``)."""
+features), `text_image` (CLIP score, or the toy's digit probability) and `hps` (over the HPSv2
+style sets): result files of one model (``dkd.evaluators``)."""
 
 import json
 import logging

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 from dkd.io import image_path, rule_log
-from dkd.published import unavailable_reasons
 from dkd.report import build_table, read_paper, read_results, table_specs, write_report
 from dkd.report.claims import check_claims
 from dkd.report.grid import save_grid
+from dkd.sampling import unavailable_reasons
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads):

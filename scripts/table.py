@@ -2,8 +2,8 @@
 result files that table reads alone."""
 
 from dkd.io import atomic_write_text, rule_log
-from dkd.published import unavailable_reasons
 from dkd.report import build_table, read_paper, read_results, render_table, table_specs
+from dkd.sampling import unavailable_reasons
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads):

@@ -5,10 +5,10 @@ import logging
 
 import torch
 
-from dkd.generate import make_sampler
 from dkd.io import rule_log
 from dkd.metrics.timing import time_pipeline
 from dkd.report.results import write_result
+from dkd.sampling import make_sampler
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):

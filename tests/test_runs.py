@@ -18,10 +18,28 @@ from dkd.runs import parse_run_name, run_name
     ],
 )
 def test_parse_and_round_trip(name, student, fake):
-    s, f = parse_run_name("sd15", name)
+    spec = parse_run_name("sd15", name)
+    s, f = spec.student, spec.fake
     assert (s.method, s.rank, s.layers, s.init) == student and (s.role, f.role) == ("student", "fake")
-    assert (f.method, f.rank) == fake
-    assert run_name(s, f) == name
+    assert (f.method, f.rank) == fake and spec.objective == "dkd"
+    assert run_name(spec) == name
+
+
+@pytest.mark.parametrize(
+    "name,objective,fake",
+    [
+        ("sidlsg-ft-sfull-fft-linear-zero", "sid_lsg", ("ft", 1, None, None)),
+        ("swiftbrush-ft-sfull-flora64-linear-zero", "swiftbrush", ("lora", 64, ("to_q", "to_v"), 108)),
+        ("sidlsg-lorad-s64-flora8-linear-zero", "sid_lsg", ("lora", 8, None, None)),  # the fake role's targets
+    ],
+)
+def test_baseline_names_say_their_objective_and_fake(name, objective, fake):
+    spec = parse_run_name("sd21", name)
+    assert spec.objective == objective and run_name(spec) == name
+    assert (spec.fake.method, spec.fake.rank, spec.fake.targets, spec.fake.alpha) == fake
+    config = spec.fake.peft_config()
+    if fake[2]:  # SwiftBrush's LoRA teacher: r 64, alpha 108 on to_q / to_v
+        assert set(config.target_modules) == {"to_q", "to_v"} and config.lora_alpha == 108 and config.r == 64
 
 
 @pytest.mark.parametrize(
@@ -33,6 +51,8 @@ def test_parse_and_round_trip(name, student, fake):
         ("ft-s256-fft-linear-zero", "sfull"),
         ("lorad-sfull-f2-linear-zero", "sfull"),
         ("lorad-s0-f2-linear-zero", "rank must be"),
+        ("sid-ft-sfull-fft-linear-zero", "prefix must be"),
+        ("swiftbrush-ft-sfull-fdora4-linear-zero", "is not"),
     ],
 )
 def test_invalid_names(name, message):

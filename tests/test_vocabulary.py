@@ -13,13 +13,16 @@ import yaml
 from dkd.data.coco import COCO2014, COCO2017
 from dkd.data.hub import HPSV2_STYLES
 from dkd.runs import parse_run_name, run_name
+from dkd.train.objective import OBJECTIVES
 from dkd.vocabulary import (
     METRIC_FILES,
     MODEL_LEVEL_FILES,
+    OBJECTIVE_PREFIXES,
     RUN_LEVEL_FILES,
     RUN_PATTERN,
     model_kind,
     published_name,
+    run_objective,
 )
 from tests.conftest import ROOT
 
@@ -67,15 +70,23 @@ def test_every_configured_run_matches_the_pattern_and_parses_back():
     assert len(runs) > 15
     for name in runs:
         assert re.fullmatch(RUN_PATTERN, name), name
-        assert run_name(*parse_run_name("sd15", name)) == name
+        spec = parse_run_name("sd15", name)
+        assert run_name(spec) == name and spec.objective == run_objective(name)
 
 
 def test_the_schema_and_the_package_use_the_vocabulary():
     """The JSON schema cannot read the vocabulary: its run-name pattern is checked here; the package's
     constants are the vocabulary's."""
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    pattern = schema["properties"]["distill"]["properties"]["run_settings"]["propertyNames"]["pattern"]
-    assert pattern.replace("[0-9]", r"\d") == f"^{RUN_PATTERN}$"
+    distill = schema["properties"]["distill"]["properties"]
+    patterns = [
+        distill["run_settings"]["propertyNames"]["pattern"],
+        distill["runs"]["additionalProperties"]["items"]["pattern"],
+    ]
+    assert all(pattern.replace("[0-9]", r"\d") == f"^{RUN_PATTERN}$" for pattern in patterns)
+    assert (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text().count("(lorad|lora|dora|ft)") == 2
+    objectives = schema["properties"]["distill"]["properties"]["objectives"]["propertyNames"]["enum"]
+    assert objectives == ["dkd", *OBJECTIVE_PREFIXES.values()] == list(OBJECTIVES)
     assert HPSV2_STYLES == ("anime", "concept-art", "paintings", "photo")
     assert (COCO2014.default_count, COCO2017.default_count) == (30000, 5000)
     assert set(RUN_LEVEL_FILES) < set(MODEL_LEVEL_FILES) <= set(METRIC_FILES.values())

@@ -38,6 +38,22 @@ class PromptEmbeds:
         mask = None if self.attention_mask is None else self.attention_mask.expand(batch, -1)
         return PromptEmbeds(self.hidden_states.expand(batch, -1, -1), mask)
 
+    def where(self, keep: torch.Tensor, other: PromptEmbeds) -> PromptEmbeds:
+        """Per sample, this batch's embedding where ``keep`` (bool, one per sample) is true, else ``other``'s."""
+        if len(other) != len(self) or keep.shape != (len(self),):
+            raise ValueError(
+                f"where needs {len(self)} samples in other and keep; got {len(other)}, {tuple(keep.shape)}."
+            )
+        if (self.attention_mask is None) != (other.attention_mask is None):
+            raise ValueError("cannot mix embeddings with and without attention masks.")
+        states = torch.where(keep[:, None, None], self.hidden_states, other.hidden_states.to(self.hidden_states.dtype))
+        mask = (
+            None
+            if self.attention_mask is None
+            else torch.where(keep[:, None], self.attention_mask, other.attention_mask)
+        )
+        return PromptEmbeds(states, mask)
+
 
 @torch.no_grad()
 def encode_prompts(

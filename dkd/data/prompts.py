@@ -176,28 +176,33 @@ def _check_non_negative(**values: int) -> None:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
-def epoch_permutation(n: int, *, seed: int, epoch: int) -> list[int]:
+def epoch_permutation(n: int, *, seed: int, epoch: int, stream: int = 0) -> list[int]:
     """The order of ``range(n)`` in epoch ``epoch``: a uniform random permutation.
 
     ``argsort`` (stable) of ``n`` raw 64-bit draws of numpy's ``PCG64`` seeded with
     ``SeedSequence([seed, epoch])``. Bit generators and ``SeedSequence`` have a fixed stream
     across numpy versions (``Generator.permutation`` does not promise that), and ``(seed, epoch)``
-    are mixed as a pair, so ``(1, 0)`` and ``(0, 1)`` give unrelated orders.
+    are mixed as a pair, so ``(1, 0)`` and ``(0, 1)`` give unrelated orders. ``stream`` > 0 gives
+    further orders unrelated to stream 0's (``SeedSequence([seed, epoch, stream])``; e.g. the fresh
+    prompts of a fake model's phase).
     """
-    _check_non_negative(n=n, seed=seed, epoch=epoch)
-    keys = np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch)])).random_raw(int(n))
+    _check_non_negative(n=n, seed=seed, epoch=epoch, stream=stream)
+    entropy = [int(seed), int(epoch)] + ([int(stream)] if stream else [])
+    keys = np.random.PCG64(np.random.SeedSequence(entropy)).random_raw(int(n))
     return np.argsort(np.asarray(keys, dtype=np.uint64), kind="stable").tolist()
 
 
-def step_batch(n: int, batch_size: int, *, seed: int, step: int) -> list[int]:
+def step_batch(n: int, batch_size: int, *, seed: int, step: int, stream: int = 0) -> list[int]:
     """The prompt indices of training step ``step`` (0-based): a pure function of its arguments, so a
     run resumed at any step draws what the uninterrupted run drew.
 
     Each epoch is a fresh :func:`epoch_permutation` cut into ``n // batch_size`` consecutive full
     batches; the ``n % batch_size`` prompts left at an epoch's end are not used in that epoch.
+    ``stream`` selects an independent order (:func:`epoch_permutation`).
     """
     _check_non_negative(n=n, batch_size=batch_size, seed=seed, step=step)
     if batch_size == 0 or n < batch_size:
         raise ValueError(f"a batch of {batch_size} needs at least {max(batch_size, 1)} prompts, got {n}")
     epoch, position = divmod(step, n // batch_size)
-    return epoch_permutation(n, seed=seed, epoch=epoch)[position * batch_size : (position + 1) * batch_size]
+    order = epoch_permutation(n, seed=seed, epoch=epoch, stream=stream)
+    return order[position * batch_size : (position + 1) * batch_size]

@@ -5,10 +5,10 @@ Table 5's "Inference" column is the wall-clock time of one text-to-image call at
 0.25.0 on an NVIDIA A40, PyTorch 2.4.0; appendix F.4). :func:`time_pipeline` times exactly that:
 prompt in, PIL image out, for our samplers (``dkd.sampling.pipeline.OneStepPipeline`` /
 ``MultiStepPipeline``, ``dkd.sampling.samplers.DiffusersSampler``: ``sampler([prompt], [seed])``)
-and for a plain diffusers pipeline (``pipe(prompt, generator=..., **call_kwargs).images[0]``). :func:`time_call` is the
-clock: warm-up calls first (CUDA kernels, cuDNN autotuning, allocator), then ``repeats`` timed
-calls with ``time.perf_counter``, the device synchronised before and after each one so
-asynchronous CUDA work is inside the interval. The median is the number to report.
+and for a plain diffusers pipeline (``pipe(prompt, generator=..., **call_kwargs).images[0]``).
+:func:`time_call` is the clock: warm-up calls first (CUDA kernels, cuDNN autotuning, allocator),
+then ``repeats`` timed calls with ``time.perf_counter``, the device synchronised before and after
+each one so asynchronous CUDA work is inside the interval. The median is the number to report.
 
 The "Trainable params" of Table 5 (adapter sizes on the meta device) are ``dkd.params``.
 """

@@ -226,7 +226,7 @@ def build_table(
 ) -> Table:
     """The cells of ``spec`` from our ``results`` and the ``paper`` (DataFrames of
     :func:`~dkd.report.results.read_results` / :func:`~dkd.report.results.read_paper`). ``reasons``
-    (``dkd.published.unavailable_reasons``: ``{(paper table, backbone, method): reason}``) footnote the
+    (``dkd.sampling.unavailable_reasons``: ``{(paper table, backbone, method): reason}``) footnote the
     rows without a runnable checkpoint; a row's own ``note`` may not repeat one."""
     ours_index, files_index = _index_results(results)
     paper_rows, paper_metrics, paper_source = _paper_rows(spec, paper)

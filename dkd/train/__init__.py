@@ -1,6 +1,15 @@
 """DKD distillation (paper section 3.3, Algorithm 1): noise-schedule helpers and losses."""
 
-from .losses import WEIGHTINGS, cfg, dmd_gradient, fake_denoising_loss, sds_gradient, vsd_generator_loss
+from .losses import (
+    WEIGHTINGS,
+    cfg,
+    dmd_gradient,
+    fake_denoising_loss,
+    sds_gradient,
+    sid_generator_loss,
+    vsd_generator_loss,
+)
+from .objective import OBJECTIVES, ObjectiveConfig
 from .schedule import (
     PREDICTION_TYPES,
     add_noise,
@@ -14,10 +23,11 @@ from .schedule import (
     sample_timesteps,
     timestep_range,
 )
-from .step import VSDConfig, fake_loss, generate, generator_loss
+from .step import fake_loss, generate, generator_loss
 
 __all__ = [
-    "VSDConfig",
+    "OBJECTIVES",
+    "ObjectiveConfig",
     "fake_loss",
     "generate",
     "generator_loss",
@@ -38,4 +48,5 @@ __all__ = [
     "sds_gradient",
     "timestep_range",
     "vsd_generator_loss",
+    "sid_generator_loss",
 ]

@@ -34,8 +34,9 @@ def _problem(error: yaml.YAMLError) -> str:
 
 def read_settings(path: str | None, backbone: str, run: str) -> tuple[dict, dict]:
     """``(settings, backbone entry)`` from a YAML file: a workflow config (``distill.settings`` with
-    ``distill.run_settings.<run>`` merged in, and ``backbones.<backbone>``) or a plain mapping of
-    settings; ``({}, {})`` without a file."""
+    ``distill.objectives.<the run's objective>`` and ``distill.run_settings.<run>`` merged in, and
+    ``backbones.<backbone>``) or a plain mapping of settings; ``({}, {})`` without a file."""
+    from ..runs import parse_run_name
     from .run import merge_settings
 
     if path is None:
@@ -52,22 +53,25 @@ def read_settings(path: str | None, backbone: str, run: str) -> tuple[dict, dict
         return data, {}
     distill = data["distill"] or {}
     settings, per_run = distill.get("settings") or {}, (distill.get("run_settings") or {}).get(run) or {}
+    objective = parse_run_name(backbone, run).objective
+    per_objective = (distill.get("objectives") or {}).get(objective) or {}
     entry = (data.get("backbones") or {}).get(backbone) or {}
-    if not all(isinstance(part, dict) for part in (settings, per_run, entry)):
+    if not all(isinstance(part, dict) for part in (settings, per_objective, per_run, entry)):
         raise ValueError(
-            f"--config {path}: distill.settings, distill.run_settings.{run} and backbones.{backbone} must be mappings"
+            f"--config {path}: distill.settings, distill.objectives.{objective}, distill.run_settings.{run} and "
+            f"backbones.{backbone} must be mappings"
         )
-    return merge_settings(settings, per_run), dict(entry)
+    return merge_settings(settings, per_objective, per_run), dict(entry)
 
 
 def apply_overrides(settings: dict, items: list[str]) -> dict:
     """``settings`` with each ``KEY=VALUE`` of ``items`` set (VALUE read as YAML: 3, 1.0e-4, true,
-    [a, b]); a dotted KEY reaches into a nested setting (``vsd.guidance_scale=2.0``)."""
+    [a, b]); a dotted KEY reaches into a nested setting (``objective.guidance_scale=2.0``)."""
     result = copy.deepcopy(settings)
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. max_steps=1000 or vsd.guidance_scale=2.0")
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. max_steps=1000 or objective.guidance_scale=2.0")
         *parents, leaf = key.split(".")
         node = result
         for part in parents:
@@ -177,7 +181,7 @@ def add_subcommand(commands) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a setting after --config (YAML value; repeatable), e.g. max_steps=1000, "
-        "vsd.guidance_scale=2.0, optim_student.lr=5e-5",
+        "objective.guidance_scale=2.0, optim_student.lr=5e-5",
     )
     parser.add_argument(
         "--source",

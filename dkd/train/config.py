@@ -8,23 +8,29 @@ from dataclasses import dataclass, field
 
 from ..adapters import AdapterSpec
 from ..backbones import backbone_spec
-from .step import VSDConfig, require_numbers
+from .objective import OBJECTIVES, ObjectiveConfig, require_numbers
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with gradient clipping and a linear warm-up to a constant learning rate (DMD2)."""
+    """AdamW with gradient clipping and a linear warm-up to a constant learning rate (DMD2).
+
+    With ``weight_decay = 0`` AdamW is Adam (SwiftBrush; SiD with ``betas = (0, 0.999)``).
+    ``grad_clip`` is the largest gradient norm (None: no clipping; the norm is still checked for NaN).
+    """
 
     lr: float
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
-    grad_clip: float = 10.0
+    grad_clip: float | None = 10.0
     warmup_steps: int = 0
 
     def __post_init__(self):
-        require_numbers(lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, grad_clip=self.grad_clip)
+        require_numbers(lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        if self.grad_clip is not None:
+            require_numbers(grad_clip=self.grad_clip)
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int):
             raise ValueError(f"warmup_steps must be a whole number; got {self.warmup_steps!r}.")
         if not self.lr > 0:
@@ -32,13 +38,14 @@ class OptimConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1); got {self.betas!r}.")
         object.__setattr__(self, "betas", tuple(self.betas))
-        if self.weight_decay < 0 or not self.grad_clip > 0 or self.warmup_steps < 0:
-            raise ValueError("weight_decay and warmup_steps must be >= 0 and grad_clip > 0.")
+        if self.weight_decay < 0 or not (self.grad_clip is None or self.grad_clip > 0) or self.warmup_steps < 0:
+            raise ValueError("weight_decay and warmup_steps must be >= 0 and grad_clip > 0 (or None).")
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """One DKD (or baseline) run: paper 4.1 and F.1 defaults.
+    """One DKD (or baseline) run: paper 4.1 and F.1 defaults. ``objective`` says which method trains
+    (``dkd.train.objective``: DKD's hooks by default, or a baseline's).
 
     ``batch_size`` is the global batch (128 in the paper); each optimiser step accumulates
     ``batch_size / (per_device_batch * processes)`` micro-batches. The run ends after
@@ -50,7 +57,7 @@ class DistillConfig:
     backbone: str
     student: AdapterSpec
     fake: AdapterSpec
-    vsd: VSDConfig = field(default_factory=VSDConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim_student: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
     optim_fake: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-2))
     batch_size: int = 128
@@ -144,10 +151,16 @@ class DistillConfig:
         defaults = {
             f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
         }
+        objective = data.get("objective")
+        if isinstance(objective, dict):  # the named objective's hooks are the defaults of the rest
+            name = objective.get("name", "dkd")
+            if name not in OBJECTIVES:
+                raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}; got {name!r}.")
+            defaults["objective"] = OBJECTIVES[name]
         nested = {
             "student": AdapterSpec,
             "fake": AdapterSpec,
-            "vsd": VSDConfig,
+            "objective": ObjectiveConfig,
             "optim_student": OptimConfig,
             "optim_fake": OptimConfig,
         }

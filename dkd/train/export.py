@@ -4,8 +4,8 @@
   ``adapter_model.safetensors``); ``PeftModel.from_pretrained(teacher_denoiser, folder)`` loads it.
 * ``pipeline/``: a diffusers pipeline folder with the merged student (``W <- R W`` for LoRaD,
   ``W + BA`` for LoRA/DoRA, the trained weights for FT) and the teacher's text encoder,
-  tokenizer, VAE and scheduler, plus ``dkd_student.json`` (backbone, ``t_init``, method) for
-  ``dkd.pipeline.OneStepPipeline``.
+  tokenizer, VAE and scheduler, plus ``dkd_student.json`` (backbone, generator input, objective, method) for
+  ``dkd.sampling.pipeline.OneStepPipeline``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from ..adapters import AdapterSpec
 from ..backbones import Teacher
 from ..backbones.folder import save_pipeline_folder
-from ..pipeline import STUDENT_INFO
+from ..sampling.pipeline import STUDENT_INFO
 
 
 def save_adapter(model: nn.Module, spec: AdapterSpec, folder: str | Path, adapter_name: str = "default") -> Path:
@@ -53,10 +53,20 @@ def merge_adapters(model: nn.Module) -> nn.Module:
     return merged
 
 
-def export_student(student: nn.Module, spec: AdapterSpec, teacher: Teacher, out: str | Path, t_init: int) -> Path:
+def export_student(
+    student: nn.Module,
+    spec: AdapterSpec,
+    teacher: Teacher,
+    out: str | Path,
+    *,
+    t_init: int = 999,
+    scaled_input: bool = False,
+    objective: str = "dkd",
+) -> Path:
     """Write ``out/adapter`` (adapter methods) and ``out/pipeline`` (always); return ``out``. Each
     folder is built under a temporary name and swapped in when complete (a killed export leaves
-    the previous one, or nothing)."""
+    the previous one, or nothing). ``t_init`` and ``scaled_input``: the generator's input
+    (``dkd.train.step.generate``), recorded for the sampler; ``objective``: what trained it."""
     from ..io import atomic_folder
 
     out = Path(out)
@@ -69,6 +79,8 @@ def export_student(student: nn.Module, spec: AdapterSpec, teacher: Teacher, out:
     info = {
         "backbone": teacher.spec.name,
         "t_init": t_init,
+        "scaled_input": scaled_input,
+        "objective": objective,
         "method": spec.method,
         "rank": spec.rank,
         "layers": spec.layers,

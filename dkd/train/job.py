@@ -156,7 +156,8 @@ def curve_hook(job: DistillJob, teacher, device: torch.device) -> Callable | Non
                     folder=Path(job.train_dir) / "curve-images",
                     stats=curve["stats"],
                     features=curve["features"],
-                    t_init=job.config.vsd.t_init,
+                    t_init=job.config.objective.t_init,
+                    scaled_input=job.config.objective.scaled_input,
                 )
             )
         return built[0](step, student)

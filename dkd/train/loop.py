@@ -45,7 +45,7 @@ from .embeddings import EmbeddingCache
 from .logger import CsvLogger, closing_all
 from .signals import StopSignals
 from .speed import tune_for_speed
-from .step import fake_loss, generate, generator_loss
+from .step import fake_loss, frozen, generate, generator_loss
 
 ROLES = ("student", "fake")
 RESULT_NEUTRAL = (
@@ -142,8 +142,8 @@ class Distiller:
             raise ValueError(f"{len(prompts)} prompts are fewer than one batch of {config.batch_size}.")
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
         self.accum = config.accumulation_steps(self.acc.num_processes)
-        for frozen in (m for m in (teacher.denoiser, teacher.text_encoder) if m is not None):
-            frozen.to(self.acc.device)
+        for module in (m for m in (teacher.denoiser, teacher.text_encoder) if m is not None):
+            module.to(self.acc.device)
         torch.manual_seed(config.seed)  # adapter initialisation (B Xavier) depends on the run's seed only
         models = {role: build_role(teacher, getattr(config, role)) for role in ROLES}
         for model in models.values() if config.gradient_checkpointing else ():
@@ -269,9 +269,10 @@ class Distiller:
         """The prompts' text-encoder states: through the embedding cache if the run has one."""
         return (self.cache if self.cache is not None else self.teacher).encode(prompts)
 
-    def _micro_batches(self, step: int) -> list[list[str]]:
-        """This process's micro-batches of step ``step``: a fixed shuffled order per epoch."""
-        batch = step_batch(len(self.prompts), self.config.batch_size, seed=self.config.seed, step=step)
+    def _micro_batches(self, step: int, stream: int = 0) -> list[list[str]]:
+        """This process's micro-batches of step ``step``: a fixed shuffled order per epoch (``stream`` 1:
+        the fake model's fresh prompts, an independent order)."""
+        batch = step_batch(len(self.prompts), self.config.batch_size, seed=self.config.seed, step=step, stream=stream)
         per_process = self.config.batch_size // self.acc.num_processes
         mine = batch[self.acc.process_index * per_process : (self.acc.process_index + 1) * per_process]
         size = self.config.per_device_batch
@@ -287,7 +288,8 @@ class Distiller:
                     self.acc.backward(value)
         params = [p for p in model.parameters() if p.requires_grad]
         with record_function(f"dkd.clip_{role}"):  # waits for the backward pass (the norm is read)
-            norm = float(self.acc.clip_grad_norm_(params, getattr(self.config, f"optim_{role}").grad_clip))
+            max_norm = getattr(self.config, f"optim_{role}").grad_clip
+            norm = float(self.acc.clip_grad_norm_(params, math.inf if max_norm is None else max_norm))
         if not math.isfinite(norm):  # the same on every process: gradients are all-reduced
             what = "loss" if bool(self._nonfinite_loss.get(role, False)) else "gradient"
             raise NonFiniteLossError(
@@ -309,61 +311,41 @@ class Distiller:
         self._nonfinite_loss[role] = bad if role not in self._nonfinite_loss else self._nonfinite_loss[role] | bad
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        """Algorithm 1 over one global batch: generator update (every ``generator_every`` steps),
-        then the fake model's update on the generator's detached samples. Returns the step's
-        metrics as 0-d tensors (``float`` them to read; ``run`` does so only for logged steps)."""
-        teacher, vsd, device = self.teacher, self.config.vsd, self.acc.device
+        """One iteration over one global batch: the generator's update (every ``generator_every``
+        steps) and the fake model's, in the objective's order; the fake trains on the generator
+        phase's detached samples (``fake_batch: shared``, Algorithm 1) or on its own (``fresh``).
+        Returns the step's metrics as 0-d tensors (``float`` them to read; ``run`` does so only for
+        logged steps)."""
+        objective = self.config.objective
         update_generator = self.step % self.config.generator_every == 0
+        shared = objective.fake_batch == "shared"
         logs: dict[str, list] = {}
         self._nonfinite_loss: dict[str, torch.Tensor] = {}
         samples: list[tuple[torch.Tensor, PromptEmbeds]] = []
 
-        def generator_micro(prompts):
-            def run():
-                with record_function("dkd.encode_prompts"):
-                    embeds = self.encode(prompts).to(device)
-                noise = torch.randn(len(prompts), *teacher.latent_shape, generator=self.generator, device=device)
-                with self.acc.autocast():
-                    with record_function("dkd.generate"):
-                        x0 = generate(teacher, self.models["student"], noise, embeds, vsd.t_init)
-                    samples.append((x0.detach(), embeds))
-                    if not update_generator:
-                        return None
-                    with record_function("dkd.score_real_fake"):
-                        loss, step_logs = generator_loss(
-                            teacher,
-                            self.models["fake"],
-                            x0,
-                            embeds,
-                            self.uncond.repeat(len(prompts)),
-                            vsd,
-                            self.generator,
-                        )
-                self._record_finite("student", loss)
-                _accumulate(logs, step_logs)
-                return loss
+        def generator_phase():
+            kept = samples if shared else []
+            micro = [self._generator_micro(p, update_generator, kept, logs) for p in self._micro_batches(self.step)]
+            if update_generator:  # SiD's loss reaches through the fake model: its parameters frozen meanwhile
+                fake = self.acc.unwrap_model(self.models["fake"])
+                with frozen(fake) if objective.keeps_graph else contextlib.nullcontext():
+                    self._update("student", micro, logs)
+            elif shared:  # no update, but the fake model needs this step's samples
+                with torch.no_grad():
+                    for run in micro:
+                        run()
 
-            return run
+        def fake_phase():
+            if not shared:
+                with torch.no_grad():
+                    for prompts in self._micro_batches(self.step, stream=1):
+                        self._generator_micro(prompts, False, samples, logs)()
+            self._update("fake", [self._fake_micro(x0, e, logs) for x0, e in samples], logs)
 
-        micro = [generator_micro(p) for p in self._micro_batches(self.step)]
-        if update_generator:
-            self._update("student", micro, logs)
-        else:
-            with torch.no_grad():
-                for run in micro:
-                    run()
-
-        def fake_micro(x0, embeds):
-            def run():
-                with self.acc.autocast(), record_function("dkd.fake_forward"):
-                    loss, step_logs = fake_loss(teacher, self.models["fake"], x0, embeds, vsd, self.generator)
-                self._record_finite("fake", loss)
-                _accumulate(logs, step_logs)
-                return loss
-
-            return run
-
-        self._update("fake", [fake_micro(x0, e) for x0, e in samples], logs)
+        for phase in (
+            (fake_phase, generator_phase) if objective.order == "fake_first" else (generator_phase, fake_phase)
+        ):
+            phase()
         return {
             k: (
                 torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in v]).mean()
@@ -372,6 +354,49 @@ class Distiller:
             )
             for k, v in logs.items()
         }
+
+    def _generator_micro(self, prompts: list[str], with_loss: bool, samples: list, logs: dict) -> Callable:
+        """One micro-batch of the generator: G's samples (kept, detached, in ``samples``) and, if
+        ``with_loss``, the generator loss to backpropagate."""
+        teacher, objective, device = self.teacher, self.config.objective, self.acc.device
+        # SiD's loss runs through the fake model: its unwrapped module (frozen by train_step)
+        fake = self.acc.unwrap_model(self.models["fake"]) if objective.keeps_graph else self.models["fake"]
+
+        def run():
+            with record_function("dkd.encode_prompts"):
+                embeds = self.encode(prompts).to(device)
+            noise = torch.randn(len(prompts), *teacher.latent_shape, generator=self.generator, device=device)
+            with self.acc.autocast():
+                with record_function("dkd.generate"):
+                    x0 = generate(
+                        teacher, self.models["student"], noise, embeds, objective.t_init, objective.scaled_input
+                    )
+                samples.append((x0.detach(), embeds))
+                if not with_loss:
+                    return None
+                with record_function("dkd.score_real_fake"):
+                    uncond = self.uncond.repeat(len(prompts))
+                    loss, step_logs = generator_loss(teacher, fake, x0, embeds, uncond, objective, self.generator)
+            self._record_finite("student", loss)
+            _accumulate(logs, step_logs)
+            return loss
+
+        return run
+
+    def _fake_micro(self, x0: torch.Tensor, embeds: PromptEmbeds, logs: dict) -> Callable:
+        """One micro-batch of the fake model's loss on G's detached samples ``x0``."""
+
+        def run():
+            with self.acc.autocast(), record_function("dkd.fake_forward"):
+                uncond = self.uncond.repeat(len(embeds))
+                loss, step_logs = fake_loss(
+                    self.teacher, self.models["fake"], x0, embeds, uncond, self.config.objective, self.generator
+                )
+            self._record_finite("fake", loss)
+            _accumulate(logs, step_logs)
+            return loss
+
+        return run
 
     def _agreed(self, flag: bool) -> bool:
         """True on every process if it is true on any (a signal may reach the ranks at different steps)."""

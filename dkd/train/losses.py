@@ -1,13 +1,13 @@
-"""The DKD distillation losses (paper Eq. 11 and 12) as pure functions of tensors.
+"""The distillation losses of DKD (paper Eq. 11 and 12) and of its baselines, as pure functions of tensors.
 
 DMD2's layout: each loss returns ``(loss, logs)``, ``loss`` a scalar tensor to backpropagate
-and ``logs`` a dict of python floats. No model is called here: the trainer runs the real
-(teacher, with CFG) and fake models at ``x_t``, converts their raw outputs with
-:func:`dkd.train.schedule.pred_x0`, and passes the x0 predictions in.
+and ``logs`` a dict of detached 0-d tensors. No model is called here: the trainer
+(``dkd.train.step``) runs the real (teacher) and fake models at ``x_t``, converts their raw outputs
+with :func:`dkd.train.schedule.pred_x0`, and passes the x0 predictions in.
 
 Eq. 11 only fixes the direction of the generator's gradient,
 ``w(t) (eps_real - eps_fake) dx/dlambda``, not ``w(t)`` (``docs/reference.md`` section 2);
-:data:`WEIGHTINGS` names the two forms of the anchors:
+:data:`WEIGHTINGS` names the two forms of :func:`vsd_generator_loss`:
 
 ``"dmd"`` (default; DMD2 ``compute_distribution_matching_loss``)
     ``grad = (p_real - p_fake) / mean_{C,H,W} |p_real|`` per sample, with
@@ -19,14 +19,15 @@ Eq. 11 only fixes the direction of the generator's gradient,
     ``grad = sigma_t^2 (eps_real - eps_fake) = alpha_t sigma_t (x0_fake - x0_real)``,
     with ``sigma_t^2 = 1 - abar_t`` and ``alpha_t = sqrt(abar_t)``. As in SwiftBrush (and SDS /
     VSD in general) the factor ``dx_t/dx = alpha_t`` of the chain rule is not applied: ``w(t)``
-    multiplies the eps difference directly. Only the weighting is SwiftBrush's: SwiftBrush also
-    applies CFG 4.5 to its LoRA fake model, which DKD's Algorithm 1 (and this trainer) does not,
-    so ``"sds"`` is the DKD objective with another ``w(t)``, not a SwiftBrush reproduction (the
-    SwiftBrush rows of the tables use its published checkpoint).
+    multiplies the eps difference directly. (SwiftBrush also guides its fake model: that is the
+    trainer's ``fake_guidance_scale``, ``dkd.train.objective``.)
 
 Both use the "detached target" trick: ``loss = 0.5 * mean((x - sg(x - grad))^2)``, so that
 ``d loss / d x = grad / x.numel()`` exactly, and one gradient-descent step moves ``x`` toward
 the real model's x0 prediction and away from the fake model's.
+
+:func:`sid_generator_loss` (SiD-LSG) is no detached target: its gradient flows through ``x`` and
+through both models' predictions, which the trainer computes with their graphs kept.
 """
 
 from __future__ import annotations
@@ -144,19 +145,64 @@ def vsd_generator_loss(
     return loss, logs
 
 
-def fake_denoising_loss(
-    model_output: torch.Tensor, target: torch.Tensor
+def sid_generator_loss(
+    x: torch.Tensor,
+    x0_real: torch.Tensor,
+    x0_fake: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The fake model's denoising loss (Eq. 12; Algorithm 1, line 11): ``mean((output - target)^2)``.
+    """SiD's generator loss (mingyuanzhou/SiD-LSG ``sid_training_loop.py``; Zhou et al. 2024):
+
+    ``L = (1/B) sum_b w_b sum_{C,H,W} (y_r - y_f) * ((y_r - x) - alpha (y_r - y_f))``
+    ``  = (1/B) sum_b w_b [(1 - alpha) |y_r - y_f|^2 + (y_r - y_f) . (y_f - x)]``,
+
+    ``x`` the generator's sample, ``y_r = x0_real`` and ``y_f = x0_fake`` the two models' x0
+    predictions at ``x_t = alpha_t x + sigma_t eps``, all three with their graphs (the gradient flows
+    through both models into ``x``). ``w_b = 1 / max(mean_{C,H,W} |x - y_r|, 1e-5)``, detached, as
+    DMD2 normalises; pass ``weight`` (shape ``(B, 1, ..., 1)``) to fix it instead. Computed in float32
+    at least. Returns ``(loss, logs)``; logs ``loss_sid``, ``score_diff`` (mean ``|y_r - y_f|``) and
+    ``weight_mean``.
+    """
+    if not x.shape == x0_real.shape == x0_fake.shape:
+        raise ValueError(
+            f"x, x0_real and x0_fake must have one shape, got {tuple(x.shape)}, "
+            f"{tuple(x0_real.shape)}, {tuple(x0_fake.shape)}"
+        )
+    dtype = _loss_dtype(x)
+    x, y_r, y_f = x.to(dtype), x0_real.to(dtype), x0_fake.to(dtype)
+    dims = tuple(range(1, x.ndim))
+    if weight is None:
+        weight = 1.0 / (x - y_r).detach().abs().mean(dim=dims, keepdim=True).clamp(min=1e-5)
+    per_sample = ((y_r - y_f) * ((y_r - x) - alpha * (y_r - y_f)) * weight).sum(dim=dims)
+    loss = per_sample.mean()
+    logs = {
+        "loss_sid": loss.detach(),
+        "score_diff": (y_r - y_f).detach().abs().mean(),
+        "weight_mean": weight.detach().mean(),
+    }
+    return loss, logs
+
+
+def fake_denoising_loss(
+    model_output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The fake model's denoising loss (Eq. 12; Algorithm 1, line 11): ``mean(weight (output - target)^2)``.
 
     ``target`` is ``eps`` (or ``v`` for v models) from :func:`dkd.train.schedule.denoising_target`
-    on the detached generator sample; the MSE is taken in float32 at least, as DMD2 does.
-    Returns ``(loss, {"loss_fake": detached 0-d tensor})``.
+    on the detached generator sample; ``weight`` broadcasts over the samples (e.g. ``abar_t``,
+    shape ``(B, 1, ..., 1)``: SwiftBrush's ``mean((alpha_t out - alpha_t eps)^2)``), 1 if None.
+    The MSE is taken in float32 at least, as DMD2 does. Returns ``(loss, {"loss_fake": detached 0-d tensor})``.
     """
     if model_output.shape != target.shape:
         raise ValueError(
             f"model_output and target must have one shape, got {tuple(model_output.shape)}, {tuple(target.shape)}"
         )
     dtype = _loss_dtype(model_output)
-    loss = F.mse_loss(model_output.to(dtype), target.detach().to(dtype), reduction="mean")
+    output, target = model_output.to(dtype), target.detach().to(dtype)
+    if weight is None:
+        loss = F.mse_loss(output, target, reduction="mean")
+    else:
+        loss = (weight.to(dtype) * (output - target).square()).mean()
     return loss, {"loss_fake": loss.detach()}

@@ -21,24 +21,33 @@ log = logging.getLogger(__name__)
 NAMED_BY_RUN = ("backbone", "student", "fake")  # settings the run name and backbone fix
 
 
-def merge_settings(settings: Mapping, override: Mapping) -> dict:
-    """``settings`` with ``override`` merged in, nested mappings key by key (a workflow config's
-    ``distill.settings`` and a run's ``distill.run_settings.<run>``); neither input changes."""
+def merge_settings(settings: Mapping, *overrides: Mapping) -> dict:
+    """``settings`` with each of ``overrides`` merged in turn, nested mappings key by key (a workflow
+    config's ``distill.settings``, then ``distill.objectives.<objective>``, then the run's
+    ``distill.run_settings.<run>``); no input changes."""
     merged = dict(settings)
-    for key, value in override.items():
-        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
-        merged[key] = merge_settings(merged[key], value) if both else value
+    for override in overrides:
+        for key, value in override.items():
+            both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+            merged[key] = merge_settings(merged[key], value) if both else value
     return merged
 
 
 def run_config(backbone: str, run: str, settings: Mapping) -> DistillConfig:
     """The ``DistillConfig`` of run ``run`` on ``backbone`` with ``settings`` (``DistillConfig`` fields,
-    nested ones as mappings); settings that would contradict the name are one error."""
+    nested ones as mappings; ``objective`` settings over the hooks of the objective the name says);
+    settings that would contradict the name are one error."""
     named = sorted(set(settings) & set(NAMED_BY_RUN))
     if named:
         raise ValueError(f"settings {named} are fixed by the backbone and the run name {run!r}; drop them.")
-    student, fake = parse_run_name(backbone, run)
-    return DistillConfig.from_dict({**settings, "backbone": backbone, "student": student, "fake": fake})
+    spec = parse_run_name(backbone, run)
+    objective = settings.get("objective") or {}
+    if isinstance(objective, Mapping):  # else one error from DistillConfig
+        if objective.get("name", spec.objective) != spec.objective:
+            raise ValueError(f"run {run!r} trains with objective {spec.objective!r}, not {objective['name']!r}.")
+        objective = {**objective, "name": spec.objective}
+    data = {**settings, "backbone": backbone, "student": spec.student, "fake": spec.fake}
+    return DistillConfig.from_dict({**data, "objective": objective})
 
 
 def distill_run(
@@ -71,6 +80,15 @@ def distill_run(
     )
     log.info("%s %s on %d process(es) x %d node(s)", backbone, run, processes, nodes)
     done = run_distillation(job, processes=processes, nodes=nodes, cpus=cpus)
-    export_student(done.result.student, config.student, done.teacher, out, t_init=config.vsd.t_init)
+    objective = config.objective
+    export_student(
+        done.result.student,
+        config.student,
+        done.teacher,
+        out,
+        t_init=objective.t_init,
+        scaled_input=objective.scaled_input,
+        objective=objective.name,
+    )
     log.info("exported %s after %d steps (%.3g GPU-days)", out, done.result.steps, done.cost["gpu_days"])
     return done

@@ -57,7 +57,7 @@ def test_a_denoiser_only_repo_loads_with_the_components_pipeline_offline(tmp_pat
         import torch
         from dkd.backbones import load_teacher
         from dkd.backbones.specs import BACKBONES, BackboneSpec
-        from dkd.generate import make_sampler
+        from dkd.sampling import make_sampler
 
         BACKBONES["hub-pixart"] = BackboneSpec("hub-pixart", "pixart", {DENOISER!r}, 120, 16, components_id={BASE!r})
         same = lambda a, b: a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -237,6 +237,9 @@ def test_step_batch_depends_on_the_seed_and_repeats_for_the_same_step():
     assert step_batch(40, 8, seed=3, step=7) == step_batch(40, 8, seed=3, step=7)
     assert step_batch(40, 8, seed=3, step=7) != step_batch(40, 8, seed=4, step=7)
     assert step_batch(40, 8, seed=3, step=2) != step_batch(40, 8, seed=3, step=7)  # same position, next epoch
+    fresh = [step_batch(40, 8, seed=3, step=k, stream=1) for k in range(5)]  # another order of the same epochs
+    assert fresh != [step_batch(40, 8, seed=3, step=k) for k in range(5)]
+    assert sorted(i for batch in fresh for i in batch) == list(range(40))
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,8 @@ import torch
 from PIL import Image
 
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.generate import DiffusersSampler, MultiStepSpec
 from dkd.metrics.timing import cpu_name, text_to_image, time_call, time_pipeline
-from dkd.pipeline import OneStepPipeline
+from dkd.sampling import DiffusersSampler, MultiStepSpec, OneStepPipeline
 
 
 class FakeClock:

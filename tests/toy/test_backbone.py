@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dkd.backbones import load_teacher
-from dkd.pipeline import MultiStepPipeline, OneStepPipeline
+from dkd.sampling import MultiStepPipeline, OneStepPipeline
 from dkd.toy.backbone import load_toy_unet, save_toy_backbone, text_encoder_digest, toy_text_encoder
 from dkd.toy.data import labels_of, prompt_list
 from dkd.toy.evaluator import ClassifierConfig, train_classifier

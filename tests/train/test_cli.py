@@ -17,7 +17,7 @@ from dkd.train import cli
 from dkd.train.config import DistillConfig, OptimConfig
 from dkd.train.export import export_student
 from dkd.train.loop import TrainingInterrupted, distill
-from dkd.train.step import VSDConfig
+from dkd.train.objective import ObjectiveConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [f"a handwritten digit {d} number {i}" for i in range(3) for d in range(4)]
@@ -67,7 +67,7 @@ def test_distill_command_equals_the_run_written_out_by_hand_and_a_rerun_only_exp
         "--set",
         "max_steps=2",
         "--set",
-        "vsd.guidance_scale=2.5",
+        "objective.guidance_scale=2.5",
         "--set",
         "optim_student.lr=3e-4",
     )
@@ -85,12 +85,12 @@ def test_distill_command_equals_the_run_written_out_by_hand_and_a_rerun_only_exp
         checkpoint_every=2,
         log_every=1,
         seed=0,
-        vsd=VSDConfig(guidance_scale=2.5),
+        objective=ObjectiveConfig(guidance_scale=2.5),
         optim_student=OptimConfig(lr=3e-4),
     )
     teacher = load_teacher("tiny-sd", teacher_folder)
     result = distill(config, teacher, PROMPTS, tmp_path / "by-hand" / "train", progress=False)
-    export_student(result.student, config.student, teacher, tmp_path / "by-hand", t_init=999)
+    export_student(result.student, config.student, teacher, tmp_path / "by-hand")
     ours, theirs = _exported(tmp_path / "run"), _exported(tmp_path / "by-hand")
     assert ours.keys() == theirs.keys() and any(key[0].startswith("adapter") for key in ours)
     assert all(ours[key].equal(theirs[key]) for key in ours)
@@ -108,8 +108,9 @@ def test_distill_command_equals_the_run_written_out_by_hand_and_a_rerun_only_exp
         (["--set", "student=lora"], "fixed by the backbone and the run name"),
         (["--set", "no_such_setting=1"], "unknown distillation settings: ['no_such_setting']"),
         (["--set", "batch_size=3"], "batch_size 3 must be a multiple of per_device_batch 2"),
-        (["--set", "vsd.guidance=2"], "unknown vsd settings: ['guidance']"),
-        (["--set", "vsd=2"], "vsd must be a mapping of its settings; got 2"),
+        (["--set", "objective.guidance=2"], "unknown objective settings: ['guidance']"),
+        (["--set", "objective=2"], "objective must be a mapping of its settings; got 2"),
+        (["--set", "objective.name=swiftbrush"], "trains with objective 'dkd', not 'swiftbrush'"),
         (["--set", "seed=abc"], "seed must be a whole number; got 'abc'"),
         (["--set", "compile_blocks=[A,"], "is not a valid YAML list or mapping"),
         (["--config", "missing.yaml"], "--config missing.yaml"),
@@ -147,26 +148,33 @@ def test_settings_from_a_workflow_config_or_a_mapping_and_overrides(tmp_path):
     workflow = tmp_path / "workflow.yaml"
     workflow.write_text(
         "backbones:\n  sd15: {source: a/b, dtype: float16}\n"
-        "distill:\n  settings: {max_steps: 5, vsd: {t_init: 999}}\n"
-        "  run_settings:\n    ft-sfull-fft-linear-zero: {generator_every: 10, vsd: {guidance_scale: 1.75}}\n"
+        "distill:\n  settings: {max_steps: 5, objective: {t_init: 999}}\n"
+        "  objectives: {dkd: {seed: 2}, sid_lsg: {seed: 4, objective: {sid_alpha: 1.2}}}\n"
+        "  run_settings:\n    ft-sfull-fft-linear-zero: {generator_every: 10, objective: {guidance_scale: 1.75}}\n"
     )
     assert cli.read_settings(str(workflow), "sd15", RUN) == (
-        {"max_steps": 5, "vsd": {"t_init": 999}},
+        {"max_steps": 5, "seed": 2, "objective": {"t_init": 999}},
         {"source": "a/b", "dtype": "float16"},
     )
     assert cli.read_settings(str(workflow), "sd15", "ft-sfull-fft-linear-zero")[0] == {
         "max_steps": 5,
+        "seed": 2,
         "generator_every": 10,
-        "vsd": {"t_init": 999, "guidance_scale": 1.75},
+        "objective": {"t_init": 999, "guidance_scale": 1.75},
+    }
+    assert cli.read_settings(str(workflow), "sd15", "sidlsg-ft-sfull-fft-linear-zero")[0] == {
+        "max_steps": 5,
+        "seed": 4,
+        "objective": {"t_init": 999, "sid_alpha": 1.2},
     }
     mapping = tmp_path / "settings.yaml"
     mapping.write_text("max_steps: 7\nseed: 3\n")
     assert cli.read_settings(str(mapping), "sd15", RUN) == ({"max_steps": 7, "seed": 3}, {})
-    settings = {"vsd": {"t_init": 999}, "seed": 1}
+    settings = {"objective": {"t_init": 999}, "seed": 1}
     assert cli.apply_overrides(
         settings,
         [
-            "vsd.guidance_scale=2.0",
+            "objective.guidance_scale=2.0",
             "compile_blocks=[A, B]",
             "max_steps=null",
             "optim_fake.lr=1.0e-3",
@@ -175,7 +183,7 @@ def test_settings_from_a_workflow_config_or_a_mapping_and_overrides(tmp_path):
             "optim_student.lr=3e-4",
         ],
     ) == {
-        "vsd": {"t_init": 999, "guidance_scale": 2.0},
+        "objective": {"t_init": 999, "guidance_scale": 2.0},
         "seed": 1,
         "compile_blocks": ["A", "B"],
         "max_steps": None,
@@ -184,7 +192,7 @@ def test_settings_from_a_workflow_config_or_a_mapping_and_overrides(tmp_path):
         "channels_last": True,
         "optim_student": {"lr": 3e-4},
     }
-    assert settings == {"vsd": {"t_init": 999}, "seed": 1}  # the input is left as it was
+    assert settings == {"objective": {"t_init": 999}, "seed": 1}  # the input is left as it was
     with pytest.raises(ValueError, match="'seed' is not a nested setting"):
         cli.apply_overrides(settings, ["seed.x=1"])
     assert cli.teacher_source("sd15", None, {}) == "stable-diffusion-v1-5/stable-diffusion-v1-5"

@@ -10,7 +10,7 @@ import yaml
 
 from dkd.adapters import AdapterSpec
 from dkd.train.config import DistillConfig, OptimConfig
-from dkd.train.step import VSDConfig
+from dkd.train.objective import ObjectiveConfig
 
 STUDENT = AdapterSpec("sd15", "student", "lorad", rank=256)
 FAKE = AdapterSpec("sd15", "fake", "lorad", rank=32)
@@ -23,7 +23,7 @@ def _config(**overrides):
 def test_paper_defaults_and_accumulation():
     config = _config()
     assert (config.batch_size, config.per_device_batch, config.epochs) == (128, 16, 2)
-    assert (config.optim_student.lr, config.optim_fake.lr, config.vsd.guidance_scale) == (1e-4, 1e-2, 1.5)
+    assert (config.optim_student.lr, config.optim_fake.lr, config.objective.guidance_scale) == (1e-4, 1e-2, 1.5)
     assert [config.accumulation_steps(n) for n in (1, 2, 8)] == [8, 4, 1]
     with pytest.raises(ValueError, match="not a multiple of per_device_batch x processes = 48"):
         config.accumulation_steps(3)
@@ -34,7 +34,11 @@ def test_paper_defaults_and_accumulation():
     [
         {"compile_blocks": ("BasicTransformerBlock", "ResnetBlock2D"), "channels_last": True},
         {"compile_blocks": True, "embedding_cache": "/scratch/embeds", "max_steps": 10, "eval_every": 5},
-        {"vsd": VSDConfig(weighting="sds", t_range=(0.1, 0.9)), "optim_fake": OptimConfig(lr=1e-3, warmup_steps=10)},
+        {"objective": ObjectiveConfig(generator_loss="sds", t_range=(0.1, 0.9)), "optim_fake": OptimConfig(lr=1e-3)},
+        {
+            "objective": ObjectiveConfig.named("sid_lsg", guidance_range=(0.5, 3.0)),
+            "optim_student": OptimConfig(lr=1e-6, betas=(0.0, 0.999), weight_decay=0.0, grad_clip=None),
+        },
     ],
 )
 def test_json_round_trip(overrides):
@@ -94,21 +98,25 @@ def test_invalid_optimiser(kwargs, message):
 
 
 def test_a_nested_setting_given_in_part_keeps_the_other_defaults():
-    data = {**_config().to_dict(), "optim_student": {"warmup_steps": 100}, "vsd": {"guidance_scale": 2.0}}
+    data = {**_config().to_dict(), "optim_student": {"warmup_steps": 100}, "objective": {"guidance_scale": 2.0}}
     config = DistillConfig.from_dict(data)
     assert config.optim_student == OptimConfig(lr=1e-4, warmup_steps=100)  # the paper's student lr kept
-    assert config.vsd == VSDConfig(guidance_scale=2.0)
+    assert config.objective == ObjectiveConfig(guidance_scale=2.0)
+    sid = DistillConfig.from_dict({**data, "objective": {"name": "sid_lsg", "sid_alpha": 1.2}}).objective
+    assert sid == ObjectiveConfig.named("sid_lsg", sid_alpha=1.2)  # the named objective's other hooks kept
+    with pytest.raises(ValueError, match="objective must be one of"):
+        DistillConfig.from_dict({**data, "objective": {"name": "sid"}})
     with pytest.raises(ValueError, match=r"unknown optim_fake settings: \['learning_rate'\]"):
         DistillConfig.from_dict({**_config().to_dict(), "optim_fake": {"learning_rate": 1.0}})
-    with pytest.raises(ValueError, match="vsd must be a mapping"):
-        DistillConfig.from_dict({**_config().to_dict(), "vsd": 2})
+    with pytest.raises(ValueError, match="objective must be a mapping"):
+        DistillConfig.from_dict({**_config().to_dict(), "objective": 2})
 
 
 def test_a_number_read_as_text_from_yaml_is_one_clear_error():
     """PyYAML (YAML 1.1) reads `guidance_scale: 2e0` and `lr: 1e-4` as strings."""
-    data = yaml.safe_load("vsd: {guidance_scale: 2e0}\noptim_fake: {lr: 1e-2}\n")
-    assert data["vsd"]["guidance_scale"] == "2e0"
+    data = yaml.safe_load("objective: {guidance_scale: 2e0}\noptim_fake: {lr: 1e-2}\n")
+    assert data["objective"]["guidance_scale"] == "2e0"
     with pytest.raises(ValueError, match="guidance_scale must be a number; got '2e0'"):
-        DistillConfig.from_dict({**_config().to_dict(), "vsd": data["vsd"]})
+        DistillConfig.from_dict({**_config().to_dict(), "objective": data["objective"]})
     with pytest.raises(ValueError, match="lr must be a number; got '1e-2'"):
         DistillConfig.from_dict({**_config().to_dict(), "optim_fake": data["optim_fake"]})

@@ -198,9 +198,9 @@ def test_two_processes_match_one_process_accumulating_the_same_micro_batches(run
     assert reference.accum == WORLD  # the global batch of 4 as 2 micro-batches of 2
     original = loop_module.fake_loss
 
-    def fake_loss(teacher, fake, x0, embeds, vsd, generator):  # the fake update's micro-batch k
+    def fake_loss(teacher, fake, x0, embeds, uncond, objective, generator):  # the fake update's micro-batch k
         reference.current, reference.faked = reference.faked % WORLD, reference.faked + 1
-        return original(teacher, fake, x0, embeds, vsd, reference.generator)
+        return original(teacher, fake, x0, embeds, uncond, objective, reference.generator)
 
     monkeypatch.setattr(loop_module, "fake_loss", fake_loss)
     expected = _weights(reference.run(progress=False))

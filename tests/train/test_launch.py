@@ -108,9 +108,9 @@ def two_rank_reference(teacher_folder: str, folder, monkeypatch) -> dict[str, to
     reference = ddp._OneProcessAsTwoRanks(ddp._config(checkpoint_every=100), teacher, ddp.PROMPTS, folder)
     original = loop_module.fake_loss
 
-    def fake_loss(teacher, fake, x0, embeds, vsd, generator):  # the fake update's micro-batch k: rank k's
+    def fake_loss(teacher, fake, x0, embeds, uncond, objective, generator):  # the fake update's micro-batch k: rank k's
         reference.current, reference.faked = reference.faked % ddp.WORLD, reference.faked + 1
-        return original(teacher, fake, x0, embeds, vsd, reference.generator)
+        return original(teacher, fake, x0, embeds, uncond, objective, reference.generator)
 
     monkeypatch.setattr(loop_module, "fake_loss", fake_loss)
     weights = ddp._weights(reference.run(progress=False))

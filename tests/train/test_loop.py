@@ -1,4 +1,5 @@
-"""The distillation loop on a tiny teacher: a complete run, bit-exact resume, signals, NaN."""
+"""The distillation loop on a tiny teacher: a complete run, bit-exact resume, signals, NaN; for DKD and
+for each baseline objective at its recipe's adapters and optimiser (the same guarantees for all)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
 from dkd.train import loop as loop_module
 from dkd.train.checkpoint import list_checkpoints, load_state, training_cost
-from dkd.train.config import DistillConfig
+from dkd.train.config import DistillConfig, OptimConfig
 from dkd.train.loop import Distiller, NonFiniteLossError, TrainingInterrupted, distill
+from dkd.train.objective import OBJECTIVES, ObjectiveConfig
 from tests.train.test_logger import tensorboard_scalars
 
 PROMPTS = [f"a handwritten digit {d} number {i}" for i in range(4) for d in range(4)]
@@ -27,11 +29,28 @@ def teacher_folder(tmp_path_factory):
     return str(save_tiny_backbone("sd", tmp_path_factory.mktemp("tiny-sd"), seed=2))
 
 
-def _config(**overrides):
+FULL = {"student": AdapterSpec("tiny-sd", "student", "ft"), "fake": AdapterSpec("tiny-sd", "fake", "ft")}
+ADAM = OptimConfig(lr=1e-4, weight_decay=0.0, grad_clip=1.0)
+# each baseline with its recipe's kind of student, fake and optimiser (dkd.runs, docs/baselines.md)
+RECIPES = {
+    "dkd": {},
+    "sid_lsg": {**FULL, "optim_student": OptimConfig(lr=1e-4, betas=(0.0, 0.999), weight_decay=0.0, grad_clip=None)},
+    "swiftbrush": {
+        "student": FULL["student"],
+        "fake": AdapterSpec("tiny-sd", "fake", "lora", rank=2, targets=("to_q", "to_v"), alpha=3),
+        "optim_student": ADAM,
+        "optim_fake": ADAM,
+    },
+}
+assert set(RECIPES) == set(OBJECTIVES)
+
+
+def _config(objective="dkd", **overrides):
     values = dict(
         backbone="tiny-sd",
         student=AdapterSpec("tiny-sd", "student", "lorad", rank=4),
         fake=AdapterSpec("tiny-sd", "fake", "lorad", rank=2),
+        objective=ObjectiveConfig.named(objective),
         batch_size=4,
         per_device_batch=2,
         max_steps=4,
@@ -40,6 +59,7 @@ def _config(**overrides):
         log_every=1,
         seed=7,
     )
+    values.update(RECIPES[objective])
     values.update(overrides)
     return DistillConfig(**values)
 
@@ -64,20 +84,27 @@ def _log(folder, timing=True):
     return rows if timing else [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]
 
 
+@pytest.fixture(scope="module", params=list(RECIPES))
+def objective(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(teacher_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run-a")
-    return out, _weights(distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, out, progress=False))
+def uninterrupted(objective, teacher_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"run-{objective}")
+    config = _config(objective)
+    return out, _weights(distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, out, progress=False))
 
 
-def test_complete_run_writes_log_checkpoints_and_trains(uninterrupted, teacher_folder):
+def test_complete_run_writes_log_checkpoints_and_trains(objective, uninterrupted, teacher_folder):
     out, weights = uninterrupted
     rows = _log(out)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
-    assert all(float(r["loss_fake"]) > 0 and float(r["loss_vsd"]) >= 0 for r in rows)
+    generator = "loss_sid" if objective == "sid_lsg" else "loss_vsd"
+    assert all(float(r["loss_fake"]) > 0 and abs(float(r[generator])) < 1e6 for r in rows)
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000002", "step-00000004"]
     assert (out / "config.json").is_file()
-    fresh = Distiller(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, out / "unused")
+    fresh = Distiller(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, out / "unused")
     initial = {n: p for n, p in fresh.models["student"].named_parameters() if p.requires_grad}
     assert any(not torch.equal(initial[n], weights["student"][n]) for n in initial)
 
@@ -100,16 +127,18 @@ def killed_at_step(step: int, run, monkeypatch) -> None:
         monkeypatch.setattr(Distiller, "train_step", original)
 
 
-def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+def test_kill_between_checkpoints_then_resume_is_bit_identical(
+    objective, uninterrupted, teacher_folder, tmp_path, monkeypatch
+):
     out_a, weights_a = uninterrupted
     # after the checkpoint of step 2, before that of step 4
     killed_at_step(
         3,
-        lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False),
+        lambda: distill(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False),
         monkeypatch,
     )
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]
-    result = distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+    result = distill(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert result.steps == 4
     _assert_same(_weights(result), weights_a)
     assert _log(tmp_path, timing=False) == _log(out_a, timing=False)
@@ -120,22 +149,22 @@ def test_kill_between_checkpoints_then_resume_is_bit_identical(uninterrupted, te
     assert [step for step, _ in resumed["samples_per_s"]] == [1, 2, 3, 4]
 
 
-def test_resume_may_change_speed_and_logging_settings(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+def test_resume_may_change_speed_and_logging_settings(objective, uninterrupted, teacher_folder, tmp_path, monkeypatch):
     """Gradient checkpointing (recomputed activations) and the log period are not part of a run's
     identity: a run resumed with them ends as the uninterrupted run."""
     _, weights_a = uninterrupted
     killed_at_step(
         3,
-        lambda: distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False),
+        lambda: distill(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False),
         monkeypatch,
     )
-    config = _config(gradient_checkpointing=True, log_every=2)
+    config = _config(objective, gradient_checkpointing=True, log_every=2)
     result = distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert result.steps == 4 and result.student.is_gradient_checkpointing
     _assert_same(_weights(result), weights_a)
 
 
-def test_sigterm_saves_a_checkpoint_and_stops(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+def test_sigterm_saves_a_checkpoint_and_stops(objective, uninterrupted, teacher_folder, tmp_path, monkeypatch):
     _, weights_a = uninterrupted
     original = Distiller.train_step
 
@@ -147,16 +176,21 @@ def test_sigterm_saves_a_checkpoint_and_stops(uninterrupted, teacher_folder, tmp
 
     monkeypatch.setattr(Distiller, "train_step", signalled)
     with pytest.raises(TrainingInterrupted, match="signal .* at step 1"):
-        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+        distill(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001"]
     monkeypatch.setattr(Distiller, "train_step", original)
     _assert_same(
-        _weights(distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)),
+        _weights(
+            distill(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+        ),
         weights_a,
     )
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(teacher_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("objective", list(RECIPES))
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
+    objective, teacher_folder, tmp_path, monkeypatch
+):
     original = loop_module.fake_loss
     calls = {"n": 0}
 
@@ -167,7 +201,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(teach
 
     monkeypatch.setattr(loop_module, "fake_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="fake loss at step 3.*step-00000002"):
-        distill(_config(), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+        distill(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]
 
 
@@ -180,16 +214,16 @@ def test_generator_every_and_epochs(teacher_folder, tmp_path):
     assert all(vsd[i] == vsd[i - 1] for i in (1, 3, 5, 7)) and all(vsd[i] != vsd[i - 1] for i in (2, 4, 6))
 
 
-def test_resume_refuses_a_checkpoint_of_other_settings(uninterrupted, teacher_folder, tmp_path):
+def test_resume_refuses_a_checkpoint_of_other_settings(objective, uninterrupted, teacher_folder, tmp_path):
     out, _ = uninterrupted
     import shutil
 
     shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
     with pytest.raises(ValueError, match="other settings or another teacher"):
-        distill(_config(seed=8), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
+        distill(_config(objective, seed=8), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     other_teacher = load_teacher("tiny-sd", str(save_tiny_backbone("sd", tmp_path / "other", seed=3)))
     with pytest.raises(ValueError, match="other settings or another teacher"):
-        distill(_config(), other_teacher, PROMPTS, tmp_path, progress=False)
+        distill(_config(objective), other_teacher, PROMPTS, tmp_path, progress=False)
 
 
 def test_log_gains_the_generator_columns_when_they_first_appear(teacher_folder, tmp_path):
@@ -205,7 +239,7 @@ def test_half_precision_teacher_needs_mixed_precision(teacher_folder, tmp_path):
         Distiller(_config(), teacher, PROMPTS, tmp_path)
 
 
-def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupted, teacher_folder, tmp_path):
+def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(objective, uninterrupted, teacher_folder, tmp_path):
     """eval_every=2 over 4 steps: the hook sees steps 0, 2, 4 with the student in eval mode, its
     values go to curve.csv, and the trained weights equal the run without the hook; a resumed run
     keeps the curve rows up to its checkpoint and adds the rest once."""
@@ -218,7 +252,12 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
 
     out = tmp_path / "hook"
     result = distill(
-        _config(eval_every=2), load_teacher("tiny-sd", teacher_folder), PROMPTS, out, progress=False, evaluate=evaluate
+        _config(objective, eval_every=2),
+        load_teacher("tiny-sd", teacher_folder),
+        PROMPTS,
+        out,
+        progress=False,
+        evaluate=evaluate,
     )
     assert calls == [0, 2, 4]
     with open(out / "curve.csv", newline="") as handle:
@@ -236,7 +275,7 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
 
     with pytest.raises(KeyboardInterrupt):
         distill(
-            _config(eval_every=2),
+            _config(objective, eval_every=2),
             load_teacher("tiny-sd", teacher_folder),
             PROMPTS,
             resumed,
@@ -244,7 +283,7 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
             evaluate=killed,
         )
     final = distill(
-        _config(eval_every=2),
+        _config(objective, eval_every=2),
         load_teacher("tiny-sd", teacher_folder),
         PROMPTS,
         resumed,
@@ -257,10 +296,10 @@ def test_evaluation_hook_logs_a_curve_and_leaves_training_unchanged(uninterrupte
     assert curve[0] == "metric" and curve[1] == [(0, 0.0), (2, torch.tensor(0.2).item()), (4, torch.tensor(0.4).item())]
     _assert_same(_weights(final), uninterrupted[1])
     with pytest.raises(ValueError, match="eval_every"):
-        _config(eval_every=0)
+        _config(objective, eval_every=0)
 
 
-def test_resumed_run_adds_up_its_training_seconds(uninterrupted, teacher_folder, tmp_path, monkeypatch):
+def test_resumed_run_adds_up_its_training_seconds(objective, uninterrupted, teacher_folder, tmp_path, monkeypatch):
     """The training cost on a fake clock: each step takes 5 s and each evaluation 100 s (not
     training: not counted). Attempt 1 stops after step 1 (SIGTERM), attempt 2 resumes for steps
     2-4: 5 + 15 = 20 s on 1 process = 20 / 86400 GPU-days. The record changes neither the run's
@@ -281,7 +320,7 @@ def test_resumed_run_adds_up_its_training_seconds(uninterrupted, teacher_folder,
         return {"metric": 0.0}
 
     monkeypatch.setattr(Distiller, "train_step", timed)
-    config = _config(eval_every=2)
+    config = _config(objective, eval_every=2)
     with pytest.raises(TrainingInterrupted):
         distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False, evaluate=evaluate)
     state = load_state(list_checkpoints(tmp_path / "checkpoints")[-1])

@@ -12,7 +12,7 @@ from diffusers import DDPMScheduler
 from dkd.adapters import AdapterSpec
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.pipeline import STUDENT_INFO, OneStepPipeline, seeded_noise, to_pil
+from dkd.sampling import STUDENT_INFO, OneStepPipeline, seeded_noise, to_pil
 from dkd.train import step as step_module
 from dkd.train.config import DistillConfig
 from dkd.train.export import export_student

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dkd.runs import parse_run_name
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -98,7 +100,7 @@ def test_the_schema_fills_in_the_defaults():
     }
     validate(config, schema=SCHEMA)
     assert config["seed"] == 0 and config["data"]["root"] == "data"
-    assert config["distill"] == {"settings": {}, "run_settings": {}, "runs": {}}
+    assert config["distill"] == {"settings": {}, "objectives": {}, "run_settings": {}, "runs": {}}
     evaluation = config["evaluation"]
     assert (evaluation["batch_size"], evaluation["dtype"], evaluation["evaluator"]) == (16, "float32", "paper")
     assert evaluation["sets"]["s"] == {"prompts": "p", "count": 4, "shards": 1, "seed": 0, "metrics": []}
@@ -221,13 +223,14 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
     run = snakemake("all", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={tmp_path}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     config = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
-    from dkd.pipeline import OneStepPipeline
+    from dkd.sampling import OneStepPipeline
 
     for backbone, runs in config["distill"]["runs"].items():
         for name in runs:
             folder = tmp_path / backbone / name
             assert (folder / "pipeline" / "model_index.json").is_file()
-            assert (folder / "adapter").is_dir() == (not name.startswith("ft-"))
+            spec = parse_run_name(backbone, name)
+            assert (folder / "adapter").is_dir() == (spec.student.method != "ft")
             steps = [line.split(",")[0] for line in (folder / "train" / "log.csv").read_text().splitlines()[1:]]
             assert steps == ["1", "2", "3"]
             assert "exported" in (tmp_path / "logs" / backbone / name / "distill.log").read_text()
@@ -238,19 +241,32 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
                 and cost["gpu_days"] == pytest.approx(cost["train_hours"] / 24)
             )
             trained = json.loads((folder / "train" / "config.json").read_text())  # distill.run_settings.<run>
-            dmd2 = config["distill"]["run_settings"].get(name)  # the FT run: DMD2's settings, the rest defaults
+            objective = trained["objective"]
             assert (
                 trained["generator_every"],
                 trained["optim_fake"]["lr"],
-                trained["vsd"]["guidance_scale"],
-                trained["vsd"]["fake_t_range"],
-                trained["vsd"]["t_range"],
+                objective["name"],
+                objective["guidance_scale"],
+                objective["fake_guidance_scale"],
+                objective["fake_t_range"],
+                objective["t_range"],
                 trained["optim_fake"]["grad_clip"],
-            ) == (
-                (2, 1e-5, 1.75, [0.0, 1.0], [0.02, 0.98], 10.0)
-                if dmd2
-                else (1, 1e-2, 1.5, [0.02, 0.98], [0.02, 0.98], 10.0)
-            )
+                trained["optim_student"]["betas"],
+            ) == {  # the FT run: DMD2's settings; the baselines: their hooks and optimisers; the rest defaults
+                "ft-sfull-fft-linear-zero": (2, 1e-5, "dkd", 1.75, 1.0, [0.0, 1.0], [0.02, 0.98], 10.0, [0.9, 0.999]),
+                "sidlsg-ft-sfull-fft-linear-zero": (
+                    1, 1e-5, "sid_lsg", 1.5, 1.5, [0.02, 0.979], [0.02, 0.979], None, [0.0, 0.999]
+                ),
+                "swiftbrush-ft-sfull-flora4-linear-zero": (
+                    1, 1e-3, "swiftbrush", 4.5, 4.5, [0.0, 1.0], [0.02, 0.98], 1.0, [0.9, 0.999]
+                ),
+            }.get(name, (1, 1e-2, "dkd", 1.5, 1.0, [0.02, 0.98], [0.02, 0.98], 10.0, [0.9, 0.999]))  # fmt: skip
+            if spec.fake.method == "lora":  # SwiftBrush's LoRA teacher
+                assert (trained["fake"]["targets"], trained["fake"]["alpha"]) == (["to_q", "to_v"], 108)
+            student_info = json.loads((folder / "pipeline" / "dkd_student.json").read_text())
+            assert (student_info["objective"], student_info["t_init"], student_info["scaled_input"]) == (
+                spec.objective, 625 if spec.objective == "sid_lsg" else 999, spec.objective == "sid_lsg"
+            )  # fmt: skip
             for model in [name] + (["teacher"] if backbone in config["evaluation"]["teachers"] else []):
                 summary = json.loads((tmp_path / backbone / model / "tiny-eval" / "images.json").read_text())
                 assert summary["count"] == 6 and summary["shards"] == 2

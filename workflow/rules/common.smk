@@ -81,6 +81,7 @@ def prompt_file(path):
 
 # -- distillation runs -------------------------------------------------------------------
 RUN_PATTERN, MODEL_PATTERN, model_kind = vocabulary.RUN_PATTERN, vocabulary.MODEL_PATTERN, vocabulary.model_kind
+run_objective = vocabulary.run_objective
 BUILT_BACKBONES = ("tiny-sd", "tiny-pixart", "toy")  # folders written by a rule, not downloaded
 
 

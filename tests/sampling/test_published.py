@@ -14,18 +14,20 @@ import torch
 import yaml
 
 from dkd.backbones.tiny import save_tiny_backbone, tiny_unet
-from dkd.generate import DiffusersSampler, MultiStepSpec, scheduler_class
-from dkd.published import (
+from dkd.report import TableSpec, build_table, read_paper, read_results, table_specs
+from dkd.sampling import (
+    DiffusersSampler,
+    MultiStepSpec,
     load_catalog,
     load_published,
     load_unavailable,
     paper_rows,
     results_path,
+    scheduler_class,
     unavailable_reasons,
 )
-from dkd.report import TableSpec, build_table, read_paper, read_results, table_specs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEACHERS = ("SD1.5", "SD2.1", "PixArt-alpha")
 
 
@@ -285,7 +287,7 @@ def test_unet_replacement_entry_samples_x0_from_eps_at_t999(folder, tmp_path):
 
 
 def test_published_model_names_resolve_to_their_card_spec(catalog):
-    from dkd.generate import published_spec
+    from dkd.sampling import published_spec
 
     models, _ = catalog
     assert published_spec("sd15", "pub-hyper-sd15-1step") == models["hyper-sd15-1step"].to_spec()
@@ -297,7 +299,7 @@ def test_published_model_names_resolve_to_their_card_spec(catalog):
 
 def test_workflow_sampler_of_a_published_entry_is_its_card_pipeline(folder, tmp_path):
     """make_sampler("pub-<name>") samples the catalog entry exactly as a DiffusersSampler of its spec."""
-    from dkd.generate import make_sampler
+    from dkd.sampling import make_sampler
 
     catalog = tmp_path / "published.yaml"
     catalog.write_text(

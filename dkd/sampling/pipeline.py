@@ -1,4 +1,5 @@
-"""Sampling: the one-step student (``OneStepPipeline``), batched, one seed per image.
+"""Sampling on the training ``Teacher``: the one-step student (``OneStepPipeline``) and a multi-step
+teacher (``MultiStepPipeline``), batched, one seed per image.
 
 Each image's starting noise comes from its own CPU generator seeded with its seed, so an image
 does not depend on the batch it is generated in, nor on the device: any shard of an evaluation
@@ -15,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbones import Teacher, load_teacher
-from .train.step import generate
+from ..backbones import Teacher, load_teacher
+from ..train.step import generate
 
-STUDENT_INFO = "dkd_student.json"  # written beside the pipeline by dkd.train.export: backbone, t_init, method
+STUDENT_INFO = "dkd_student.json"  # written beside the pipeline by dkd.train.export: backbone, generator input, method
 
 
 def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], device="cpu", dtype=torch.float32) -> torch.Tensor:
@@ -61,21 +62,23 @@ class _Sampler:
 class OneStepPipeline(_Sampler):
     """Text to image in one network call of the distilled student, then the VAE decoder."""
 
-    def __init__(self, teacher: Teacher, t_init: int = 999):
-        self.teacher, self.t_init = teacher, t_init
+    def __init__(self, teacher: Teacher, t_init: int = 999, scaled_input: bool = False):
+        self.teacher, self.t_init, self.scaled_input = teacher, t_init, scaled_input
 
     @classmethod
     def from_pretrained(
         cls, folder: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu", backbone: str | None = None
     ) -> OneStepPipeline:
-        """Load ``folder`` (an exported ``pipeline/``); ``backbone`` and ``t_init`` are read from
+        """Load ``folder`` (an exported ``pipeline/``); ``backbone`` and the generator's input
+        (``t_init``, ``scaled_input``: SiD-LSG's students see ``sigma_625 z`` at t = 625) are read from
         its ``dkd_student.json`` unless ``backbone`` is given."""
         info_path = Path(folder) / STUDENT_INFO
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         name = backbone or info.get("backbone")
         if name is None:
             raise ValueError(f"{folder} has no {STUDENT_INFO}: pass backbone= (e.g. 'sd15').")
-        return cls(load_teacher(name, str(folder), dtype=dtype, device=device), t_init=info.get("t_init", 999))
+        teacher = load_teacher(name, str(folder), dtype=dtype, device=device)
+        return cls(teacher, t_init=info.get("t_init", 999), scaled_input=info.get("scaled_input", False))
 
     @torch.no_grad()
     def latents(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
@@ -83,14 +86,15 @@ class OneStepPipeline(_Sampler):
         teacher = self.teacher
         device = next(teacher.denoiser.parameters()).device
         noise = seeded_noise(seeds, teacher.latent_shape, device=device, dtype=teacher.denoiser.dtype)
-        return generate(teacher, teacher.denoiser, noise, teacher.encode(list(prompts)), self.t_init)
+        embeds = teacher.encode(list(prompts))
+        return generate(teacher, teacher.denoiser, noise, embeds, self.t_init, self.scaled_input)
 
 
 class MultiStepPipeline(_Sampler):
     """A teacher sampled in ``steps`` steps of a diffusers scheduler with classifier-free guidance
     (empty prompt as uncond), on the same ``Teacher`` as training: latent (through the VAE) and
     pixel-space backbones alike. The rows of the toy's teacher; for SD and PixArt the diffusers
-    pipelines (``dkd.generate.DiffusersSampler``) are the reference."""
+    pipelines (``dkd.sampling.samplers.DiffusersSampler``) are the reference."""
 
     def __init__(
         self,

@@ -1,122 +1,28 @@
-"""Sharded image generation for evaluation: one-step students, multi-step teachers and
-published checkpoints, one seed per image index (``docs/reference.md`` section 3).
+"""Samplers: prompts and one seed per prompt in, PIL images out.
 
-An evaluation set is a list of prompts; image ``i`` is generated from prompt ``i`` with seed
-``seed + i`` and written to ``<folder>/<i:05d>.png``: lossless PNG for every set, HPSv2's
-included (the ``hpsv2`` package's own layout is ``<style>/<i:05d>.jpg``; its scores differ from
-ours only by the JPEG loss). A shard is an index range: images already on disk are skipped, each
-image is written atomically, so a killed job resumes and any shard can be regenerated alone.
+``DiffusersSampler`` runs a diffusers pipeline as a :class:`~dkd.sampling.specs.MultiStepSpec` says
+(the teacher rows of latent backbones, published checkpoints), one generator per image;
+``make_sampler`` picks the sampler of one evaluated model: an exported one-step student, a teacher
+or a published checkpoint.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import re
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from PIL import Image
 
-from .io import image_path
-from .vocabulary import PUBLISHED_PREFIX, model_kind, published_name
+from ..vocabulary import PUBLISHED_PREFIX, model_kind, published_name
+from .specs import COMMUNITY_PIPELINE, MultiStepSpec, scheduler_class
 
 
 class Sampler(Protocol):
     """Anything that turns prompts and one seed per prompt into PIL images."""
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16) -> list[Image.Image]: ...
-
-
-@dataclass(frozen=True)
-class MultiStepSpec:
-    """A multi-step diffusers text-to-image model: a teacher row of Tables 1/5/6/9, or a published
-    checkpoint (SD-Turbo, Hyper-SD, LCM-LoRA, YOSO, InstaFlow, DMD2 ...; see ``dkd.published``).
-
-    ``source``: hub id or local diffusers folder; ``custom_pipeline``: the name of a diffusers
-    *community* pipeline to run the folder with (InstaFlow's ``instaflow_one_step``; fetched from
-    diffusers' own mirror, so no third-party code runs);
-    ``denoiser_weights``: a state dict that replaces the whole U-Net/transformer (DMD2 ships one):
-    a local file, a local folder + ``denoiser_weight_name``, or a hub repo + ``denoiser_weight_name``;
-    ``denoiser_from``: a hub repo or folder whose ``unet/`` or ``transformer/`` (config and weights)
-    replaces the pipeline's denoiser (PixArt-α 256, whose repo holds only ``transformer/``: the
-    rest comes from ``source``, ``dkd.backbones.components_source``);
-    ``adapter``: optional LoRA weights loaded with ``pipe.load_lora_weights``
-    (``adapter_weight_name`` picks the file), fused at ``adapter_scale``;
-    ``scheduler``: a diffusers scheduler class name, built ``from_config`` of the checkpoint's
-    scheduler with ``scheduler_kwargs`` (e.g. ``timestep_spacing="trailing"``); None keeps the
-    checkpoint's; ``timesteps``: explicit descending timesteps for schedulers that accept them
-    (one-step LCM-style checkpoints conditioned on t=999), else ``steps``; ``eta``: passed to the
-    pipeline call when set (TCD's stochasticity); ``guidance_scale`` as in diffusers (<= 1: no CFG).
-    """
-
-    source: str
-    steps: int = 25
-    guidance_scale: float = 3.0
-    scheduler: str | None = None
-    scheduler_kwargs: dict = field(default_factory=dict)
-    timesteps: tuple[int, ...] | None = None
-    adapter: str | None = None
-    adapter_weight_name: str | None = None
-    resolution: int | None = None
-    adapter_scale: float = 1.0
-    denoiser_weights: str | None = None
-    denoiser_weight_name: str | None = None
-    eta: float | None = None
-    custom_pipeline: str | None = None
-    denoiser_from: str | None = None
-
-    def __post_init__(self):
-        if self.steps <= 0 or self.guidance_scale < 0:
-            raise ValueError(f"steps must be > 0 and guidance_scale >= 0; got {self.steps}, {self.guidance_scale}.")
-        if not isinstance(self.scheduler_kwargs, dict):
-            raise ValueError(f"scheduler_kwargs must be a mapping; got {self.scheduler_kwargs!r}.")
-        if self.scheduler is None and self.scheduler_kwargs:
-            raise ValueError("scheduler_kwargs need a scheduler class name (scheduler=None keeps the checkpoint's).")
-        if self.timesteps is not None:
-            steps = tuple(self.timesteps)
-            if (
-                not steps
-                or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in steps)
-                or any(a <= b for a, b in zip(steps, steps[1:]))
-            ):
-                raise ValueError(
-                    f"timesteps must be non-negative integers in descending order; got {self.timesteps!r}."
-                )
-            object.__setattr__(self, "timesteps", steps)
-        if self.adapter_weight_name and not self.adapter:
-            raise ValueError("adapter_weight_name is set but adapter is not.")
-        if self.denoiser_weight_name and not self.denoiser_weights:
-            raise ValueError("denoiser_weight_name is set but denoiser_weights is not.")
-        if not math.isfinite(self.adapter_scale):
-            raise ValueError(f"adapter_scale must be finite; got {self.adapter_scale}.")
-        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1]; got {self.eta}.")
-        if self.resolution is not None and (self.resolution <= 0 or self.resolution % 8):
-            raise ValueError(f"resolution must be a positive multiple of 8; got {self.resolution}.")
-        if self.custom_pipeline is not None and not COMMUNITY_PIPELINE.match(self.custom_pipeline):
-            raise ValueError(
-                f"custom_pipeline must name a diffusers community pipeline (letters, digits, '_'); got "
-                f"{self.custom_pipeline!r}: local files and hub repos would run unreviewed code."
-            )
-
-
-COMMUNITY_PIPELINE = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def scheduler_class(name: str) -> type:
-    """The diffusers scheduler class called ``name``, with one clear error for anything else."""
-    import diffusers
-    from diffusers import SchedulerMixin
-
-    cls = getattr(diffusers, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
-        raise ValueError(f"{name!r} is not a diffusers scheduler class (diffusers {diffusers.__version__}).")
-    return cls
 
 
 def _denoiser_file(spec: MultiStepSpec) -> Path:
@@ -165,7 +71,7 @@ def _denoiser_part(spec: MultiStepSpec, dtype: torch.dtype) -> dict:
 
 def _replace_denoiser(pipe, spec: MultiStepSpec) -> None:
     """Load a full U-Net/transformer state dict into the pipeline's denoiser; every key must match."""
-    from .analysis.io import load_state_dict
+    from ..analysis.io import load_state_dict
 
     path = _denoiser_file(spec)
     denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else getattr(pipe, "transformer", None)
@@ -256,70 +162,6 @@ class DiffusersSampler:
         return images
 
 
-def _save_atomic(image: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        image.save(tmp, quality=95) if path.suffix in (".jpg", ".jpeg") else image.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _match_fingerprint(folder: Path, start: int, end: int, suffix: str, fingerprint: str) -> None:
-    marker = folder / f".sampler-{start:05d}-{end:05d}"
-    if marker.is_file() and marker.read_text() == fingerprint:
-        return
-    for index in range(start, end):
-        image_path(folder, index, suffix).unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".sampler.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(fingerprint)
-    os.replace(tmp, marker)
-
-
-def generate_shard(
-    sampler: Sampler,
-    prompts: Sequence[str],
-    folder: str | os.PathLike,
-    *,
-    start: int = 0,
-    end: int | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    suffix: str = ".png",
-    progress: bool = True,
-    fingerprint: str | None = None,
-) -> dict:
-    """Generate images ``start..end-1`` of ``prompts`` into ``folder`` (skipping existing ones).
-
-    ``fingerprint`` identifies the sampler (model weights, settings, seed): when the one recorded
-    for this index range differs, the range's images are deleted and generated again, so a
-    retrained model never keeps the old model's images. Returns counts:
-    ``{"written": n, "skipped": m, "start": start, "end": end}``.
-    """
-    from tqdm.auto import tqdm
-
-    end = len(prompts) if end is None else min(end, len(prompts))
-    if not 0 <= start <= end:
-        raise ValueError(f"need 0 <= start <= end <= {len(prompts)}; got start={start}, end={end}.")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if fingerprint is not None:
-        _match_fingerprint(folder, start, end, suffix, fingerprint)
-    todo = [i for i in range(start, end) if not image_path(folder, i, suffix).is_file()]
-    bar = tqdm(total=len(todo), disable=not progress, desc=f"generate {folder.name}")
-    for k in range(0, len(todo), batch_size):
-        indices = todo[k : k + batch_size]
-        images = sampler([prompts[i] for i in indices], [seed + i for i in indices], batch_size=batch_size)
-        for index, image in zip(indices, images):
-            _save_atomic(image, image_path(folder, index, suffix))
-        bar.update(len(indices))
-    bar.close()
-    return {"written": len(todo), "skipped": end - start - len(todo), "start": start, "end": end}
-
-
 def published_spec(backbone: str, model: str, catalog: str | None = None) -> MultiStepSpec:
     """The sampling spec of the published checkpoint ``pub-<name>`` of ``catalog`` (default
     ``config/published.yaml``), which must belong to ``backbone``."""
@@ -353,13 +195,13 @@ def make_sampler(
     * a distillation run: its exported one-step student, ``source`` = the ``pipeline/`` folder;
     * ``"teacher"``: the teacher at ``source`` in ``teacher["steps"]`` steps with CFG
       (``teacher``: ``MultiStepSpec`` fields) — the diffusers pipeline for latent backbones,
-      ``dkd.pipeline.MultiStepPipeline`` for pixel-space ones (the toy);
+      ``dkd.sampling.pipeline.MultiStepPipeline`` for pixel-space ones (the toy);
     * ``"teacher-1step"``: the teacher at ``source`` used as a one-step generator (no training),
       the "teacher run in one step" row;
     * ``"pub-<name>"``: a published checkpoint of ``catalog`` as its model card samples it
       (:func:`published_spec`; ``source`` is not used).
     """
-    from .backbones import backbone_spec, components_source
+    from ..backbones import backbone_spec, components_source
     from .pipeline import MultiStepPipeline, OneStepPipeline
 
     kind = model_kind(model)
@@ -383,24 +225,3 @@ def make_sampler(
             **extra,
         )
     return OneStepPipeline.from_pretrained(source, backbone=backbone, dtype=dtype, device=device)  # run, teacher-1step
-
-
-def sampler_fingerprint(source: str, settings, seed: int, prompts: Sequence[str]) -> str:
-    """The identity of a shard's images: the model's files (names, sizes, mtimes; a hub id as
-    text), the sampling settings, the seed and the shard's prompts. Images written under another
-    fingerprint are regenerated (``generate_shard``)."""
-    import hashlib
-    import json
-
-    folder = Path(source)
-    files = (
-        sorted(
-            (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*")
-            if p.is_file()
-        )
-        if folder.is_dir()
-        else str(source)
-    )
-    identity = json.dumps([files, settings, seed, list(prompts)], default=str)
-    return hashlib.sha256(identity.encode()).hexdigest()

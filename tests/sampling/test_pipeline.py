@@ -13,10 +13,11 @@ from peft import PeftModel
 from dkd.adapters import AdapterSpec
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.pipeline import OneStepPipeline, seeded_noise
+from dkd.sampling import OneStepPipeline, seeded_noise
 from dkd.train.config import DistillConfig
 from dkd.train.export import export_student
 from dkd.train.loop import distill
+from dkd.train.objective import ObjectiveConfig
 from dkd.train.step import generate
 
 PROMPTS = [f"a handwritten digit {d}" for d in range(8)]
@@ -32,12 +33,17 @@ def pixart_folder(tmp_path_factory):
     return str(save_tiny_backbone("pixart", tmp_path_factory.mktemp("tiny-pixart"), seed=4))
 
 
-def _trained(teacher_folder, out, method, backbone="tiny-sd"):
+FAKES = {"swiftbrush": {"method": "lora", "targets": ("to_q", "to_v"), "alpha": 3}, "sid_lsg": {"method": "ft"}}
+
+
+def _trained(teacher_folder, out, method, backbone="tiny-sd", objective="dkd"):
     teacher = load_teacher(backbone, teacher_folder)
+    fake = {"method": "lorad", "rank": 2, **FAKES.get(objective, {})}
     config = DistillConfig(
         backbone=backbone,
         student=AdapterSpec(backbone, "student", method, rank=4),
-        fake=AdapterSpec(backbone, "fake", "lorad", rank=2),
+        fake=AdapterSpec(backbone, "fake", **fake),
+        objective=ObjectiveConfig.named(objective),
         batch_size=4,
         per_device_batch=4,
         max_steps=2,
@@ -45,15 +51,25 @@ def _trained(teacher_folder, out, method, backbone="tiny-sd"):
         seed=1,
     )
     result = distill(config, teacher, PROMPTS, out / "run", progress=False)
-    return teacher, result.student.eval(), export_student(result.student, config.student, teacher, out / "export", 999)
+    o = config.objective
+    exported = export_student(
+        result.student, config.student, teacher, out / "export", t_init=o.t_init, scaled_input=o.scaled_input
+    )
+    return teacher, result.student.eval(), exported
 
 
-@pytest.mark.parametrize("method", ["lorad", "ft", "lora"])
-def test_exported_pipeline_reproduces_the_in_memory_student(teacher_folder, tmp_path, method):
-    teacher, student, exported = _trained(teacher_folder, tmp_path, method)
+@pytest.mark.parametrize(
+    "method,objective", [("lorad", "dkd"), ("ft", "dkd"), ("lora", "dkd"), ("ft", "sid_lsg"), ("ft", "swiftbrush")]
+)
+def test_exported_pipeline_reproduces_the_in_memory_student(teacher_folder, tmp_path, method, objective):
+    """Each objective's student, exported: the folder's pipeline generates what the student did in
+    memory, from the generator input it was trained with (SiD-LSG: sigma_625 z at t = 625)."""
+    teacher, student, exported = _trained(teacher_folder, tmp_path, method, objective=objective)
     prompts, seeds = PROMPTS[:3], [11, 12, 13]
+    o = ObjectiveConfig.named(objective)
     with torch.no_grad():
-        expected = generate(teacher, student, seeded_noise(seeds, teacher.latent_shape), teacher.encode(prompts))
+        noise, embeds = seeded_noise(seeds, teacher.latent_shape), teacher.encode(prompts)
+        expected = generate(teacher, student, noise, embeds, o.t_init, o.scaled_input)
     pipe = OneStepPipeline.from_pretrained(exported / "pipeline")
     got = pipe.latents(prompts, seeds)
     if method == "lora":  # merged W + BA vs x W^T + (x A^T) B^T: equal up to float rounding
@@ -113,8 +129,7 @@ def test_exported_folder_is_a_diffusers_pipeline(teacher_folder, tmp_path):
 def test_multistep_pipeline_equals_diffusers_stable_diffusion(teacher_folder, scheduler):
     """MultiStepPipeline (our Teacher, any diffusers scheduler, CFG with the empty prompt) gives the
     images of diffusers' StableDiffusionPipeline with the same scheduler, steps, CFG and seeds."""
-    from dkd.generate import DiffusersSampler, MultiStepSpec
-    from dkd.pipeline import MultiStepPipeline
+    from dkd.sampling import DiffusersSampler, MultiStepPipeline, MultiStepSpec
 
     prompts, seeds = PROMPTS[:3], [5, 6, 7]
     ours = MultiStepPipeline(load_teacher("tiny-sd", teacher_folder), steps=4, guidance_scale=3.0, scheduler=scheduler)
@@ -125,7 +140,7 @@ def test_multistep_pipeline_equals_diffusers_stable_diffusion(teacher_folder, sc
 
 
 def test_multistep_pipeline_checks_its_settings(teacher_folder):
-    from dkd.pipeline import MultiStepPipeline
+    from dkd.sampling import MultiStepPipeline
 
     teacher = load_teacher("tiny-sd", teacher_folder)
     with pytest.raises(ValueError, match="no scheduler"):

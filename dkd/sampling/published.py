@@ -3,8 +3,8 @@
 The paper compares DKD with one-step models of other authors. Those with public weights that a
 diffusers pipeline can run are listed under ``models:`` with the exact settings of their model card
 or inference code (scheduler, timesteps, guidance, LoRA fuse scale, U-Net replacement) and the paper
-rows they fill; ``to_spec()`` turns one into a :class:`dkd.generate.MultiStepSpec` for
-:class:`dkd.generate.DiffusersSampler`. Rows that cannot be sampled here (no public weights, the
+rows they fill; ``to_spec()`` turns one into a :class:`dkd.sampling.specs.MultiStepSpec` for
+:class:`dkd.sampling.samplers.DiffusersSampler`. Rows that cannot be sampled here (no public weights, the
 paper's own retraining, custom sampling code) are listed under ``unavailable:`` with the reason, so
 that the report footnotes them (:func:`unavailable_reasons`).
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .backbones import config_dir
-from .generate import MultiStepSpec, scheduler_class
+from ..backbones import config_dir
+from .specs import MultiStepSpec, scheduler_class
 
 BACKBONES = ("sd15", "sd21", "pixart256")
 # How the paper obtained the numbers of a row (see the header of config/published.yaml).
