@@ -208,8 +208,9 @@ def _paper_rows(spec: TableSpec, paper: pd.DataFrame | None) -> tuple[dict, set,
 
 
 def _row_note(spec: TableSpec, row: RowSpec, reasons: Mapping[tuple[str, str, str], str]) -> str | None:
-    """The footnote of a row's label: its own note, or the reason its paper row has no checkpoint."""
-    reason = reasons.get((spec.paper, row.backbone, row.label)) if spec.paper else None
+    """The footnote of a row's label: its own note, or the reason its paper row has no checkpoint (a row
+    with a model of ours, e.g. our retraining of a baseline without public weights, has its own note)."""
+    reason = reasons.get((spec.paper, row.backbone, row.label)) if spec.paper and row.model is None else None
     if reason and row.note:
         raise ValueError(
             f"table {spec.name!r}, row {row.label!r} ({row.backbone}): both a note and the reason of the "

@@ -120,9 +120,10 @@ def _job_counts(stdout: str) -> dict[str, int]:
 
 
 def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
-    """config/config.yaml: the data, 13 distillation runs, every model (runs, teachers, 7 published
-    checkpoints) on COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the six SD1.5 models of
-    Table 6 on the four HPSv2 style sets, the timing of the 14 models of Tables 4 and 5, the weight analysis,
+    """config/config.yaml: the data, 17 distillation runs (DKD and its ablations; the baselines SiD-LSG
+    on SD1.5 and SD2.1, SwiftBrush on SD2.1 and PixArt-alpha), every model (runs, teachers, 7 published
+    checkpoints) on COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the seven SD1.5 models of
+    Table 6 on the four HPSv2 style sets, the timing of the 18 models of Tables 4 and 5, the weight analysis,
     Fig. 16 and the report; each table target resolves."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overrides = ["--config", f"results={tmp_path / 'results'}", f"data={{root: {tmp_path / 'data'}}}"]
@@ -138,14 +139,14 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         for name, spec in sets.items()
     }
     timed = sum(len(names) for names in evaluation["timing"]["models"].values())
-    assert (runs, published, models, timed) == (13, 7, 23, 14)
+    assert (runs, published, models, timed) == (17, 7, 27, 18)
     assert per_set == {
-        "coco2014": 23,
-        "coco2017": 23,
-        "hpsv2-anime": 6,
-        "hpsv2-photo": 6,
-        "hpsv2-concept-art": 6,
-        "hpsv2-paintings": 6,
+        "coco2014": 27,
+        "coco2017": 27,
+        "hpsv2-anime": 7,
+        "hpsv2-photo": 7,
+        "hpsv2-concept-art": 7,
+        "hpsv2-paintings": 7,
     }
     scored = {name: n for name, n in per_set.items() if sets[name].get("metrics")}
     expected = {
@@ -159,7 +160,7 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "reference_stats": 2,
         "features_metrics": sum(scored.values()),
         "text_image": sum(scored.values()),
-        "hps": 6,
+        "hps": 7,
         "timing": timed,
         "weights": 4,
         "fig16": 1,
