@@ -19,7 +19,7 @@ python3 -m pip install --quiet --no-deps --target /tmp/pylib .device/wheels/*.wh
 export PYTHONPATH=/tmp/pylib:$PWD PYTHONUNBUFFERED=1 DKD_TINY_SD=$PWD/.device/tiny-sd
 step() {  # step SECONDS FILE ARGS...: one benchmark run with a time limit, its table kept in FILE
   local limit=$1 file=$2; shift 2
-  timeout "$limit" python3 benchmarks/train_step.py --tokenizer .device/clip_tokenizer --methods lorad \
+  timeout "$limit" python3 benchmarks/train_step.py --tokenizer .device/clip_tokenizer --objectives dkd --methods lorad \
     --channels-last "$@" > "$out/$file" 2>&1
   echo "exit $?" >> "$out/$file"; grep -E "^DKD|^\| lorad|^exit" "$out/$file"
 }

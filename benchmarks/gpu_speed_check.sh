@@ -10,9 +10,9 @@ out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
 python3 -m pip install --quiet --no-deps --target /tmp/pylib .device/wheels/*.whl
 export PYTHONPATH=/tmp/pylib:$PWD PYTHONUNBUFFERED=1
-bench() { python3 benchmarks/train_step.py --tokenizer .device/clip_tokenizer "$@" 2>&1 | grep -v "kept in float32"; }
+bench() { python3 benchmarks/train_step.py --tokenizer .device/clip_tokenizer --objectives dkd "$@" 2>&1 | grep -v "kept in float32"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/base.md"
 bench --methods lorad lora dora ft --profile "$out" | tee -a "$out/base.md"
 bench --methods lorad lora dora ft --channels-last | tee "$out/channels_last.md"
-timeout 240 python3 benchmarks/train_step.py --tokenizer .device/clip_tokenizer --methods lorad --channels-last \
+timeout 240 python3 benchmarks/train_step.py --tokenizer .device/clip_tokenizer --objectives dkd --methods lorad --channels-last \
   --compile-blocks > "$out/compile.md" 2>&1; echo "exit $?" >> "$out/compile.md"; tail -4 "$out/compile.md"

@@ -1,34 +1,94 @@
-"""Samples/s and peak memory of one DKD training step (and the LoRA/DoRA/FT baselines).
+"""Samples/s and peak memory of one training step: DKD per student method, and the reproduced baselines.
 
 The SD1.5-shaped U-Net and a CLIP ViT-L/14-shaped text encoder with random weights (no
 download), 64x64 latents, bf16 autocast, frozen teacher in bf16, per-GPU batch 16: the
-paper's setting (4.1). One table, one row per method.
+paper's setting (4.1). One table, one row per (objective, student) measured; ``--objectives``
+picks the objectives (default: all), ``--methods`` and ``--rank`` DKD's rows only:
+
+* ``dkd``: a row per student of ``--methods``, run ``{method}-s{rank}-f32-linear-zero`` (LoRaD r32
+  fake) or ``ft-sfull-fft-linear-zero`` (FT student and fake: DMD2's objective);
+* ``sid_lsg``: one row, its paper run ``sidlsg-ft-sfull-fft-linear-zero`` (FT student, FT fake);
+* ``swiftbrush``: one row, ``swiftbrush-ft-sfull-flora64-linear-zero`` (FT student, LoRA r64 fake).
+
+So ``--methods lorad`` measures DKD's LoRaD row and both baselines' rows; ``--objectives dkd
+--methods lorad`` DKD's LoRaD row alone. A row's student and fake are its run name's
+(``dkd.runs.parse_run_name``), its optimisers (betas, weight decay, clipping, learning rates) its
+run's in ``--config`` (``distill.settings``, then ``distill.objectives.<objective>`` and
+``distill.run_settings.<run>``); the rest (batch, precision, speed options, both models updated every
+step) is the benchmark's. SiD-LSG's recipe trains at per-device batch 4: a row that does not fit in
+GPU memory prints "out of memory" and the next row runs.
 
 Also printed: the time of one frozen teacher forward pass at the same batch (``fwd``) and the
-step time in such passes (``step/fwd``; the step needs about 7: student forward and backward,
-real model with CFG, fake model scoring, fake forward and backward). ``--profile DIR`` writes a
-torch.profiler table of two steps per method (kernels by GPU time, and the ``dkd.*`` phases).
+step time in such passes (``step/fwd``). DKD's step needs about 7: student forward and backward,
+real model with CFG, fake model scoring, fake forward and backward. SwiftBrush's has the same parts,
+with CFG on the fake's scoring too. SiD-LSG's costs more passes: its fake model trains first, on
+samples of its own (one more student forward) and with CFG on its output, and its generator loss
+backpropagates through the real and the fake model (both with CFG) into the student.
+``--profile DIR`` writes a torch.profiler table of two steps per row (kernels by GPU time, and the
+``dkd.*`` phases).
 
-  python benchmarks/train_step.py                         # CUDA, all methods
-  python benchmarks/train_step.py --methods lorad --channels-last --compile-blocks
-  python benchmarks/train_step.py --methods lorad --channels-last --compile-blocks BasicTransformerBlock ResnetBlock2D
+  python benchmarks/train_step.py                         # CUDA, all objectives, all DKD methods
+  python benchmarks/train_step.py --objectives dkd --methods lorad --channels-last --compile-blocks
+  python benchmarks/train_step.py --objectives sid_lsg swiftbrush --per-device-batch 4
   python benchmarks/train_step.py --device cpu --backbone tiny-sd --per-device-batch 2 --steps 2
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from dkd.adapters import AdapterSpec
 from dkd.backbones import Teacher, backbone_spec, build_denoiser
+from dkd.runs import parse_run_name
+from dkd.train.cli import read_settings
 from dkd.train.config import DistillConfig
 from dkd.train.loop import Distiller
+from dkd.train.run import run_config
 
-FAKE = {"lorad": ("lorad", 32), "lora": ("lorad", 32), "dora": ("lorad", 32), "ft": ("ft", 1)}
+DKD_METHODS = ("lorad", "lora", "dora", "ft")
+# The reproduced baselines' paper runs (config/config.yaml distill.runs), by the objective each name says.
+BASELINE_RUNS = {
+    parse_run_name("sd15", run).objective: run
+    for run in ("sidlsg-ft-sfull-fft-linear-zero", "swiftbrush-ft-sfull-flora64-linear-zero")
+}
+OBJECTIVE_CHOICES = ("dkd", *BASELINE_RUNS)
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+
+
+def dkd_run(method: str, rank: int) -> str:
+    """DKD's run name of student ``method``: rank ``rank`` with a LoRaD r32 fake, or FT with an FT fake."""
+    return "ft-sfull-fft-linear-zero" if method == "ft" else f"{method}-s{rank}-f32-linear-zero"
+
+
+def rows(args) -> list[tuple[str, str]]:
+    """``(objective, run name)`` of each row, in the order of ``--objectives`` (DKD's in ``--methods``')."""
+    dkd = [("dkd", dkd_run(method, args.rank)) for method in dict.fromkeys(args.methods)]
+    return [row for o in dict.fromkeys(args.objectives) for row in (dkd if o == "dkd" else [(o, BASELINE_RUNS[o])])]
+
+
+def row_config(run: str, args) -> DistillConfig:
+    """Run ``run``'s student, fake, objective and optimisers (``--config``), the benchmark's other settings."""
+    settings, _ = read_settings(args.config, args.backbone, run)
+    optimisers = {key: settings[key] for key in ("optim_student", "optim_fake") if key in settings}
+    return run_config(
+        args.backbone,
+        run,
+        {
+            **optimisers,
+            "batch_size": args.per_device_batch,
+            "per_device_batch": args.per_device_batch,
+            "max_steps": 10**9,
+            "mixed_precision": "bf16" if args.device == "cuda" else "no",
+            "gradient_checkpointing": args.checkpointing,
+            "channels_last": args.channels_last,
+            "compile_blocks": args.compile_blocks,
+        },
+    )
 
 
 def make_teacher(backbone: str, tokenizer_dir: str | None, device: str, dtype: torch.dtype) -> Teacher:
@@ -62,22 +122,11 @@ def make_teacher(backbone: str, tokenizer_dir: str | None, device: str, dtype: t
     )
 
 
-def measure(method: str, args) -> dict:
+def measure(config: DistillConfig, label: str, args) -> dict:
+    """Warm-up, then the mean time and peak memory of ``--steps`` steps of ``config``; ``fwd`` and the
+    trainable parameters (millions) of the student and the fake."""
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     teacher = make_teacher(args.backbone, args.tokenizer, args.device, dtype)
-    fake_method, fake_rank = FAKE[method]
-    config = DistillConfig(
-        backbone=args.backbone,
-        student=AdapterSpec(args.backbone, "student", method, rank=args.rank if method != "ft" else 1),
-        fake=AdapterSpec(args.backbone, "fake", fake_method, rank=fake_rank),
-        batch_size=args.per_device_batch,
-        per_device_batch=args.per_device_batch,
-        max_steps=10**9,
-        mixed_precision="bf16" if args.device == "cuda" else "no",
-        gradient_checkpointing=args.checkpointing,
-        channels_last=args.channels_last,
-        compile_blocks=args.compile_blocks,
-    )
     prompts = [f"a photo of object number {i}, highly detailed" for i in range(args.per_device_batch * 4)]
     distiller = Distiller(config, teacher, prompts, tempfile.mkdtemp())
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
@@ -97,9 +146,12 @@ def measure(method: str, args) -> dict:
     seconds = (time.perf_counter() - start) / args.steps
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
     if args.profile:
-        profile(distiller, method, args, sync)
+        profile(distiller, label, args, sync)
     fwd = forward_seconds(distiller, args, sync)
-    trainable = sum(p.numel() for p in distiller.models["student"].parameters() if p.requires_grad)
+    trainable = {
+        role: sum(p.numel() for p in distiller.models[role].parameters() if p.requires_grad) / 1e6
+        for role in ("student", "fake")
+    }
     del distiller, teacher
     if args.device == "cuda":
         torch.cuda.empty_cache()
@@ -109,7 +161,8 @@ def measure(method: str, args) -> dict:
         "peak_gb": peak,
         "fwd_s": fwd,
         "warmup_s": warmup_s,
-        "trainable_m": trainable / 1e6,
+        "trainable_m": trainable["student"],
+        "fake_trainable_m": trainable["fake"],
         "loss_fake": float(logs["loss_fake"]),
     }
 
@@ -131,7 +184,7 @@ def forward_seconds(distiller: Distiller, args, sync, repeats: int = 5) -> float
     return sorted(times[1:])[repeats // 2]
 
 
-def profile(distiller: Distiller, method: str, args, sync) -> None:
+def profile(distiller: Distiller, label: str, args, sync) -> None:
     """Two steps under torch.profiler: the kernels by GPU time, then the dkd.* phases (CPU wall time
     of each phase; a phase that reads a value waits there for the GPU)."""
     from pathlib import Path
@@ -153,22 +206,24 @@ def profile(distiller: Distiller, method: str, args, sync) -> None:
     folder = Path(args.profile)
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"{method}: {key} summed over events, per step: {busy:.1f} ms",
+        f"{label}: {key} summed over events, per step: {busy:.1f} ms",
         "",
         events.table(sort_by=key, row_limit=40),
         "",
         "phases (CPU wall ms per step): "
         + ", ".join(f"{e.key} {e.cpu_time_total / 2e3:.1f}" for e in sorted(phases, key=lambda e: e.key)),
     ]
-    (folder / f"profile_{method}.txt").write_text("\n".join(lines))
+    (folder / f"profile_{label}.txt").write_text("\n".join(lines))
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbone", default="sd15", choices=["sd15", "sd21", "tiny-sd"])
-    parser.add_argument("--methods", nargs="+", default=["lorad", "lora", "dora", "ft"], choices=list(FAKE))
-    parser.add_argument("--rank", type=int, default=256)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVE_CHOICES), choices=OBJECTIVE_CHOICES)
+    parser.add_argument("--methods", nargs="+", default=list(DKD_METHODS), choices=DKD_METHODS, help="DKD's students")
+    parser.add_argument("--rank", type=int, default=256, help="DKD's LoRaD/LoRA/DoRA student rank (its rows only)")
+    parser.add_argument("--config", default=str(CONFIG), help="workflow config of each run's optimisers")
     parser.add_argument("--per-device-batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -188,16 +243,14 @@ def main(argv=None) -> None:
         help="one static-shape graph per block shape (no automatic dynamic shapes)",
     )
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
-    parser.add_argument("--profile", default=None, metavar="DIR", help="write profile_<method>.txt tables to DIR")
+    parser.add_argument("--profile", metavar="DIR", help="write profile_<[objective-]method>.txt tables to DIR")
     parser.add_argument("--tokenizer", default=None, help="folder of a CLIP tokenizer (default: built from open_clip)")
     args = parser.parse_args(argv)
     args.compile_blocks = False if args.compile_blocks is None else tuple(args.compile_blocks) or True
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    if args.compile_static:
-        torch._dynamo.config.automatic_dynamic_shapes = False
+    return args
+
+
+def print_header(args) -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     blocks = "" if args.compile_blocks in (True, False) else f" ({' '.join(args.compile_blocks)})"
     speed = [
@@ -212,19 +265,48 @@ def main(argv=None) -> None:
         if on
     ]
     print(
-        f"DKD train step: {args.backbone}, {name}, per-device batch {args.per_device_batch}, "
-        f"student rank {args.rank}, fake LoRaD r32 (FT: fake FT), {', '.join(speed) or 'no speed options'}, "
-        f"torch {torch.__version__}\n"
+        f"Train step ({', '.join(dict.fromkeys(args.objectives))}): {args.backbone}, {name}, "
+        f"per-device batch {args.per_device_batch}, optimisers of {args.config}, "
+        f"{', '.join(speed) or 'no speed options'}, torch {torch.__version__}\n"
     )
-    print("| student | trainable (M) | samples/s | s/step | fwd s | step/fwd | peak GiB | warm-up s | loss_fake |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for method in args.methods:
-        r = measure(method, args)
-        print(
-            f"| {method} | {r['trainable_m']:.2f} | {r['samples_s']:.1f} | {r['step_s']:.3f} | {r['fwd_s']:.3f} | "
-            f"{r['step_s'] / r['fwd_s']:.1f} | {r['peak_gb']:.1f} | {r['warmup_s']:.0f} | {r['loss_fake']:.4f} |",
-            flush=True,
-        )
+    print(
+        "| objective | student | fake | trainable (M) | fake trainable (M) | samples/s | s/step | fwd s | step/fwd "
+        "| peak GiB | warm-up s | loss_fake |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def measure_row(objective: str, run: str, args) -> str:
+    """One table row: ``run``'s step measured, or "out of memory" where it does not fit on the GPU."""
+    config = row_config(run, args)
+    student, fake = ("ft" if m.method == "ft" else f"{m.method} r{m.rank}" for m in (config.student, config.fake))
+    label = config.student.method if objective == "dkd" else f"{objective}-{config.student.method}"
+    try:
+        r = measure(config, label, args)
+    except torch.OutOfMemoryError:
+        r = None
+    if r is None:  # the failed step's tensors are free once the exception is gone
+        gc.collect()
+        torch.cuda.empty_cache()
+        return f"| {objective} | {student} | {fake} | out of memory |" + " |" * 8
+    return (
+        f"| {objective} | {student} | {fake} | {r['trainable_m']:.2f} | {r['fake_trainable_m']:.2f} | "
+        f"{r['samples_s']:.1f} | {r['step_s']:.3f} | {r['fwd_s']:.3f} | {r['step_s'] / r['fwd_s']:.1f} | "
+        f"{r['peak_gb']:.1f} | {r['warmup_s']:.0f} | {r['loss_fake']:.4f} |"
+    )
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.compile_static:
+        torch._dynamo.config.automatic_dynamic_shapes = False
+    print_header(args)
+    for objective, run in rows(args):
+        print(measure_row(objective, run, args), flush=True)
 
 
 if __name__ == "__main__":

@@ -182,6 +182,7 @@ def files_for(what: str, **options) -> list[ModelFiles]:
       holding only the denoiser: that folder, and the rest of its components pipeline);
     * ``published``, ``name=<entry>``, ``catalog=<yaml>``: a published checkpoint's files;
     * ``clip``: the CLIP-score model (open_clip ViT-g-14 ``laion2b_s12b_b42k``);
+    * ``scorer``: the clamped CLIP loss's decoder and model (TAESD; open_clip ViT-B-32, ``dkd.train.scorers``);
     * ``hps``, ``version=<v2.0|v2.1>``: the HPS checkpoint (its ViT-H-14 needs no other weights);
     * ``inception``, ``folder=<dir>``: clean-fid's Inception file, into ``folder``.
     """
@@ -208,6 +209,14 @@ def files_for(what: str, **options) -> list[ModelFiles]:
         from .metrics.clip import MODEL, PRETRAINED
 
         return [ModelFiles("open_clip", MODEL, tag=PRETRAINED)]
+    if what == "scorer":
+        from .train.scorers import CLIP_MODEL, CLIP_PRETRAINED, TAESD
+
+        return [
+            ModelFiles("hub_file", TAESD, filename="config.json"),
+            ModelFiles("hub_file", TAESD, filename="diffusion_pytorch_model.safetensors"),
+            ModelFiles("open_clip", CLIP_MODEL, tag=CLIP_PRETRAINED),
+        ]
     if what == "hps":
         from .metrics.hps import CHECKPOINTS, DEFAULT_VERSION, HUB_REPO
 
@@ -217,7 +226,7 @@ def files_for(what: str, **options) -> list[ModelFiles]:
         return [ModelFiles("hub_file", HUB_REPO, filename=CHECKPOINTS[version])]
     if what == "inception":
         return [ModelFiles("inception", str(options["folder"]))]
-    raise ValueError(f"unknown pretrained files {what!r}: one of teacher, published, clip, hps, inception")
+    raise ValueError(f"unknown pretrained files {what!r}: one of teacher, published, clip, scorer, hps, inception")
 
 
 def fetch_all(

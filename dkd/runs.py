@@ -3,7 +3,7 @@
 ``[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}``, e.g. ``lorad-s256-f32-linear-zero`` (DKD):
 
 * ``objective``: none for DKD, else a baseline's prefix (``dkd/vocabulary.yaml`` ``runs.objectives``:
-  ``sidlsg`` is SiD-LSG, ``swiftbrush`` SwiftBrush; ``dkd.train.objective``);
+  ``sidlsg`` is SiD-LSG, ``swiftbrush`` SwiftBrush, ``pgsb`` PG-SB; ``dkd.train.objective``);
 * ``method``: the student's ``lorad`` | ``lora`` | ``dora`` | ``ft``;
 * ``s{rank}``: the student's rank (``sfull`` for ``ft``);
 * ``f{fake}``: the fake model's LoRaD rank, ``fft`` for a fully trained fake (DMD2, SiD-LSG), or
@@ -34,7 +34,11 @@ _PATTERN = re.compile(
 # A LoRA fake's targets and lora_alpha, per objective (default: the fake role's targets, alpha = rank).
 # SwiftBrush (VinAIResearch/SwiftBrush train_swiftbrush.py, README): LoraConfig(r=64, lora_alpha=108,
 # target_modules=["to_q", "to_v"]).
-FAKE_LORA: dict[str, dict] = {"swiftbrush": {"targets": ("to_q", "to_v"), "alpha": 108}}
+# PG-SB: "LoRA teacher r = 64, gamma = 128" (SNOOPI, supplementary); its targets are not stated: SwiftBrush's.
+FAKE_LORA: dict[str, dict] = {
+    "swiftbrush": {"targets": ("to_q", "to_v"), "alpha": 108},
+    "pg_sb": {"targets": ("to_q", "to_v"), "alpha": 128},
+}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import yaml
 _NAMES = yaml.safe_load(Path(__file__).with_name("vocabulary.yaml").read_text())
 
 OBJECTIVE_PREFIXES: dict[str, str] = dict(_NAMES["runs"]["objectives"])
+SCORED_OBJECTIVES: tuple[str, ...] = tuple(_NAMES["runs"]["scored"])
 METHODS: tuple[str, ...] = tuple(_NAMES["runs"]["methods"])
 LAYERS: dict[str, str] = dict(_NAMES["runs"]["layers"])
 INITS: dict[str, str] = dict(_NAMES["runs"]["inits"])

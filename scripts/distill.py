@@ -31,6 +31,7 @@ with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log
         prompts=sm.input.prompts,
         out=run_dir,
         curve=curve,
+        scorer=sm.params.scorer,
         nodes=nodes,
         cpus=sm.threads,
         processes=gpus if torch.cuda.is_available() and gpus > 1 else 1,

@@ -66,6 +66,11 @@ def test_each_group_names_the_files_its_loader_reads():
         ModelFiles("pipeline", "/data/pixart256")
     ]  # a complete folder of one's own
     assert files_for("clip") == [ModelFiles("open_clip", "ViT-g-14", tag="laion2b_s12b_b42k")]
+    assert files_for("scorer") == [  # the clamped CLIP loss: TAESD, the files AutoencoderTiny loads; ViT-B-32
+        ModelFiles("hub_file", "madebyollin/taesd", filename="config.json"),
+        ModelFiles("hub_file", "madebyollin/taesd", filename="diffusion_pytorch_model.safetensors"),
+        ModelFiles("open_clip", "ViT-B-32", tag="laion2b_s34b_b79k"),
+    ]
     assert files_for("hps", version="v2.1") == [ModelFiles("hub_file", "xswu/HPSv2", filename="HPS_v2.1_compressed.pt")]
     assert files_for("inception", folder="/x") == [ModelFiles("inception", "/x")]
     for what, options, message in [

@@ -31,6 +31,7 @@ def test_parse_and_round_trip(name, student, fake):
         ("sidlsg-ft-sfull-fft-linear-zero", "sid_lsg", ("ft", 1, None, None)),
         ("swiftbrush-ft-sfull-flora64-linear-zero", "swiftbrush", ("lora", 64, ("to_q", "to_v"), 108)),
         ("sidlsg-lorad-s64-flora8-linear-zero", "sid_lsg", ("lora", 8, None, None)),  # the fake role's targets
+        ("pgsb-ft-sfull-flora64-linear-zero", "pg_sb", ("lora", 64, ("to_q", "to_v"), 128)),
     ],
 )
 def test_baseline_names_say_their_objective_and_fake(name, objective, fake):
@@ -38,8 +39,8 @@ def test_baseline_names_say_their_objective_and_fake(name, objective, fake):
     assert spec.objective == objective and run_name(spec) == name
     assert (spec.fake.method, spec.fake.rank, spec.fake.targets, spec.fake.alpha) == fake
     config = spec.fake.peft_config()
-    if fake[2]:  # SwiftBrush's LoRA teacher: r 64, alpha 108 on to_q / to_v
-        assert set(config.target_modules) == {"to_q", "to_v"} and config.lora_alpha == 108 and config.r == 64
+    if fake[2]:  # SwiftBrush's LoRA teacher: r 64 on to_q / to_v, alpha 108 (PG-SB: 128)
+        assert set(config.target_modules) == {"to_q", "to_v"} and (config.r, config.lora_alpha) == fake[1:4:2]
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,10 @@ JOB_FILE = "job.json"
 class DistillJob:
     """One run's job: ``config`` (its ``DistillConfig``; the backbone is ``config.backbone``), the
     teacher's ``source`` (folder or hub id) and ``dtype`` on a GPU (float32 on the CPU), the
-    ``prompts`` file, ``train_dir`` (checkpoints, logs, this job's JSON) and the evaluation hook's
-    ``curve`` settings (Fig. 16: evaluator, prompts, count, every, seed, stats, features) or None."""
+    ``prompts`` file, ``train_dir`` (checkpoints, logs, this job's JSON), the evaluation hook's
+    ``curve`` settings (Fig. 16: evaluator, prompts, count, every, seed, stats, features) or None, and
+    the image-text ``scorer`` of an objective with the clamped CLIP loss (``dkd.train.scorers.ScorerSpec``
+    fields) or None."""
 
     config: DistillConfig
     source: str
@@ -45,6 +47,7 @@ class DistillJob:
     prompts: str
     train_dir: str
     curve: dict | None = None
+    scorer: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.config, DistillConfig):
@@ -60,6 +63,12 @@ class DistillJob:
         if self.curve is not None and (not isinstance(self.curve, dict) or set(self.curve) != CURVE_KEYS):
             got = sorted(self.curve) if isinstance(self.curve, dict) else repr(self.curve)
             raise ValueError(f"curve must be None or a mapping with keys {sorted(CURVE_KEYS)}; got {got}.")
+        if self.scorer is not None:
+            from .scorers import ScorerSpec
+
+            object.__setattr__(self, "scorer", ScorerSpec(**self.scorer).to_dict())  # one error if malformed
+        if self.config.objective.scored and self.scorer is None:
+            raise ValueError(f"objective {self.config.objective.name!r} scores its samples: the job needs a scorer.")
 
     @property
     def path(self) -> Path:
@@ -91,7 +100,8 @@ class DistillJob:
         ):
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise ValueError(
-                f"{path}: a distillation job is an object with keys {sorted(fields)} (curve optional); got {keys}."
+                f"{path}: a distillation job is an object with keys {sorted(fields)} (curve and scorer optional); "
+                f"got {keys}."
             )
         try:
             config = DistillConfig.from_dict(data["config"]) if isinstance(data["config"], dict) else data["config"]
@@ -122,6 +132,13 @@ def load_job_teacher(job: DistillJob, device: torch.device):
     from ..backbones import load_teacher
 
     return load_teacher(job.config.backbone, job.source, dtype=_device_dtype(job, device), device=device)
+
+
+def load_job_scorer(job: DistillJob, device: torch.device):
+    """The job's image-text scorer on ``device`` (``dkd.train.scorers.load_scorer``), or None."""
+    from .scorers import load_scorer
+
+    return None if job.scorer is None else load_scorer(job.scorer, device)
 
 
 def read_job_prompts(job: DistillJob) -> list[str]:
@@ -165,11 +182,12 @@ def curve_hook(job: DistillJob, teacher, device: torch.device) -> Callable | Non
     return evaluate
 
 
-def finished_run(config: DistillConfig, teacher, prompts, output_dir) -> DistillResult:
+def finished_run(config: DistillConfig, teacher, prompts, output_dir, scorer=None) -> DistillResult:
     """The models of a finished run (latest checkpoint at the last step), whatever number of processes
     trained it, in one process; writes nothing. (``distill`` would refuse a checkpoint of another
     process count, and rewrite ``config.json`` and the logs.) Raises if the run is not finished."""
-    distiller = Distiller(dataclasses.replace(config, embedding_cache=None), teacher, prompts, output_dir)
+    config = dataclasses.replace(config, embedding_cache=None)
+    distiller = Distiller(config, teacher, prompts, output_dir, scorer=scorer)
     path = latest_checkpoint(distiller.checkpoint_root)
     if path is None:
         raise FileNotFoundError(f"{distiller.checkpoint_root}: no checkpoint; the run has not trained yet.")

@@ -41,6 +41,7 @@ from .job import (
     DistillJob,
     curve_hook,
     finished_run,
+    load_job_scorer,
     load_job_teacher,
     read_job_prompts,
     run_is_finished,
@@ -126,11 +127,12 @@ def _run_distillation(
         job.write()
         _launch(job, processes, cpu=cpu, stream=stream)
         finished = True
-    teacher, prompts = load_job_teacher(job, device), read_job_prompts(job)
+    teacher, prompts, scorer = load_job_teacher(job, device), read_job_prompts(job), load_job_scorer(job, device)
     if finished:
-        result = finished_run(job.config, teacher, prompts, train_dir)
+        result = finished_run(job.config, teacher, prompts, train_dir, scorer)
     else:
-        result = distill(job.config, teacher, prompts, train_dir, evaluate=curve_hook(job, teacher, device))
+        hook = curve_hook(job, teacher, device)
+        result = distill(job.config, teacher, prompts, train_dir, evaluate=hook, scorer=scorer)
     state = load_state(result.checkpoint)
     return Distilled(job.config, teacher, result, training_cost(state), state.get("attempts", []))
 
@@ -254,7 +256,14 @@ def _rank_main(job_file: str) -> int:
     device = torch.device(state.device)
     teacher = load_job_teacher(job, device)
     try:
-        distill(job.config, teacher, read_job_prompts(job), job.train_dir, evaluate=curve_hook(job, teacher, device))
+        distill(
+            job.config,
+            teacher,
+            read_job_prompts(job),
+            job.train_dir,
+            evaluate=curve_hook(job, teacher, device),
+            scorer=load_job_scorer(job, device),
+        )
     except TrainingInterrupted as err:
         log.warning("rank %d stopped: %s", state.process_index, err)
         return INTERRUPTED_EXIT

@@ -99,37 +99,53 @@ def _optimizer(model: nn.Module, optim: OptimConfig):
     return opt, sched
 
 
-def run_fingerprint(config: DistillConfig, teacher: Teacher) -> str:
-    """What a checkpoint belongs to: the settings that change the result, the backbone and the
-    teacher's weights (a run may resume with other speed, logging or checkpoint settings).
-
-    The weights enter through a float64 checksum (sum and sum of squares over all parameters).
-    """
-    params = list(teacher.denoiser.parameters())
+def _checksum(module: nn.Module) -> list[str]:
+    """A float64 checksum of a module's weights: the sum and the sum of squares of all parameters."""
+    params = list(module.parameters())
     with torch.no_grad():
         total = sum(p.double().sum().item() for p in params)
         squares = sum(p.double().square().sum().item() for p in params)
+    return [f"{total:.9g}", f"{squares:.9g}"]
+
+
+def run_fingerprint(config: DistillConfig, teacher: Teacher, scorer: nn.Module | None = None) -> str:
+    """What a checkpoint belongs to: the settings that change the result, the backbone and the
+    teacher's weights, and the auxiliary loss's scorer's if any (a run may resume with other speed,
+    logging or checkpoint settings)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
-    blob = json.dumps(
-        {
-            "config": settings,
-            "backbone": teacher.spec.name,
-            "denoiser": dict(teacher.denoiser.config),
-            "weights": [f"{total:.9g}", f"{squares:.9g}"],
-        },
-        sort_keys=True,
-        default=str,
-    )
+    record = {
+        "config": settings,
+        "backbone": teacher.spec.name,
+        "denoiser": dict(teacher.denoiser.config),
+        "weights": _checksum(teacher.denoiser),
+    }
+    if scorer is not None:
+        record["scorer"] = _checksum(scorer)
+    blob = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class Distiller:
     """State of one run: the three models, two optimisers, the generator and the prompt order."""
 
-    def __init__(self, config: DistillConfig, teacher: Teacher, prompts: Sequence[str], output_dir, accelerator=None):
+    def __init__(
+        self,
+        config: DistillConfig,
+        teacher: Teacher,
+        prompts: Sequence[str],
+        output_dir,
+        accelerator=None,
+        scorer: nn.Module | None = None,
+    ):
         from accelerate import Accelerator
 
         self.config, self.teacher, self.prompts = config, teacher, prompts
+        if config.objective.scored and scorer is None:
+            raise ValueError(
+                f"objective {config.objective.name!r} has the clamped CLIP loss (clip_weight): it needs an "
+                "image-text scorer (dkd.train.scorers.load_scorer)."
+            )
+        self.scorer = scorer if config.objective.scored else None
         self.output_dir = Path(output_dir)
         self.acc = accelerator or Accelerator(mixed_precision=config.mixed_precision)
         if teacher.denoiser.dtype in (torch.bfloat16, torch.float16) and config.mixed_precision == "no":
@@ -164,8 +180,10 @@ class Distiller:
             config.seed * 1_000_003 + self.acc.process_index
         )
         self.uncond = teacher.encode([""]).to(self.acc.device)
+        if self.scorer is not None:
+            self.scorer.to(self.acc.device)
         self.cache = EmbeddingCache(config.embedding_cache, teacher, prompts) if config.embedding_cache else None
-        self.fingerprint = run_fingerprint(config, teacher)
+        self.fingerprint = run_fingerprint(config, teacher, self.scorer)
         self.step = 0
         self.attempts: list[dict] = []  # the training cost of earlier attempts (from the checkpoint)
         self._attempt: dict | None = None  # this attempt's, while ``run`` trains
@@ -376,7 +394,18 @@ class Distiller:
                     return None
                 with record_function("dkd.score_real_fake"):
                     uncond = self.uncond.repeat(len(prompts))
-                    loss, step_logs = generator_loss(teacher, fake, x0, embeds, uncond, objective, self.generator)
+                    loss, step_logs = generator_loss(
+                        teacher,
+                        fake,
+                        x0,
+                        embeds,
+                        uncond,
+                        objective,
+                        self.generator,
+                        scorer=self.scorer,
+                        prompts=prompts,
+                        clip_weight=objective.clip_weight_at(self.step, self.total_steps),
+                    )
             self._record_finite("student", loss)
             _accumulate(logs, step_logs)
             return loss
@@ -497,7 +526,10 @@ def distill(
     progress: bool = True,
     accelerator=None,
     evaluate: Callable | None = None,
+    scorer: nn.Module | None = None,
 ) -> DistillResult:
     """Run (or resume) one distillation; see ``Distiller``. ``evaluate(step, student) -> dict``: the
-    optional evaluation hook, every ``config.eval_every`` steps, logged to ``curve.csv``."""
-    return Distiller(config, teacher, prompts, output_dir, accelerator).run(progress=progress, evaluate=evaluate)
+    optional evaluation hook, every ``config.eval_every`` steps, logged to ``curve.csv``; ``scorer``: the
+    image-text scorer of an objective with the clamped CLIP loss (``dkd.train.scorers``)."""
+    distiller = Distiller(config, teacher, prompts, output_dir, accelerator, scorer=scorer)
+    return distiller.run(progress=progress, evaluate=evaluate)

@@ -206,3 +206,17 @@ def fake_denoising_loss(
     else:
         loss = (weight.to(dtype) * (output - target).square()).mean()
     return loss, {"loss_fake": loss.detach()}
+
+
+def clamped_score_loss(score: torch.Tensor, margin: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SwiftBrush v2's clamped CLIP loss (Dao et al. 2024, Eq. 5): ``mean(max(0, margin - score))`` over the
+    samples, ``score`` an image-text score per sample (``dkd.train.scorers``: CLIP's cosine; the toy's
+    digit probability). Zero, and no gradient, for samples scoring above ``margin``; below it, the
+    gradient w.r.t. each score is ``-1 / B``. Returns ``(loss, logs)``: ``loss_clip``, ``clip_score``
+    (the mean score) and ``clip_active`` (the share of samples below the margin)."""
+    if score.ndim != 1:
+        raise ValueError(f"score must hold one value per sample (shape (B,)); got {tuple(score.shape)}")
+    gap = margin - score.to(_loss_dtype(score))
+    loss = gap.clamp(min=0).mean()
+    logs = {"loss_clip": loss.detach(), "clip_score": score.detach().mean(), "clip_active": (gap > 0).float().mean()}
+    return loss, logs

@@ -20,6 +20,10 @@ fake loss
     ``fake_t_range``, ``fake_weighting`` (``"uniform"``, or ``"alpha_bar"``: SwiftBrush's
     ``mean((alpha_t eps_fake - alpha_t eps)^2)``), and null-prompt dropout ``null_prompt_p`` for
     the whole batch or per sample (``null_prompt_per``).
+auxiliary loss on the samples
+    ``clip_weight`` (at the first step) going linearly to ``clip_weight_end`` (at the last) times SwiftBrush
+    v2's clamped CLIP loss ``max(0, clip_margin - score)`` of an image-text scorer (``dkd.train.scorers``);
+    0: none.
 schedule
     ``order`` (the generator's update first, or the fake's: SiD) and ``fake_batch``: ``"shared"``
     (the fake trains on the generator phase's detached samples) or ``"fresh"`` (its own prompts,
@@ -84,6 +88,9 @@ class ObjectiveConfig:
     null_prompt_per: str = "batch"
     order: str = "generator_first"
     fake_batch: str = "shared"
+    clip_weight: float = 0.0
+    clip_weight_end: float = 0.0
+    clip_margin: float = 0.35
 
     def __post_init__(self):
         _choice("objective", self.name, NAMES)
@@ -96,10 +103,19 @@ class ObjectiveConfig:
             raise ValueError(f"t_init must be a non-negative integer timestep; got {self.t_init!r}.")
         if not isinstance(self.scaled_input, bool):
             raise ValueError(f"scaled_input must be true or false; got {self.scaled_input!r}.")
-        scales = ("guidance_scale", "fake_guidance_scale", "fake_train_guidance_scale", "sid_alpha", "null_prompt_p")
+        scales = (
+            "guidance_scale",
+            "fake_guidance_scale",
+            "fake_train_guidance_scale",
+            "sid_alpha",
+            "null_prompt_p",
+            "clip_weight",
+            "clip_weight_end",
+        )
         require_numbers(**{name: getattr(self, name) for name in scales})
         if not all(getattr(self, name) >= 0 for name in scales):
             raise ValueError(f"{', '.join(scales)} must be >= 0.")
+        require_numbers(clip_margin=self.clip_margin)
         if self.null_prompt_p > 1:
             raise ValueError(f"null_prompt_p must be a probability; got {self.null_prompt_p!r}.")
         if self.guidance_range is not None:
@@ -128,6 +144,18 @@ class ObjectiveConfig:
         if overrides.get("name", name) != name:
             raise ValueError(f"objective {name!r} cannot be renamed to {overrides['name']!r}.")
         return dataclasses.replace(OBJECTIVES[name], **overrides)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the generator loss has the auxiliary image-text term (it then needs a scorer)."""
+        return self.clip_weight > 0 or self.clip_weight_end > 0
+
+    def clip_weight_at(self, step: int, total_steps: int) -> float:
+        """The auxiliary loss's weight at ``step`` of ``total_steps``: ``clip_weight`` going linearly to
+        ``clip_weight_end`` (SwiftBrush v2: "starting with a weight of 0.1 and gradually reducing to zero";
+        the shape is not given, linear is our choice)."""
+        progress = step / max(total_steps - 1, 1)
+        return self.clip_weight + (self.clip_weight_end - self.clip_weight) * min(max(progress, 0.0), 1.0)
 
     @property
     def keeps_graph(self) -> bool:
@@ -198,4 +226,15 @@ OBJECTIVES["swiftbrush"] = ObjectiveConfig(
     fake_weighting="alpha_bar",
     null_prompt_p=0.1,
     null_prompt_per="batch",
+)
+# PG-SB (Nguyen et al., SNOOPI, arXiv 2412.02687): SwiftBrush with one guidance scale ~ U(a, b) per step for
+# the teacher and the LoRA fake (U(0.5, 3) for PixArt-alpha, the DKD paper's only PG-SB row; SD: U(0.5, 4)),
+# and, following SwiftBrush v2, the clamped CLIP loss with margin 0.37, weight 0.1 going to 0.
+OBJECTIVES["pg_sb"] = dataclasses.replace(
+    OBJECTIVES["swiftbrush"],
+    name="pg_sb",
+    guidance_range=(0.5, 3.0),
+    clip_weight=0.1,
+    clip_weight_end=0.0,
+    clip_margin=0.37,
 )

@@ -63,12 +63,14 @@ def distill_run(
     nodes: int = 1,
     cpus: int | None = None,
     curve: dict | None = None,
+    scorer: dict | None = None,
 ) -> Distilled:
     """Train run ``run`` of ``backbone`` (teacher from ``source``: folder or hub id, ``dtype`` on a GPU)
     on the prompt file ``prompts``, resuming from ``<out>/train`` when a checkpoint is there, and export
     it into ``out``; returns the finished run (a finished one is loaded, not trained again). ``processes``
     per node and ``nodes``: see :func:`dkd.train.launch.run_distillation`; ``curve``: the evaluation
-    hook's settings (Fig. 16) or None."""
+    hook's settings (Fig. 16) or None; ``scorer``: the image-text scorer (``dkd.train.scorers.ScorerSpec``
+    fields) of an objective with the clamped CLIP loss, else None (ignored)."""
     config = run_config(backbone, run, settings)
     job = DistillJob(
         config=config,
@@ -77,6 +79,7 @@ def distill_run(
         prompts=str(prompts),
         train_dir=str(Path(out) / "train"),
         curve=curve,
+        scorer=scorer if config.objective.scored else None,
     )
     log.info("%s %s on %d process(es) x %d node(s)", backbone, run, processes, nodes)
     done = run_distillation(job, processes=processes, nodes=nodes, cpus=cpus)

@@ -9,12 +9,13 @@ here; the order of the updates, optimisation, checkpoints and logging live in th
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..backbones import PromptEmbeds, Teacher
-from .losses import cfg, fake_denoising_loss, sid_generator_loss, vsd_generator_loss
+from .losses import cfg, clamped_score_loss, fake_denoising_loss, sid_generator_loss, vsd_generator_loss
 from .objective import ObjectiveConfig, drop_prompts
 from .schedule import add_noise, alpha_sigma, denoising_target, one_step_x0, pred_x0, sample_timesteps
 
@@ -85,13 +86,19 @@ def generator_loss(
     uncond: PromptEmbeds,
     objective: ObjectiveConfig,
     generator: torch.Generator | None = None,
+    *,
+    scorer: nn.Module | None = None,
+    prompts: Sequence[str] | None = None,
+    clip_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 11 and its baselines' forms: noise G's sample to ``x_t``, score it with the real model and the
     fake model, each with its guidance, and return the generator loss the objective names: the VSD
     loss whose gradient w.r.t. ``x0`` is the weighted score difference (``"dmd"``, ``"sds"``:
     ``dkd.train.losses.vsd_generator_loss``), or SiD's, backpropagated through both models
     (``"sid"``; ``fake`` must then be the unwrapped module, its parameters :func:`frozen` by the caller
-    until the backward pass is done, so that the fake's gradients stay its own loss's)."""
+    until the backward pass is done, so that the fake's gradients stay its own loss's). With a
+    ``scorer``, plus ``clip_weight`` times the clamped score loss of ``scorer(x0, prompts)``
+    (``dkd.train.losses.clamped_score_loss``; SwiftBrush v2, PG-SB)."""
     abar, kind = teacher.alphas_cumprod, teacher.prediction_type
     t = sample_timesteps(
         x0.shape[0], *objective.t_range, num_train_timesteps=abar.shape[0], generator=generator, device=x0.device
@@ -111,6 +118,12 @@ def generator_loss(
     if not keep:
         weighting = objective.generator_loss
         loss, logs = vsd_generator_loss(x0, x0_real, x0_fake, t, abar, weighting=weighting)
+    if scorer is not None or clip_weight > 0:  # scored (and logged) at every step, the last one's weight 0 too
+        if scorer is None or prompts is None:
+            raise ValueError(f"objective {objective.name!r} with clip_weight > 0 needs a scorer and the prompts.")
+        aux, aux_logs = clamped_score_loss(scorer(x0, prompts), objective.clip_margin)
+        loss = loss + clip_weight * aux
+        logs.update(aux_logs, clip_weight=torch.tensor(float(clip_weight)))
     logs["t_mean"] = t.float().mean()
     if objective.guidance_range is not None:
         logs["guidance"] = torch.as_tensor(real_scale).detach()

@@ -17,7 +17,7 @@ from dkd.backbones.tiny import save_tiny_backbone
 from dkd.train import loop as loop_module
 from dkd.train.checkpoint import list_checkpoints, load_state, training_cost
 from dkd.train.config import DistillConfig, OptimConfig
-from dkd.train.loop import Distiller, NonFiniteLossError, TrainingInterrupted, distill
+from dkd.train.loop import Distiller, NonFiniteLossError, TrainingInterrupted
 from dkd.train.objective import OBJECTIVES, ObjectiveConfig
 from tests.train.test_logger import tensorboard_scalars
 
@@ -42,7 +42,26 @@ RECIPES = {
         "optim_fake": ADAM,
     },
 }
+RECIPES["pg_sb"] = {
+    **RECIPES["swiftbrush"],
+    "fake": AdapterSpec("tiny-sd", "fake", "lora", rank=2, targets=("to_q", "to_v"), alpha=4),
+}
 assert set(RECIPES) == set(OBJECTIVES)
+
+
+class _Scorer(torch.nn.Module):
+    """A parameter-free image-text scorer for the clamped CLIP loss: differentiable in x0, prompt-dependent."""
+
+    def forward(self, x0, prompts):
+        shift = torch.tensor([len(p) / 100 for p in prompts], device=x0.device)
+        return torch.tanh(x0.float().mean(dim=(1, 2, 3)) + shift)
+
+
+def distill(config, *args, **kwargs):
+    """``dkd.train.loop.distill``, with a scorer for an objective with the clamped CLIP loss (PG-SB)."""
+    if config.objective.scored:
+        kwargs.setdefault("scorer", _Scorer())
+    return loop_module.distill(config, *args, **kwargs)
 
 
 def _config(objective="dkd", **overrides):
@@ -102,9 +121,15 @@ def test_complete_run_writes_log_checkpoints_and_trains(objective, uninterrupted
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     generator = "loss_sid" if objective == "sid_lsg" else "loss_vsd"
     assert all(float(r["loss_fake"]) > 0 and abs(float(r[generator])) < 1e6 for r in rows)
+    if objective == "pg_sb":  # one guidance scale per step in U(0.5, 3); the CLIP loss's weight 0.1 -> 0
+        assert all(0.5 <= float(r["guidance"]) < 3.0 for r in rows) and len({r["guidance"] for r in rows}) == 4
+        assert [float(r["clip_weight"]) for r in rows] == pytest.approx([0.1, 0.1 * 2 / 3, 0.1 / 3, 0.0])
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000002", "step-00000004"]
     assert (out / "config.json").is_file()
-    fresh = Distiller(_config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, out / "unused")
+    scorer = _Scorer() if OBJECTIVES[objective].scored else None
+    fresh = Distiller(
+        _config(objective), load_teacher("tiny-sd", teacher_folder), PROMPTS, out / "unused", scorer=scorer
+    )
     initial = {n: p for n, p in fresh.models["student"].named_parameters() if p.requires_grad}
     assert any(not torch.equal(initial[n], weights["student"][n]) for n in initial)
 
@@ -231,6 +256,11 @@ def test_log_gains_the_generator_columns_when_they_first_appear(teacher_folder, 
     distill(config, load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path, progress=False)
     rows = _log(tmp_path)
     assert [int(r["step"]) for r in rows] == [2, 4] and "loss_vsd" in rows[0] and "grad_norm_student" in rows[0]
+
+
+def test_an_objective_with_the_clip_loss_needs_a_scorer(teacher_folder, tmp_path):
+    with pytest.raises(ValueError, match="needs an image-text scorer"):
+        Distiller(_config("pg_sb"), load_teacher("tiny-sd", teacher_folder), PROMPTS, tmp_path)
 
 
 def test_half_precision_teacher_needs_mixed_precision(teacher_folder, tmp_path):

@@ -1,6 +1,7 @@
 """The baselines' losses and hooks against independent references: SiD's generator loss in float64
 (closed forms and finite differences through two tiny models), the alpha-bar weighted fake loss,
-PG-SB's guidance sampler, null-prompt dropout and the objective settings."""
+PG-SB's guidance sampler, null-prompt dropout, the clamped CLIP loss, its schedule and scorers, and
+the objective settings."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from diffusers import DDPMScheduler
 
 from dkd.backbones import PromptEmbeds
 from dkd.train import OBJECTIVES, ObjectiveConfig, fake_denoising_loss, sid_generator_loss
+from dkd.train.losses import clamped_score_loss
 from dkd.train.objective import drop_prompts, sample_guidance
+from dkd.train.scorers import ClipScorer, DigitScorer, ScorerSpec
 
 SHAPE = (3, 2, 4, 4)
 
@@ -150,7 +153,7 @@ def test_named_objectives_and_their_errors():
     assert (sid.t_init, sid.scaled_input, sid.generator_loss, sid.sid_alpha, sid.order) == (
         625, True, "sid", 1.2, "fake_first"
     )  # fmt: skip
-    assert set(OBJECTIVES) == {"dkd", "sid_lsg", "swiftbrush"} and OBJECTIVES["dkd"] == ObjectiveConfig()
+    assert set(OBJECTIVES) == {"dkd", "sid_lsg", "swiftbrush", "pg_sb"} and OBJECTIVES["dkd"] == ObjectiveConfig()
     for bad, message in [
         ({"generator_loss": "l2"}, "generator_loss"),
         ({"guidance_scale": "1e-4"}, "YAML"),
@@ -168,3 +171,76 @@ def test_named_objectives_and_their_errors():
         ObjectiveConfig.named("dkd", guidance=2.0)
     with pytest.raises(ValueError, match="renamed"):
         ObjectiveConfig.named("dkd", name="swiftbrush")
+
+
+def test_clamped_score_loss_is_zero_above_the_margin_and_linear_below():
+    score = torch.tensor([0.9, 0.35, 0.2, -0.1], dtype=torch.float64, requires_grad=True)
+    loss, logs = clamped_score_loss(score, margin=0.35)
+    torch.testing.assert_close(loss, torch.tensor((0.15 + 0.45) / 4, dtype=torch.float64))
+    loss.backward()
+    assert score.grad.tolist() == [0.0, 0.0, -0.25, -0.25]  # -1/B below the margin, none at or above
+    assert float(logs["clip_active"]) == 0.5 and float(logs["clip_score"]) == pytest.approx(0.3375)
+    with pytest.raises(ValueError, match="one value per sample"):
+        clamped_score_loss(score.detach()[None], margin=0.35)
+
+
+def test_clip_weight_goes_linearly_from_start_to_end_over_the_run():
+    objective = ObjectiveConfig.named("pg_sb")
+    assert (objective.clip_weight, objective.clip_weight_end, objective.clip_margin) == (0.1, 0.0, 0.37)
+    assert objective.guidance_range == (0.5, 3.0) and objective.scored and not ObjectiveConfig().scored
+    weights = [objective.clip_weight_at(step, 5) for step in range(5)]
+    assert weights == pytest.approx([0.1, 0.075, 0.05, 0.025, 0.0])
+    assert objective.clip_weight_at(0, 1) == 0.1
+
+
+def test_digit_scorer_is_the_probability_of_the_prompted_digit_with_a_gradient():
+    from dkd.toy.evaluator import DigitClassifier
+
+    torch.manual_seed(0)
+    classifier = DigitClassifier().eval().requires_grad_(False)
+    scorer = DigitScorer(classifier)
+    x0 = torch.randn(3, 1, 8, 8, requires_grad=True)
+    prompts = ["a handwritten digit seven", "the number 2", "a handwritten digit zero"]
+    score = scorer(x0, prompts)
+    expected = classifier(x0.detach()).softmax(dim=1)[torch.arange(3), torch.tensor([7, 2, 0])]
+    torch.testing.assert_close(score.detach(), expected)
+    score.sum().backward()
+    assert x0.grad.abs().sum() > 0
+
+
+def test_clip_scorer_is_the_cosine_of_open_clip_embeddings_of_the_decoded_sample():
+    """A tiny TAESD-shaped decoder whose output is already CLIP's input size: the score is the cosine of
+    open_clip's image embedding of (decoded + 1) / 2, normalised by its preprocessing's mean and std,
+    and of the text embedding of the prompt (open_clip's own transforms written out), with a gradient."""
+    import open_clip
+    from diffusers import AutoencoderTiny
+    from torchvision.transforms import Normalize
+
+    torch.manual_seed(0)
+    decoder = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1), latent_channels=4,
+    ).eval().requires_grad_(False)  # fmt: skip
+    clip = open_clip.create_model("ViT-S-32", pretrained=None).eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer("ViT-S-32")
+    scorer = ClipScorer(decoder, clip, tokenizer)
+    x0 = torch.randn(2, 4, 112, 112, requires_grad=True)
+    prompts = ["a red fox in the snow", "a bowl of soup"]
+    score = scorer(x0, prompts)
+    cfg = clip.visual.preprocess_cfg
+    with torch.no_grad():
+        pixels = ((decoder.decode(x0).sample + 1) / 2).clamp(0, 1)
+        image = clip.encode_image(Normalize(cfg["mean"], cfg["std"])(pixels))
+        text = clip.encode_text(tokenizer(prompts))
+    expected = (image / image.norm(dim=-1, keepdim=True) * (text / text.norm(dim=-1, keepdim=True))).sum(-1)
+    torch.testing.assert_close(score.detach(), expected, rtol=1e-4, atol=1e-5)
+    score.sum().backward()
+    assert x0.grad.abs().sum() > 0 and all(p.grad is None for p in clip.parameters())
+
+
+def test_scorer_spec_errors():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ScorerSpec("dino")
+    with pytest.raises(ValueError, match="classifier"):
+        ScorerSpec("toy")
+    assert ScorerSpec("clip").to_dict()["model"] == "ViT-B-32"

@@ -120,10 +120,10 @@ def _job_counts(stdout: str) -> dict[str, int]:
 
 
 def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
-    """config/config.yaml: the data, 17 distillation runs (DKD and its ablations; the baselines SiD-LSG
-    on SD1.5 and SD2.1, SwiftBrush on SD2.1 and PixArt-alpha), every model (runs, teachers, 7 published
-    checkpoints) on COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the seven SD1.5 models of
-    Table 6 on the four HPSv2 style sets, the timing of the 18 models of Tables 4 and 5, the weight analysis,
+    """config/config.yaml: the data, 18 distillation runs (DKD and its ablations; the baselines SiD-LSG
+    on SD1.5 and SD2.1, SwiftBrush on SD2.1 and PixArt-alpha, PG-SB on PixArt-alpha), every model (runs,
+    teachers, 7 published checkpoints) on COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the seven SD1.5
+    models of Table 6 on the four HPSv2 style sets, the timing of the 19 models of Tables 4 and 5, the weight analysis,
     Fig. 16 and the report; each table target resolves."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overrides = ["--config", f"results={tmp_path / 'results'}", f"data={{root: {tmp_path / 'data'}}}"]
@@ -139,10 +139,10 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         for name, spec in sets.items()
     }
     timed = sum(len(names) for names in evaluation["timing"]["models"].values())
-    assert (runs, published, models, timed) == (17, 7, 27, 18)
+    assert (runs, published, models, timed) == (18, 7, 28, 19)
     assert per_set == {
-        "coco2014": 27,
-        "coco2017": 27,
+        "coco2014": 28,
+        "coco2017": 28,
         "hpsv2-anime": 7,
         "hpsv2-photo": 7,
         "hpsv2-concept-art": 7,
@@ -166,7 +166,7 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "fig16": 1,
         "report": 1,
         "all": 1,
-        "fetch_model": len(config["backbones"]) + published + 3,  # + Inception, CLIP, HPS
+        "fetch_model": len(config["backbones"]) + published + 4,  # + Inception, CLIP, HPS, PG-SB's scorer
         **{name: 1 for name in config["report"]["tables"]},
     }  # each table's own rule
     assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
@@ -199,6 +199,24 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     targets = [*config["report"]["tables"], "fig16"]  # each a named target (one call: each job planned once)
     run = snakemake(*targets, "-n", *overrides)
     assert run.returncode == 0 and all(_job_counts(run.stdout).get(t) == 1 for t in targets), run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("evaluator", ["paper", "toy"])
+def test_a_run_with_the_clip_loss_gets_its_scorer(evaluator, tmp_path):
+    """A PG-SB run (the clamped CLIP loss) waits for its scorer's files: TAESD and ViT-B-32 fetched
+    (`snakemake downloads` plans them), or the toy's digit classifier; a DKD run for neither."""
+    runs = "{sd15: [pgsb-ft-sfull-flora64-linear-zero, lorad-s64-f32-linear-zero]}"  # the latter: no Fig. 16 curve
+    overrides = [f"results={tmp_path}", f"distill={{runs: {runs}}}", f"evaluation={{evaluator: {evaluator}}}"]
+    run = snakemake("all", "-n", "--config", *overrides)
+    assert run.returncode == 0, run.stdout + run.stderr
+    pattern = r"^rule distill:\n    input: (.*)\n    output: \S*/(\S+)/pipeline/"
+    inputs = {name: files for files, name in re.findall(pattern, run.stdout, flags=re.M)}
+    scorer = "models/scorer.json" if evaluator == "paper" else "evaluator/classifier.json"
+    assert scorer in inputs["pgsb-ft-sfull-flora64-linear-zero"]
+    assert scorer not in inputs["lorad-s64-f32-linear-zero"]
+    if evaluator == "paper":
+        downloads = snakemake("downloads", "-n", "--config", *overrides)
+        assert "models/scorer.json" in downloads.stdout, downloads.stdout
 
 
 def test_params_rule_writes_the_table_and_its_log(tmp_path):

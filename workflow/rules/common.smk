@@ -116,8 +116,35 @@ def curve_settings(wildcards):
     }
 
 
+def scored_run(run):
+    """Whether a run's objective scores its samples with an image-text model (the clamped CLIP loss)."""
+    return run_objective(run) in vocabulary.SCORED_OBJECTIVES
+
+
+def scorer_settings(wildcards):
+    """dkd.train.scorers.ScorerSpec fields of a run whose objective scores its samples, else None: the toy's
+    digit classifier (built by a rule), or TAESD and open_clip ViT-B-32 (fetched)."""
+    if not scored_run(wildcards.run):
+        return None
+    if config["evaluation"]["evaluator"] == "toy":
+        return {"kind": "toy", "classifier": results("evaluator")}
+    return {"kind": "clip"}
+
+
+def scorer_inputs(wildcards):
+    if not scored_run(wildcards.run):
+        return {}
+    if config["evaluation"]["evaluator"] == "toy":
+        return {"scorer": results("evaluator", "classifier.json")}
+    return model_marker("scorer", "scorer")
+
+
 def distill_inputs(wildcards):
-    inputs = {"prompts": prompt_file(config["distill"]["prompts"]), **teacher_inputs(wildcards)}
+    inputs = {
+        "prompts": prompt_file(config["distill"]["prompts"]),
+        **teacher_inputs(wildcards),
+        **scorer_inputs(wildcards),
+    }
     curve = curve_settings(wildcards)
     if curve:
         inputs.update(

@@ -36,5 +36,6 @@ rule distill:
         source=teacher_source,
         dtype=lambda wc: config["backbones"][wc.backbone]["dtype"],
         curve=curve_settings,
+        scorer=scorer_settings,
     script:
         "../../scripts/distill.py"

@@ -19,7 +19,8 @@ def _is_hub_id(source):
 
 def model_groups():
     """{group: dkd.fetch.files_for arguments} of every pretrained file set the config loads from the
-    hub: hub teachers, the paper evaluator's Inception and CLIP, HPS, published checkpoints."""
+    hub: hub teachers, the paper evaluator's Inception and CLIP, the clamped CLIP loss's models, HPS,
+    published checkpoints."""
     groups = {
         f"teacher-{name}": {"what": "teacher", "source": backbone["source"], "backbone": name}
         for name, backbone in config["backbones"].items()
@@ -28,6 +29,9 @@ def model_groups():
     evaluation = config["evaluation"]
     if evaluation["evaluator"] == "paper" and evaluation["sets"]:
         groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
+    runs = [run for names in config["distill"]["runs"].values() for run in names]
+    if evaluation["evaluator"] == "paper" and any(scored_run(run) for run in runs):
+        groups["scorer"] = {"what": "scorer"}  # the clamped CLIP loss's TAESD and ViT-B-32
     if hps_sets() and not evaluation["hps"].get("checkpoint"):
         groups["hps"] = {"what": "hps", "version": evaluation["hps"]["version"]}
     published = [
