@@ -194,8 +194,10 @@ FAKE_SLURM = {  # each fake tool logs its call; sbatch answers job ids, sacct sa
 # The jobs of config/tiny.yaml that are ready once its two teachers exist.
 FIRST_WAVE = [
     ("distill", "tiny-pixart_lorad-s4-f2-linear-zero"),
+    ("distill", "tiny-pixart_swiftbrush-ft-sfull-flora4-linear-zero"),
     ("distill", "tiny-sd_ft-sfull-fft-linear-zero"),
     ("distill", "tiny-sd_lorad-s4-f2-linear-zero"),
+    ("distill", "tiny-sd_sidlsg-ft-sfull-fft-linear-zero"),
     ("generate_shard", "tiny-sd_teacher_tiny-eval_0"),
     ("generate_shard", "tiny-sd_teacher_tiny-eval_1"),
     ("params", None),
