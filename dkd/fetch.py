@@ -180,6 +180,8 @@ def files_for(what: str, **options) -> list[ModelFiles]:
 
     * ``teacher``, ``source=<hub id>``, ``backbone=<name>``: the teacher's diffusers pipeline (a repo
       holding only the denoiser: that folder, and the rest of its components pipeline);
+    * ``denoiser``, ``source=<hub id>``, ``backbone=<name>``: only the denoiser folder of a pipeline (a
+      student's start, ``student_init``: SD-Turbo's U-Net);
     * ``published``, ``name=<entry>``, ``catalog=<yaml>``: a published checkpoint's files;
     * ``clip``: the CLIP-score model (open_clip ViT-g-14 ``laion2b_s12b_b42k``);
     * ``scorer``: the clamped CLIP loss's decoder and model (TAESD; open_clip ViT-B-32, ``dkd.train.scorers``);
@@ -209,6 +211,12 @@ def files_for(what: str, **options) -> list[ModelFiles]:
         from .metrics.clip import MODEL, PRETRAINED
 
         return [ModelFiles("open_clip", MODEL, tag=PRETRAINED)]
+    if what == "denoiser":  # only a pipeline's denoiser folder (a student's start: dkd.train.config.student_init)
+        from .backbones import backbone_spec
+
+        return [
+            ModelFiles("hub_folder", options["source"], subfolder=backbone_spec(options["backbone"]).denoiser_subfolder)
+        ]
     if what == "scorer":
         from .train.scorers import CLIP_MODEL, CLIP_PRETRAINED, TAESD
 
@@ -226,7 +234,9 @@ def files_for(what: str, **options) -> list[ModelFiles]:
         return [ModelFiles("hub_file", HUB_REPO, filename=CHECKPOINTS[version])]
     if what == "inception":
         return [ModelFiles("inception", str(options["folder"]))]
-    raise ValueError(f"unknown pretrained files {what!r}: one of teacher, published, clip, scorer, hps, inception")
+    raise ValueError(
+        f"unknown pretrained files {what!r}: one of teacher, denoiser, published, clip, scorer, hps, inception"
+    )
 
 
 def fetch_all(

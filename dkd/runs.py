@@ -3,7 +3,8 @@
 ``[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}``, e.g. ``lorad-s256-f32-linear-zero`` (DKD):
 
 * ``objective``: none for DKD, else a baseline's prefix (``dkd/vocabulary.yaml`` ``runs.objectives``:
-  ``sidlsg`` is SiD-LSG, ``swiftbrush`` SwiftBrush, ``pgsb`` PG-SB; ``dkd.train.objective``);
+  ``sidlsg`` is SiD-LSG, ``swiftbrush`` SwiftBrush, ``pgsb`` PG-SB, ``sbv2`` SwiftBrush v2;
+  ``dkd.train.objective``);
 * ``method``: the student's ``lorad`` | ``lora`` | ``dora`` | ``ft``;
 * ``s{rank}``: the student's rank (``sfull`` for ``ft``);
 * ``f{fake}``: the fake model's LoRaD rank, ``fft`` for a fully trained fake (DMD2, SiD-LSG), or
@@ -38,7 +39,10 @@ _PATTERN = re.compile(
 FAKE_LORA: dict[str, dict] = {
     "swiftbrush": {"targets": ("to_q", "to_v"), "alpha": 108},
     "pg_sb": {"targets": ("to_q", "to_v"), "alpha": 128},
+    "swiftbrush_v2": {"targets": ("to_q", "to_v"), "alpha": 128},  # "r = 64 and scaling gamma = 128"
 }
+# A LoRA student's lora_alpha, per objective (default: the rank). SwiftBrush v2's scheme B: "r = 256 and gamma = 512".
+STUDENT_LORA: dict[str, dict] = {"swiftbrush_v2": {"alpha": 512}}
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ def parse_run_name(backbone: str, name: str) -> RunSpec:
         rank=1 if rank == "full" else int(rank),
         layers="linear" if method == "ft" else LAYERS[layers],
         init=INITS[init],
+        **(STUDENT_LORA.get(objective, {}) if method == "lora" else {}),
     )
     if fake == "ft":
         fake_spec = AdapterSpec(backbone, "fake", "ft", rank=1)
@@ -90,6 +95,8 @@ def parse_run_name(backbone: str, name: str) -> RunSpec:
 def run_name(spec: RunSpec) -> str:
     """Inverse of ``parse_run_name``."""
     student, fake = spec.student, spec.fake
+    if student.method == "lora" and student.alpha != STUDENT_LORA.get(spec.objective, {}).get("alpha"):
+        raise ValueError(f"a {spec.objective} run name describes a LoRA student with its objective's alpha.")
     lora = FAKE_LORA.get(spec.objective, {})
     if fake.method == "lora" and (fake.targets, fake.alpha) != (lora.get("targets"), lora.get("alpha")):
         raise ValueError(f"a {spec.objective} run name describes a LoRA fake with {lora or 'the default targets'}.")

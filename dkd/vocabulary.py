@@ -27,7 +27,9 @@ TEACHER: str = _NAMES["models"]["teacher"]
 ONE_STEP_TEACHER: str = _NAMES["models"]["one_step_teacher"]
 PUBLISHED_PREFIX: str = _NAMES["models"]["published_prefix"]
 PUBLISHED_PATTERN = rf"{re.escape(PUBLISHED_PREFIX)}[A-Za-z0-9._-]+"
-MODEL_PATTERN = f"{re.escape(TEACHER)}|{re.escape(ONE_STEP_TEACHER)}|{PUBLISHED_PATTERN}|{RUN_PATTERN}"
+MERGED_PREFIX: str = _NAMES["models"]["merged_prefix"]
+MERGED_PATTERN = rf"{re.escape(MERGED_PREFIX)}[A-Za-z0-9._]+"
+MODEL_PATTERN = f"{re.escape(TEACHER)}|{re.escape(ONE_STEP_TEACHER)}|{PUBLISHED_PATTERN}|{MERGED_PATTERN}|{RUN_PATTERN}"
 
 METRIC_FILES: dict[str, str] = dict(_NAMES["metric_files"])
 RUN_LEVEL_FILES: tuple[str, ...] = tuple(_NAMES["run_level_files"])
@@ -39,18 +41,22 @@ COCO_COUNTS: dict[str, int] = dict(_NAMES["coco_counts"])
 
 def model_kind(model: str) -> str:
     """What generates a model's images: ``"teacher"`` (multi-step, CFG), ``"teacher-1step"``,
-    ``"published"`` (``pub-<name>``, a checkpoint of config/published.yaml) or ``"run"`` (a
-    distillation run's exported student); one clear error for any other name."""
+    ``"published"`` (``pub-<name>``, a checkpoint of config/published.yaml), ``"merged"``
+    (``merged-<name>``, the weight merge of two runs: ``distill.merges``) or ``"run"`` (a distillation
+    run's exported student); one clear error for any other name."""
     if model == TEACHER:
         return "teacher"
     if model == ONE_STEP_TEACHER:
         return "teacher-1step"
     if re.fullmatch(PUBLISHED_PATTERN, model):
         return "published"
+    if re.fullmatch(MERGED_PATTERN, model):
+        return "merged"
     if re.fullmatch(RUN_PATTERN, model):
         return "run"
     raise ValueError(
-        f"model {model!r} is none of {TEACHER!r}, {ONE_STEP_TEACHER!r}, '{PUBLISHED_PREFIX}<name>' or a run "
+        f"model {model!r} is none of {TEACHER!r}, {ONE_STEP_TEACHER!r}, '{PUBLISHED_PREFIX}<name>', "
+        f"'{MERGED_PREFIX}<name>' or a run "
         "name '[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}' (e.g. 'lorad-s256-f32-linear-zero')."
     )
 

@@ -32,12 +32,15 @@ def test_parse_and_round_trip(name, student, fake):
         ("swiftbrush-ft-sfull-flora64-linear-zero", "swiftbrush", ("lora", 64, ("to_q", "to_v"), 108)),
         ("sidlsg-lorad-s64-flora8-linear-zero", "sid_lsg", ("lora", 8, None, None)),  # the fake role's targets
         ("pgsb-ft-sfull-flora64-linear-zero", "pg_sb", ("lora", 64, ("to_q", "to_v"), 128)),
+        ("sbv2-lora-s256-flora64-linear-zero", "swiftbrush_v2", ("lora", 64, ("to_q", "to_v"), 128)),
     ],
 )
 def test_baseline_names_say_their_objective_and_fake(name, objective, fake):
     spec = parse_run_name("sd21", name)
     assert spec.objective == objective and run_name(spec) == name
     assert (spec.fake.method, spec.fake.rank, spec.fake.targets, spec.fake.alpha) == fake
+    if spec.student.method == "lora":  # SwiftBrush v2's scheme B: LoRA r256, gamma 512
+        assert (spec.student.rank, spec.student.alpha, spec.student.peft_config().lora_alpha) == (256, 512, 512)
     config = spec.fake.peft_config()
     if fake[2]:  # SwiftBrush's LoRA teacher: r 64 on to_q / to_v, alpha 108 (PG-SB: 128)
         assert set(config.target_modules) == {"to_q", "to_v"} and (config.r, config.lora_alpha) == fake[1:4:2]

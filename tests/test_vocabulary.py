@@ -47,15 +47,22 @@ def _configured_runs() -> set[str]:
         ("lorad-s256-f32-linear-zero", "run"),
         ("ft-sfull-fft-linear-zero", "run"),
         ("lora-s8-f4-conv-xavier", "run"),
+        ("sbv2-lora-s256-flora64-linear-zero", "run"),
+        ("merged-swiftbrushv2", "merged"),
     ],
 )
 def test_model_kinds(model, kind):
     assert model_kind(model) == kind
 
 
-@pytest.mark.parametrize("bad", ["", "teacher-2step", "pub-", "lorad-256-f32-linear-zero", "lorad-s8-f4-linear-ones"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "teacher-2step", "pub-", "merged-", "merged-a-b", "lorad-256-f32-linear-zero", "lorad-s8-f4-linear-ones"],
+)
 def test_a_name_of_no_kind_is_one_clear_error(bad):
-    with pytest.raises(ValueError, match="is none of 'teacher', 'teacher-1step', 'pub-<name>' or a run name"):
+    with pytest.raises(
+        ValueError, match="is none of 'teacher', 'teacher-1step', 'pub-<name>', 'merged-<name>' or a run"
+    ):
         model_kind(bad)
 
 

@@ -65,6 +65,20 @@ def _load(cls, source: str, subfolder: str, local: bool, what: str, name: str, *
         ) from None
 
 
+def load_denoiser(name: str, source: str | None = None, *, dtype: torch.dtype = torch.float32):
+    """Only the denoiser of backbone ``name`` from ``source`` (a diffusers folder or hub id; default: the
+    backbone's hub id), in ``dtype`` on the CPU: e.g. another model of the same architecture whose
+    weights start a student (SwiftBrush v2: SD-Turbo's U-Net for SD2.1)."""
+    import diffusers
+
+    spec = backbone_spec(name)
+    source, local = resolve_source(name, source)
+    cls = getattr(diffusers, spec.denoiser_class)
+    return _load(
+        cls, subfolder=spec.denoiser_subfolder, what="denoiser", dtype=dtype, source=source, local=local, name=name
+    )
+
+
 def load_teacher(
     name: str,
     source: str | None = None,
@@ -78,21 +92,12 @@ def load_teacher(
     backbone's hub id), in ``dtype`` on ``device``, with its text encoder and VAE if asked
     (a pixel-space backbone, ``spec.latent`` False, has no VAE). A hub repo that holds only the
     denoiser gets the other parts from :func:`components_source`."""
-    import diffusers
     import transformers
     from diffusers import AutoencoderKL, DDPMScheduler
 
     spec = backbone_spec(name)
     source, local = resolve_source(name, source)
-    denoiser = _load(
-        getattr(diffusers, spec.denoiser_class),
-        subfolder=spec.denoiser_subfolder,
-        what="denoiser",
-        dtype=dtype,
-        source=source,
-        local=local,
-        name=name,
-    )
+    denoiser = load_denoiser(name, source, dtype=dtype)
     parts = components_source(name, source)
     common = dict(source=parts or source, local=local and parts is None, name=name)
     # The training noise schedule: DDPM betas of the shipped scheduler config (PixArt ships a

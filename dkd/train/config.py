@@ -75,6 +75,9 @@ class DistillConfig:
     log_every: int = 10
     eval_every: int | None = None  # evaluation hook period (Fig. 16 curves); None: no evaluation
     embedding_cache: str | None = None  # folder of cached prompt embeddings (dkd.train.embeddings); None: encode
+    student_init: str | None = (
+        None  # a diffusers folder or hub id whose denoiser starts the student; None: the teacher's
+    )
 
     def __post_init__(self):
         backbone_spec(self.backbone)
@@ -125,6 +128,8 @@ class DistillConfig:
             object.__setattr__(self, "embedding_cache", os.fspath(self.embedding_cache))
         if self.embedding_cache is not None and (not isinstance(self.embedding_cache, str) or not self.embedding_cache):
             raise ValueError(f"embedding_cache must be a folder path or None; got {self.embedding_cache!r}.")
+        if self.student_init is not None and (not isinstance(self.student_init, str) or not self.student_init):
+            raise ValueError(f"student_init must be a diffusers folder or hub id, or None; got {self.student_init!r}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}.")
 

@@ -79,9 +79,16 @@ class DistillResult:
     fake: nn.Module
 
 
-def build_role(teacher: Teacher, spec) -> nn.Module:
-    """A trainable copy of the teacher's denoiser as ``spec`` says, with fp32 trainable weights."""
-    model = apply_adapter(copy.deepcopy(teacher.denoiser), spec)
+def build_role(teacher: Teacher, spec, init: nn.Module | None = None) -> nn.Module:
+    """A trainable copy of the teacher's denoiser (or of ``init``, a denoiser of the same architecture:
+    the student's ``student_init``) as ``spec`` says, with fp32 trainable weights."""
+    base = copy.deepcopy(teacher.denoiser)
+    if init is not None:
+        try:
+            base.load_state_dict(init.state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"student_init is not a denoiser of {teacher.spec.name}'s architecture: {error}") from None
+    model = apply_adapter(base, spec)
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()
@@ -160,8 +167,15 @@ class Distiller:
         self.accum = config.accumulation_steps(self.acc.num_processes)
         for module in (m for m in (teacher.denoiser, teacher.text_encoder) if m is not None):
             module.to(self.acc.device)
+        init = None
+        if config.student_init is not None:
+            from ..backbones import load_denoiser
+
+            init = load_denoiser(config.backbone, config.student_init, dtype=teacher.denoiser.dtype)
         torch.manual_seed(config.seed)  # adapter initialisation (B Xavier) depends on the run's seed only
-        models = {role: build_role(teacher, getattr(config, role)) for role in ROLES}
+        models = {
+            role: build_role(teacher, getattr(config, role), init if role == "student" else None) for role in ROLES
+        }
         for model in models.values() if config.gradient_checkpointing else ():
             model.enable_gradient_checkpointing()
         tune_for_speed(

@@ -238,3 +238,10 @@ OBJECTIVES["pg_sb"] = dataclasses.replace(
     clip_weight_end=0.0,
     clip_margin=0.37,
 )
+# SwiftBrush v2 (Dao et al., arXiv 2408.14176): SwiftBrush's objective with the clamped CLIP loss (margin 0.35,
+# weight 0.1 going to 0) for its efficient scheme B (a LoRA student); its scheme A (a full student) trains
+# without it (clip_weight 0 in the run's settings); both start from SD-Turbo (DistillConfig.student_init) and
+# are merged after training (dkd.train.merge).
+OBJECTIVES["swiftbrush_v2"] = dataclasses.replace(
+    OBJECTIVES["swiftbrush"], name="swiftbrush_v2", clip_weight=0.1, clip_weight_end=0.0, clip_margin=0.35
+)

@@ -46,6 +46,10 @@ RECIPES["pg_sb"] = {
     **RECIPES["swiftbrush"],
     "fake": AdapterSpec("tiny-sd", "fake", "lora", rank=2, targets=("to_q", "to_v"), alpha=4),
 }
+RECIPES["swiftbrush_v2"] = {  # scheme B: a LoRA student (scheme A's full student is SwiftBrush's recipe)
+    **RECIPES["pg_sb"],
+    "student": AdapterSpec("tiny-sd", "student", "lora", rank=2, alpha=4),
+}
 assert set(RECIPES) == set(OBJECTIVES)
 
 

@@ -153,7 +153,10 @@ def test_named_objectives_and_their_errors():
     assert (sid.t_init, sid.scaled_input, sid.generator_loss, sid.sid_alpha, sid.order) == (
         625, True, "sid", 1.2, "fake_first"
     )  # fmt: skip
-    assert set(OBJECTIVES) == {"dkd", "sid_lsg", "swiftbrush", "pg_sb"} and OBJECTIVES["dkd"] == ObjectiveConfig()
+    assert (
+        set(OBJECTIVES) == {"dkd", "sid_lsg", "swiftbrush", "pg_sb", "swiftbrush_v2"}
+        and OBJECTIVES["dkd"] == ObjectiveConfig()
+    )
     for bad, message in [
         ({"generator_loss": "l2"}, "generator_loss"),
         ({"guidance_scale": "1e-4"}, "YAML"),

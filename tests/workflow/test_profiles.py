@@ -131,6 +131,7 @@ def test_local_dry_run_runs_one_job_per_gpu_of_the_machine(tmp_path):
         "tiny_backbone": None,
         "params": None,
         "distill": "2",
+        "merge": None,
         "generate_shard": "1",
         "timing": "1",
         "images": None,

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from dkd.runs import parse_run_name
@@ -100,7 +101,7 @@ def test_the_schema_fills_in_the_defaults():
     }
     validate(config, schema=SCHEMA)
     assert config["seed"] == 0 and config["data"]["root"] == "data"
-    assert config["distill"] == {"settings": {}, "objectives": {}, "run_settings": {}, "runs": {}}
+    assert config["distill"] == {"settings": {}, "objectives": {}, "merges": {}, "run_settings": {}, "runs": {}}
     evaluation = config["evaluation"]
     assert (evaluation["batch_size"], evaluation["dtype"], evaluation["evaluator"]) == (16, "float32", "paper")
     assert evaluation["sets"]["s"] == {"prompts": "p", "count": 4, "shards": 1, "seed": 0, "metrics": []}
@@ -120,10 +121,11 @@ def _job_counts(stdout: str) -> dict[str, int]:
 
 
 def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
-    """config/config.yaml: the data, 18 distillation runs (DKD and its ablations; the baselines SiD-LSG
-    on SD1.5 and SD2.1, SwiftBrush on SD2.1 and PixArt-alpha, PG-SB on PixArt-alpha), every model (runs,
-    teachers, 7 published checkpoints) on COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the seven SD1.5
-    models of Table 6 on the four HPSv2 style sets, the timing of the 19 models of Tables 4 and 5, the weight analysis,
+    """config/config.yaml: the data, 20 distillation runs (DKD and its ablations; the baselines SiD-LSG
+    on SD1.5 and SD2.1, SwiftBrush on SD2.1 and PixArt-alpha, PG-SB on PixArt-alpha, SwiftBrush v2's two
+    schemes on SD2.1) and their merge, every model (runs, the merge, teachers, 7 published checkpoints) on
+    COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the seven SD1.5 models of Table 6 on the four HPSv2
+    style sets, the timing of the 20 models of Tables 4 and 5, the weight analysis,
     Fig. 16 and the report; each table target resolves."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overrides = ["--config", f"results={tmp_path / 'results'}", f"data={{root: {tmp_path / 'data'}}}"]
@@ -132,17 +134,18 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     evaluation = config["evaluation"]
     runs = sum(len(names) for names in config["distill"]["runs"].values())
     published = sum(len(names) for names in evaluation["published"]["models"].values())
-    models = runs + len(evaluation["teachers"]) + published  # + each backbone's teacher row
+    merged = sum(len(names) for names in config["distill"]["merges"].values())
+    models = runs + len(evaluation["teachers"]) + published + merged  # + each backbone's teacher row
     sets = evaluation["sets"]
     per_set = {
         name: sum(len(m) for m in spec["models"].values()) if "models" in spec else models
         for name, spec in sets.items()
     }
     timed = sum(len(names) for names in evaluation["timing"]["models"].values())
-    assert (runs, published, models, timed) == (18, 7, 28, 19)
+    assert (runs, published, models, timed) == (20, 7, 31, 20)
     assert per_set == {
-        "coco2014": 28,
-        "coco2017": 28,
+        "coco2014": 31,
+        "coco2017": 31,
         "hpsv2-anime": 7,
         "hpsv2-photo": 7,
         "hpsv2-concept-art": 7,
@@ -155,6 +158,7 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "data_hpsv2": 1,
         "data_journeydb": 1,
         "distill": runs,
+        "merge": merged,
         "generate_shard": sum(n * sets[name].get("shards", 1) for name, n in per_set.items()),
         "images": sum(per_set.values()),
         "reference_stats": 2,
@@ -166,7 +170,7 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "fig16": 1,
         "report": 1,
         "all": 1,
-        "fetch_model": len(config["backbones"]) + published + 4,  # + Inception, CLIP, HPS, PG-SB's scorer
+        "fetch_model": len(config["backbones"]) + published + 5,  # + Inception, CLIP, HPS, the scorer, SD-Turbo's U-Net
         **{name: 1 for name in config["report"]["tables"]},
     }  # each table's own rule
     assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
@@ -297,6 +301,16 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
         ["a handwritten digit seven"], [0]
     )
     assert images[0].size == (16, 16)
+    from dkd.backbones import load_denoiser  # the merge of two runs: their denoisers' mean, then evaluated
+
+    merged, first, second = (
+        load_denoiser("tiny-sd", str(tmp_path / "tiny-sd" / model / "pipeline")).state_dict()
+        for model in ("merged-lorad_ft", "lorad-s4-f2-linear-zero", "ft-sfull-fft-linear-zero")
+    )
+    assert all(torch.allclose(merged[k], (first[k].double() / 2 + second[k].double() / 2).float()) for k in merged)
+    assert (
+        json.loads((tmp_path / "tiny-sd" / "merged-lorad_ft" / "tiny-eval" / "images.json").read_text())["count"] == 6
+    )
     for model in config["evaluation"]["timing"]["models"]["tiny-sd"]:  # Table 5's rule, on the CPU
         timing = json.loads((tmp_path / "tiny-sd" / model / "timing.json").read_text())
         assert timing["values"]["inference_s"] > 0 and timing["evalset"] is None

@@ -145,6 +145,9 @@ def distill_inputs(wildcards):
         **teacher_inputs(wildcards),
         **scorer_inputs(wildcards),
     }
+    start = student_init(wildcards.run)
+    if start and _is_hub_id(start):  # fetched before the job (SwiftBrush v2: SD-Turbo's U-Net)
+        inputs.update(model_marker(student_init_group(start), "student_init"))
     curve = curve_settings(wildcards)
     if curve:
         inputs.update(
@@ -154,9 +157,40 @@ def distill_inputs(wildcards):
 
 
 def distill_targets():
-    """Every configured run's exported student."""
+    """Every configured run's exported student, and every merge of two runs."""
     runs = config["distill"]["runs"]
-    return [results(backbone, run, "pipeline", "model_index.json") for backbone, names in runs.items() for run in names]
+    targets = [
+        results(backbone, run, "pipeline", "model_index.json") for backbone, names in runs.items() for run in names
+    ]
+    return targets + [results(b, model, "pipeline", "model_index.json") for b, model in merged_models()]
+
+
+def merged_models():
+    """(backbone, merged-<name>) of every merge of two runs (distill.merges)."""
+    return [
+        (backbone, f"{vocabulary.MERGED_PREFIX}{name}")
+        for backbone, merges in config["distill"]["merges"].items()
+        for name in merges
+    ]
+
+
+def merge_spec(wildcards):
+    """The two runs and the weight of a merged model."""
+    return config["distill"]["merges"][wildcards.backbone][wildcards.model[len(vocabulary.MERGED_PREFIX) :]]
+
+
+def student_init_group(source):
+    """The fetch group of a student's start on the hub: student-init-<owner>--<name>."""
+    return "student-init-" + "--".join(Path(source).parts)
+
+
+def student_init(run):
+    """The run's student_init setting (a run's over its objective's over the shared one), or None."""
+    distill = config["distill"]
+    for settings in (distill["run_settings"].get(run, {}), distill["objectives"].get(run_objective(run), {})):
+        if "student_init" in settings:
+            return settings["student_init"]
+    return distill["settings"].get("student_init")
 
 
 # -- evaluation images -------------------------------------------------------------------
@@ -228,6 +262,7 @@ def evaluated_models(backbone, evalset=None):
     if backbone in evaluation["one_step_teachers"]:
         models.append(vocabulary.ONE_STEP_TEACHER)
     models += [f"{vocabulary.PUBLISHED_PREFIX}{name}" for name in evaluation["published"]["models"].get(backbone, [])]
+    models += [model for b, model in merged_models() if b == backbone]
     chosen = _evalset(evalset).get("models") if evalset else None
     return models if chosen is None else [m for m in models if m in chosen.get(backbone, [])]
 
@@ -235,6 +270,7 @@ def evaluated_models(backbone, evalset=None):
 def evaluated_backbones():
     evaluation = config["evaluation"]
     names = list(config["distill"]["runs"]) + list(evaluation["teachers"]) + list(evaluation["published"]["models"])
+    names += list(config["distill"]["merges"])
     return list(dict.fromkeys(names + list(evaluation["one_step_teachers"])))
 
 

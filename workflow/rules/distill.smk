@@ -39,3 +39,26 @@ rule distill:
         scorer=scorer_settings,
     script:
         "../../scripts/distill.py"
+
+
+# A model made of two runs (SwiftBrush v2's merge, distill.merges): weight x first + (1 - weight) x second
+# over the denoisers of their exported pipelines (adapters folded), the rest of the first's pipeline.
+rule merge:
+    input:
+        first=lambda wc: results(wc.backbone, merge_spec(wc)["first"], "pipeline", "model_index.json"),
+        second=lambda wc: results(wc.backbone, merge_spec(wc)["second"], "pipeline", "model_index.json"),
+    output:
+        pipeline=results("{backbone}/{model}/pipeline/model_index.json"),
+    log:
+        log_path("{backbone}/{model}/merge.log"),
+    wildcard_constraints:
+        model=vocabulary.MERGED_PATTERN,
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=32000,
+        runtime=60,
+    params:
+        weight=lambda wc: merge_spec(wc)["weight"],
+    script:
+        "../../scripts/merge.py"

@@ -29,9 +29,13 @@ def model_groups():
     evaluation = config["evaluation"]
     if evaluation["evaluator"] == "paper" and evaluation["sets"]:
         groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
-    runs = [run for names in config["distill"]["runs"].values() for run in names]
-    if evaluation["evaluator"] == "paper" and any(scored_run(run) for run in runs):
+    runs = [(backbone, run) for backbone, names in config["distill"]["runs"].items() for run in names]
+    if evaluation["evaluator"] == "paper" and any(scored_run(run) for _, run in runs):
         groups["scorer"] = {"what": "scorer"}  # the clamped CLIP loss's TAESD and ViT-B-32
+    for backbone, run in runs:  # a student started from another hub checkpoint (SwiftBrush v2: SD-Turbo)
+        start = student_init(run)
+        if start and _is_hub_id(start):
+            groups[student_init_group(start)] = {"what": "denoiser", "source": start, "backbone": backbone}
     if hps_sets() and not evaluation["hps"].get("checkpoint"):
         groups["hps"] = {"what": "hps", "version": evaluation["hps"]["version"]}
     published = [
