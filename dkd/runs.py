@@ -32,17 +32,22 @@ _PATTERN = re.compile(
     r"((?P<objective>[a-z0-9]+)-)?(?P<method>[a-z]+)-s(?P<rank>\d+|full)-f(?P<fake>\d+|ft|lora\d+)"
     r"-(?P<layers>[a-z]+)-(?P<init>[a-z]+)"
 )
-# A LoRA fake's targets and lora_alpha, per objective (default: the fake role's targets, alpha = rank).
-# SwiftBrush (VinAIResearch/SwiftBrush train_swiftbrush.py, README): LoraConfig(r=64, lora_alpha=108,
-# target_modules=["to_q", "to_v"]).
-# PG-SB: "LoRA teacher r = 64, gamma = 128" (SNOOPI, supplementary); its targets are not stated: SwiftBrush's.
+# A LoRA fake's targets and scale (lora_alpha / rank), per objective (default: the fake role's targets, scale 1);
+# the scale, not lora_alpha, carries over to other ranks (the toy's). SwiftBrush (VinAIResearch/SwiftBrush
+# train_swiftbrush.py, README): LoraConfig(r=64, lora_alpha=108, target_modules=["to_q", "to_v"]). PG-SB and
+# SwiftBrush v2: "r = 64, gamma = 128" (targets not stated: SwiftBrush's).
 FAKE_LORA: dict[str, dict] = {
-    "swiftbrush": {"targets": ("to_q", "to_v"), "alpha": 108},
-    "pg_sb": {"targets": ("to_q", "to_v"), "alpha": 128},
-    "swiftbrush_v2": {"targets": ("to_q", "to_v"), "alpha": 128},  # "r = 64 and scaling gamma = 128"
+    "swiftbrush": {"targets": ("to_q", "to_v"), "scale": 108 / 64},
+    "pg_sb": {"targets": ("to_q", "to_v"), "scale": 2.0},
+    "swiftbrush_v2": {"targets": ("to_q", "to_v"), "scale": 2.0},
 }
-# A LoRA student's lora_alpha, per objective (default: the rank). SwiftBrush v2's scheme B: "r = 256 and gamma = 512".
-STUDENT_LORA: dict[str, dict] = {"swiftbrush_v2": {"alpha": 512}}
+# A LoRA student's scale, per objective (default 1). SwiftBrush v2's scheme B: "r = 256 and gamma = 512".
+STUDENT_LORA: dict[str, float] = {"swiftbrush_v2": 2.0}
+
+
+def _alpha(scale: float | None, rank: int) -> float | None:
+    """lora_alpha of a LoRA with ``scale`` at ``rank`` (None: scale 1, PEFT's alpha = rank)."""
+    return None if scale is None else scale * rank
 
 
 @dataclass(frozen=True)
@@ -81,12 +86,15 @@ def parse_run_name(backbone: str, name: str) -> RunSpec:
         rank=1 if rank == "full" else int(rank),
         layers="linear" if method == "ft" else LAYERS[layers],
         init=INITS[init],
-        **(STUDENT_LORA.get(objective, {}) if method == "lora" else {}),
+        alpha=_alpha(STUDENT_LORA.get(objective), int(rank)) if method == "lora" else None,
     )
     if fake == "ft":
         fake_spec = AdapterSpec(backbone, "fake", "ft", rank=1)
     elif fake.startswith("lora"):
-        fake_spec = AdapterSpec(backbone, "fake", "lora", rank=int(fake[4:]), **FAKE_LORA.get(objective, {}))
+        lora, rank_f = FAKE_LORA.get(objective, {}), int(fake[4:])
+        fake_spec = AdapterSpec(
+            backbone, "fake", "lora", rank=rank_f, targets=lora.get("targets"), alpha=_alpha(lora.get("scale"), rank_f)
+        )
     else:
         fake_spec = AdapterSpec(backbone, "fake", "lorad", rank=int(fake))
     return RunSpec(objective, student, fake_spec)
@@ -95,10 +103,13 @@ def parse_run_name(backbone: str, name: str) -> RunSpec:
 def run_name(spec: RunSpec) -> str:
     """Inverse of ``parse_run_name``."""
     student, fake = spec.student, spec.fake
-    if student.method == "lora" and student.alpha != STUDENT_LORA.get(spec.objective, {}).get("alpha"):
-        raise ValueError(f"a {spec.objective} run name describes a LoRA student with its objective's alpha.")
+    if student.method == "lora" and student.alpha != _alpha(STUDENT_LORA.get(spec.objective), student.rank):
+        raise ValueError(f"a {spec.objective} run name describes a LoRA student with its objective's scale.")
     lora = FAKE_LORA.get(spec.objective, {})
-    if fake.method == "lora" and (fake.targets, fake.alpha) != (lora.get("targets"), lora.get("alpha")):
+    if fake.method == "lora" and (fake.targets, fake.alpha) != (
+        lora.get("targets"),
+        _alpha(lora.get("scale"), fake.rank),
+    ):
         raise ValueError(f"a {spec.objective} run name describes a LoRA fake with {lora or 'the default targets'}.")
     if fake.method not in ("lorad", "ft", "lora"):
         raise ValueError("run names describe LoRaD, LoRA or fully trained fake models only.")

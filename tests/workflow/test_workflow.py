@@ -285,7 +285,7 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
                 ),
             }.get(name, (1, 1e-2, "dkd", 1.5, 1.0, [0.02, 0.98], [0.02, 0.98], 10.0, [0.9, 0.999]))  # fmt: skip
             if spec.fake.method == "lora":  # SwiftBrush's LoRA teacher
-                assert (trained["fake"]["targets"], trained["fake"]["alpha"]) == (["to_q", "to_v"], 108)
+                assert (trained["fake"]["targets"], trained["fake"]["alpha"]) == (["to_q", "to_v"], 108 / 64 * 4)
             student_info = json.loads((folder / "pipeline" / "dkd_student.json").read_text())
             assert (student_info["objective"], student_info["t_init"], student_info["scaled_input"]) == (
                 spec.objective, 625 if spec.objective == "sid_lsg" else 999, spec.objective == "sid_lsg"
