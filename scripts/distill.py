@@ -4,6 +4,7 @@ hook's log. A job given several GPUs (resource `gpus`) trains on as many process
 on each of its `nodes` (one srun task per node); this process alone then loads the finished run
 and writes the outputs (dkd.train.run)."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log
         prompts=sm.input.prompts,
         out=run_dir,
         curve=curve,
-        scorer=sm.params.scorer,
+        scorer=json.loads(Path(scorer).read_text()) if isinstance(scorer := sm.params.scorer, str) else scorer,
         nodes=nodes,
         cpus=sm.threads,
         processes=gpus if torch.cuda.is_available() and gpus > 1 else 1,

@@ -109,3 +109,31 @@ def load_scorer(spec: ScorerSpec | dict, device="cpu") -> nn.Module:
         clip = open_clip.create_model(spec.model, pretrained=spec.pretrained)
         scorer = ClipScorer(decoder, clip, open_clip.get_tokenizer(spec.model))
     return scorer.to(device).eval().requires_grad_(False)
+
+
+TINY_CLIP = "ViT-S-32"  # the smallest open_clip model with a text tower (random weights in the tiny scorer)
+
+
+def save_tiny_scorer(folder, *, seed: int = 0) -> dict:
+    """A clip scorer with random weights (no download: tests and the tiny config): a TAESD-shaped
+    ``AutoencoderTiny`` for 4-channel latents in ``folder/decoder`` and open_clip ViT-S-32 weights in
+    ``folder/clip.pt``; returns its :class:`ScorerSpec` fields."""
+    from pathlib import Path
+
+    import open_clip
+    from diffusers import AutoencoderTiny
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    decoder = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
+    decoder.save_pretrained(folder / "decoder")
+    torch.save(open_clip.create_model(TINY_CLIP, pretrained=None).state_dict(), folder / "clip.pt")
+    return ScorerSpec(
+        "clip", decoder=str(folder / "decoder"), model=TINY_CLIP, pretrained=str(folder / "clip.pt")
+    ).to_dict()

@@ -129,6 +129,7 @@ def test_local_dry_run_runs_one_job_per_gpu_of_the_machine(tmp_path):
     gpus = {rule: res.get("gpus") for rule, res in job_resources(two.stdout)}
     assert gpus == {
         "tiny_backbone": None,
+        "tiny_scorer": None,
         "params": None,
         "distill": "2",
         "merge": None,
@@ -195,9 +196,11 @@ FAKE_SLURM = {  # each fake tool logs its call; sbatch answers job ids, sacct sa
 # The jobs of config/tiny.yaml that are ready once its two teachers exist.
 FIRST_WAVE = [
     ("distill", "tiny-pixart_lorad-s4-f2-linear-zero"),
+    ("distill", "tiny-pixart_sbv2-lora-s4-flora4-linear-zero"),
     ("distill", "tiny-pixart_swiftbrush-ft-sfull-flora4-linear-zero"),
     ("distill", "tiny-sd_ft-sfull-fft-linear-zero"),
     ("distill", "tiny-sd_lorad-s4-f2-linear-zero"),
+    ("distill", "tiny-sd_pgsb-ft-sfull-flora4-linear-zero"),
     ("distill", "tiny-sd_sidlsg-ft-sfull-fft-linear-zero"),
     ("generate_shard", "tiny-sd_teacher_tiny-eval_0"),
     ("generate_shard", "tiny-sd_teacher_tiny-eval_1"),
@@ -226,6 +229,9 @@ def _submit_first_wave(tmp_path, **env_values) -> tuple[dict, Path, str]:
         index = tmp_path / "results" / "tiny" / "backbones" / backbone / "model_index.json"
         index.parent.mkdir(parents=True)
         index.write_text("{}")
+    scorer = tmp_path / "results" / "tiny" / "backbones" / "tiny-scorer" / "scorer.json"  # and the CLIP loss's scorer
+    scorer.parent.mkdir(parents=True)
+    scorer.write_text("{}")
     fake, calls = tmp_path / "bin", tmp_path / "slurm-calls.txt"
     fake.mkdir()
     for tool, script in FAKE_SLURM.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -101,7 +102,14 @@ def test_the_schema_fills_in_the_defaults():
     }
     validate(config, schema=SCHEMA)
     assert config["seed"] == 0 and config["data"]["root"] == "data"
-    assert config["distill"] == {"settings": {}, "objectives": {}, "merges": {}, "run_settings": {}, "runs": {}}
+    assert config["distill"] == {
+        "settings": {},
+        "scorer": "paper",
+        "objectives": {},
+        "merges": {},
+        "run_settings": {},
+        "runs": {},
+    }
     evaluation = config["evaluation"]
     assert (evaluation["batch_size"], evaluation["dtype"], evaluation["evaluator"]) == (16, "float32", "paper")
     assert evaluation["sets"]["s"] == {"prompts": "p", "count": 4, "shards": 1, "seed": 0, "metrics": []}
@@ -283,9 +291,20 @@ def test_tiny_config_runs_sd_and_pixart_end_to_end(tmp_path):
                 "swiftbrush-ft-sfull-flora4-linear-zero": (
                     1, 1e-3, "swiftbrush", 4.5, 4.5, [0.0, 1.0], [0.02, 0.98], 1.0, [0.9, 0.999]
                 ),
+                "pgsb-ft-sfull-flora4-linear-zero": (
+                    1, 1e-3, "pg_sb", 4.5, 4.5, [0.0, 1.0], [0.02, 0.98], 1.0, [0.9, 0.999]
+                ),
+                "sbv2-lora-s4-flora4-linear-zero": (
+                    1, 1e-3, "swiftbrush_v2", 4.5, 4.5, [0.0, 1.0], [0.02, 0.98], 1.0, [0.9, 0.999]
+                ),
             }.get(name, (1, 1e-2, "dkd", 1.5, 1.0, [0.02, 0.98], [0.02, 0.98], 10.0, [0.9, 0.999]))  # fmt: skip
-            if spec.fake.method == "lora":  # SwiftBrush's LoRA teacher
-                assert (trained["fake"]["targets"], trained["fake"]["alpha"]) == (["to_q", "to_v"], 108 / 64 * 4)
+            if spec.fake.method == "lora":  # SwiftBrush's LoRA teacher (PG-SB's, SwiftBrush v2's)
+                scale = {"swiftbrush": 108 / 64, "pg_sb": 2.0, "swiftbrush_v2": 2.0}[spec.objective]
+                assert (trained["fake"]["targets"], trained["fake"]["alpha"]) == (["to_q", "to_v"], scale * 4)
+            if spec.objective in ("pg_sb", "swiftbrush_v2"):  # the clamped CLIP loss ran, its weight 0.1 -> 0
+                rows = list(csv.DictReader((folder / "train" / "log.csv").open()))
+                assert [float(r["clip_weight"]) for r in rows] == pytest.approx([0.1, 0.05, 0.0])
+                assert all(-1 <= float(r["clip_score"]) <= 1 for r in rows)
             student_info = json.loads((folder / "pipeline" / "dkd_student.json").read_text())
             assert (student_info["objective"], student_info["t_init"], student_info["scaled_input"]) == (
                 spec.objective, 625 if spec.objective == "sid_lsg" else 999, spec.objective == "sid_lsg"

@@ -123,11 +123,14 @@ def scored_run(run):
 
 def scorer_settings(wildcards):
     """dkd.train.scorers.ScorerSpec fields of a run whose objective scores its samples, else None: the toy's
-    digit classifier (built by a rule), or TAESD and open_clip ViT-B-32 (fetched)."""
+    digit classifier (built by a rule), TAESD and open_clip ViT-B-32 (fetched), or (distill.scorer: tiny)
+    the file of a random tiny scorer's fields (built by a rule)."""
     if not scored_run(wildcards.run):
         return None
     if config["evaluation"]["evaluator"] == "toy":
         return {"kind": "toy", "classifier": results("evaluator")}
+    if config["distill"]["scorer"] == "tiny":
+        return results("backbones", "tiny-scorer", "scorer.json")  # the spec, written by the rule tiny_scorer
     return {"kind": "clip"}
 
 
@@ -136,6 +139,8 @@ def scorer_inputs(wildcards):
         return {}
     if config["evaluation"]["evaluator"] == "toy":
         return {"scorer": results("evaluator", "classifier.json")}
+    if config["distill"]["scorer"] == "tiny":
+        return {"scorer": results("backbones", "tiny-scorer", "scorer.json")}
     return model_marker("scorer", "scorer")
 
 

@@ -30,7 +30,8 @@ def model_groups():
     if evaluation["evaluator"] == "paper" and evaluation["sets"]:
         groups.update({"inception": {"what": "inception", "folder": INCEPTION_DIR}, "clip": {"what": "clip"}})
     runs = [(backbone, run) for backbone, names in config["distill"]["runs"].items() for run in names]
-    if evaluation["evaluator"] == "paper" and any(scored_run(run) for _, run in runs):
+    scorer = evaluation["evaluator"] == "paper" and config["distill"]["scorer"] == "paper"
+    if scorer and any(scored_run(run) for _, run in runs):
         groups["scorer"] = {"what": "scorer"}  # the clamped CLIP loss's TAESD and ViT-B-32
     for backbone, run in runs:  # a student started from another hub checkpoint (SwiftBrush v2: SD-Turbo)
         start = student_init(run)
