@@ -54,7 +54,12 @@ DKD_METHODS = ("lorad", "lora", "dora", "ft")
 # The reproduced baselines' paper runs (config/config.yaml distill.runs), by the objective each name says.
 BASELINE_RUNS = {
     parse_run_name("sd15", run).objective: run
-    for run in ("sidlsg-ft-sfull-fft-linear-zero", "swiftbrush-ft-sfull-flora64-linear-zero")
+    for run in (
+        "sidlsg-ft-sfull-fft-linear-zero",
+        "swiftbrush-ft-sfull-flora64-linear-zero",
+        "pgsb-ft-sfull-flora64-linear-zero",
+        "sbv2-lora-s256-flora64-linear-zero",
+    )
 }
 OBJECTIVE_CHOICES = ("dkd", *BASELINE_RUNS)
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
@@ -122,13 +127,27 @@ def make_teacher(backbone: str, tokenizer_dir: str | None, device: str, dtype: t
     )
 
 
+def random_scorer(config: DistillConfig, device: str):
+    """For an objective with the clamped CLIP loss (PG-SB, SwiftBrush v2): its scorer's architecture (TAESD,
+    open_clip ViT-B-32) with random weights, which costs what the real one does; else None."""
+    if not config.objective.scored:
+        return None
+    import open_clip
+    from diffusers import AutoencoderTiny
+
+    from dkd.train.scorers import CLIP_MODEL, ClipScorer
+
+    scorer = ClipScorer(AutoencoderTiny(), open_clip.create_model(CLIP_MODEL), open_clip.get_tokenizer(CLIP_MODEL))
+    return scorer.to(device).eval().requires_grad_(False)
+
+
 def measure(config: DistillConfig, label: str, args) -> dict:
     """Warm-up, then the mean time and peak memory of ``--steps`` steps of ``config``; ``fwd`` and the
     trainable parameters (millions) of the student and the fake."""
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     teacher = make_teacher(args.backbone, args.tokenizer, args.device, dtype)
     prompts = [f"a photo of object number {i}, highly detailed" for i in range(args.per_device_batch * 4)]
-    distiller = Distiller(config, teacher, prompts, tempfile.mkdtemp())
+    distiller = Distiller(config, teacher, prompts, tempfile.mkdtemp(), scorer=random_scorer(config, args.device))
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     compile_start = time.perf_counter()
     for _ in range(args.warmup):
