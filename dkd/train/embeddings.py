@@ -30,7 +30,7 @@ Bit-identity. A shard stores exactly the tensors ``teacher.encode`` returned (no
 Read back, a prompt's row equals a direct encoding wherever the encoder's output for a prompt
 does not depend on the other prompts of its batch: true of CLIP and T5 on the CPU (tested);
 on a GPU, kernels chosen per batch size may differ in the last bit, as with
-``channels_last`` (hence ``embedding_cache`` is one of the loop's ``RESULT_NEUTRAL`` settings).
+``channels_last`` (hence ``embedding_cache`` is one of ``models.RESULT_NEUTRAL``).
 
 Size. A full cache is prompts x tokens x width x bytes: 1.4M x 77 x 768 x 2 (bf16) ~ 165 GB for
 SD (CLIP-L; 1024 wide for SD2.1's OpenCLIP-H: ~220 GB); 1.4M x 120 x 4096 x 2 ~ 1.4 TB for

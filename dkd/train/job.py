@@ -23,7 +23,8 @@ import torch
 
 from .checkpoint import latest_checkpoint, load_state, load_trainable_state, load_weights
 from .config import DistillConfig
-from .loop import ROLES, Distiller, DistillResult
+from .loop import Distiller, DistillResult
+from .models import ROLES
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """The distillation loop: Algorithm 1 with accumulation, DDP (accelerate), checkpoints and resume.
 
+``Distiller`` builds a run (its trained models and optimisers: ``models.py``), trains it step by
+step and checkpoints it (saving and resuming: ``resume.py``); ``distill`` runs or resumes one.
+
 A run writes into ``output_dir``: ``checkpoints/step-*/`` (see ``checkpoint.py``), ``log.csv``
 (one row per ``log_every`` steps) and ``config.json``. Started again with the same
 ``output_dir`` it resumes from the latest checkpoint; on CPU the result is bit-identical to an
@@ -13,10 +16,7 @@ records the training cost so far (``checkpoint.training_cost``).
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import json
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -27,38 +27,19 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
-from ..adapters import apply_adapter
 from ..backbones import PromptEmbeds, Teacher
 from ..data.prompts import step_batch
 from ..io import atomic_write_text
-from .checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    load_trainable_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    trainable_state,
-)
-from .config import DistillConfig, OptimConfig
+from .checkpoint import latest_checkpoint, save_checkpoint
+from .config import DistillConfig
 from .embeddings import EmbeddingCache
 from .logger import CsvLogger, closing_all
+from .models import ROLES, build_optimizer, build_role, run_fingerprint
+from .resume import CheckpointedRun
 from .signals import StopSignals
 from .speed import tune_for_speed
 from .step import fake_loss, frozen, generate, generator_loss
 
-ROLES = ("student", "fake")
-RESULT_NEUTRAL = (
-    "gradient_checkpointing",
-    "channels_last",
-    "compile_blocks",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "log_every",
-    "eval_every",
-    "embedding_cache",
-)  # settings a resumed run may change
-_log = logging.getLogger(__name__)
 _clock = time.perf_counter  # the clock of the training-cost record (tests replace it)
 
 
@@ -79,60 +60,7 @@ class DistillResult:
     fake: nn.Module
 
 
-def build_role(teacher: Teacher, spec, init: nn.Module | None = None) -> nn.Module:
-    """A trainable copy of the teacher's denoiser (or of ``init``, a denoiser of the same architecture:
-    the student's ``student_init``) as ``spec`` says, with fp32 trainable weights."""
-    base = copy.deepcopy(teacher.denoiser)
-    if init is not None:
-        try:
-            base.load_state_dict(init.state_dict())
-        except RuntimeError as error:
-            raise ValueError(f"student_init is not a denoiser of {teacher.spec.name}'s architecture: {error}") from None
-    model = apply_adapter(base, spec)
-    for param in model.parameters():
-        if param.requires_grad:
-            param.data = param.data.float()
-    return model.train()
-
-
-def _optimizer(model: nn.Module, optim: OptimConfig):
-    params = [p for p in model.parameters() if p.requires_grad]
-    fused = all(p.is_cuda for p in params)  # one kernel for all parameters on a GPU; CPU keeps foreach
-    opt = torch.optim.AdamW(
-        params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, fused=fused or None
-    )
-    warmup = optim.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    return opt, sched
-
-
-def _checksum(module: nn.Module) -> list[str]:
-    """A float64 checksum of a module's weights: the sum and the sum of squares of all parameters."""
-    params = list(module.parameters())
-    with torch.no_grad():
-        total = sum(p.double().sum().item() for p in params)
-        squares = sum(p.double().square().sum().item() for p in params)
-    return [f"{total:.9g}", f"{squares:.9g}"]
-
-
-def run_fingerprint(config: DistillConfig, teacher: Teacher, scorer: nn.Module | None = None) -> str:
-    """What a checkpoint belongs to: the settings that change the result, the backbone and the
-    teacher's weights, and the auxiliary loss's scorer's if any (a run may resume with other speed,
-    logging or checkpoint settings)."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in RESULT_NEUTRAL}
-    record = {
-        "config": settings,
-        "backbone": teacher.spec.name,
-        "denoiser": dict(teacher.denoiser.config),
-        "weights": _checksum(teacher.denoiser),
-    }
-    if scorer is not None:
-        record["scorer"] = _checksum(scorer)
-    blob = json.dumps(record, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class Distiller:
+class Distiller(CheckpointedRun):
     """State of one run: the three models, two optimisers, the generator and the prompt order."""
 
     def __init__(
@@ -185,7 +113,7 @@ class Distiller:
         )
         if self.acc.device.type == "cuda":  # TF32 for the float32 matmuls and convolutions left under autocast
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        optims = {role: _optimizer(models[role], getattr(config, f"optim_{role}")) for role in ROLES}
+        optims = {role: build_optimizer(models[role], getattr(config, f"optim_{role}")) for role in ROLES}
         prepared = self.acc.prepare(*models.values(), *(o for o, _ in optims.values()))
         self.models = dict(zip(ROLES, prepared[:2]))
         self.optims = dict(zip(ROLES, prepared[2:]))
@@ -203,98 +131,14 @@ class Distiller:
         self._attempt: dict | None = None  # this attempt's, while ``run`` trains
         self._timer = [0.0, 0.0]  # the attempt's start on ``_clock`` and its seconds not counted
 
-    # -- checkpoints -------------------------------------------------------------------------
-    @property
-    def checkpoint_root(self) -> Path:
-        return self.output_dir / "checkpoints"
+    # -- the checkpoints' clock and writer (for ``resume.CheckpointedRun``) -------------------
+    def _now(self) -> float:
+        """The training-cost clock: ``_clock``, looked up here at call time (tests replace it)."""
+        return _clock()
 
-    def save(self) -> Path:
-        from accelerate.utils import gather_object
-
-        rng = gather_object([rng_state(self.generator)])
-        path = None
-        if self.acc.is_main_process:
-            path = save_checkpoint(
-                self.checkpoint_root,
-                self.step,
-                weights={role: trainable_state(self.acc.unwrap_model(m)) for role, m in self.models.items()},
-                training_state={
-                    "optimizers": {r: o.state_dict() for r, o in self.optims.items()},
-                    "schedulers": {r: s.state_dict() for r, s in self.scheds.items()},
-                    "rng": rng,
-                    "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
-                },
-                state={
-                    "total_steps": self.total_steps,
-                    "processes": self.acc.num_processes,
-                    "fingerprint": self.fingerprint,
-                    "attempts": self._cost_record(),
-                },
-                keep=self.config.keep_checkpoints,
-            )
-        self.acc.wait_for_everyone()
-        return path or latest_checkpoint(self.checkpoint_root)
-
-    def _cost_record(self) -> list[dict]:
-        """Earlier attempts and this one, its seconds counted up to now (evaluation hook excluded)."""
-        if self._attempt is None:
-            return list(self.attempts)
-        seconds, device = _clock() - self._timer[0] - self._timer[1], self.acc.device  # + peak GPU memory (Table 4)
-        memory = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30} if device.type == "cuda" else {}
-        return [
-            *self.attempts,
-            {**self._attempt, **memory, "seconds": seconds, "steps": [self._attempt["steps"][0], self.step]},
-        ]
-
-    def _start_attempt(self) -> None:
-        """Start this attempt's cost record: the devices of all processes (one collective call)."""
-        from accelerate.utils import gather_object
-
-        device = self.acc.device
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        names = gather_object([name]) if self.acc.num_processes > 1 else [name]
-        self._attempt = {
-            "device": ", ".join(sorted(set(names))),
-            "processes": self.acc.num_processes,
-            "steps": [self.step, self.step],
-        }
-        self._timer = [_clock(), 0.0]
-
-    def check_fingerprint(self, path: Path, state: dict) -> None:
-        """Refuse a checkpoint of another run (``state`` is its ``state.json``)."""
-        if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"{path} belongs to a run with other settings or another teacher (fingerprint "
-                f"{state.get('fingerprint')} != {self.fingerprint}); use a new output folder or remove "
-                f"{self.checkpoint_root}."
-            )
-
-    def resume(self) -> bool:
-        """Load the latest checkpoint, if any; say in the log where this attempt starts."""
-        path = latest_checkpoint(self.checkpoint_root)
-        if path is None:
-            if self.acc.is_main_process:
-                _log.info("no checkpoint in %s: training starts at step 0", self.checkpoint_root)
-            return False
-        weights, training_state, state = load_checkpoint(path, list(ROLES))
-        self.check_fingerprint(path, state)
-        if state["processes"] != self.acc.num_processes:
-            raise ValueError(
-                f"{path} was written by {state['processes']} processes; resume with as many "
-                f"(this run has {self.acc.num_processes})."
-            )
-        for role in ROLES:
-            load_trainable_state(self.acc.unwrap_model(self.models[role]), weights[role])
-            self.optims[role].load_state_dict(training_state["optimizers"][role])
-            self.scheds[role].load_state_dict(training_state["schedulers"][role])
-        set_rng_state(self.generator, training_state["rng"][self.acc.process_index])
-        if self.acc.scaler is not None and training_state.get("scaler"):
-            self.acc.scaler.load_state_dict(training_state["scaler"])
-        self.step = state["step"]
-        self.attempts = list(state.get("attempts", []))
-        if self.acc.is_main_process:
-            _log.info("resuming from %s at step %d of %d", path, self.step, self.total_steps)
-        return True
+    def _write_checkpoint(self, *args, **kwargs) -> Path:
+        """``checkpoint.save_checkpoint``, looked up here at call time (tests replace it)."""
+        return save_checkpoint(*args, **kwargs)
 
     # -- one step ----------------------------------------------------------------------------
     def encode(self, prompts: list[str]) -> PromptEmbeds:

@@ -28,7 +28,8 @@ from dkd.backbones import load_teacher
 from dkd.train.checkpoint import load_state, training_cost
 from dkd.train.config import DistillConfig
 from dkd.train.embeddings import EmbeddingCache
-from dkd.train.loop import Distiller, build_role, distill
+from dkd.train.loop import Distiller, distill
+from dkd.train.models import build_role
 from dkd.train.speed import tune_for_speed
 from tests.train.test_loop import killed_at_step
 
