@@ -1,4 +1,5 @@
-"""Learning-rate sweep of the toy benchmark's Table 2 methods (DKD, LoRA, DoRA, FT), on CPU.
+"""Learning-rate sweep of the toy benchmark's Table 2 methods (DKD, LoRA, DoRA, FT) and of the reproduced
+baselines (SiD-LSG, SwiftBrush, PG-SB, SwiftBrush v2's two schemes: docs/baselines.md), on CPU.
 
 The toy's shared settings (``config/toy.yaml``: 400 steps, batch 32, real-model CFG 2.0) were tuned
 on DKD; here every Table 2 method is trained at each learning rate of its grid (student, and for FT's
@@ -46,6 +47,18 @@ GRID = {
     "dora-s8-f4-linear-zero": [(lr, None) for lr in (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3)],
     "ft-sfull-fft-linear-zero": [(s, f) for s in (1e-4, 3e-4, 1e-3) for f in (1e-4, 1e-3, 1e-2)]
     + [(3e-4, 1e-5), (3e-4, 3e-5), (1e-3, 3e-5), (3e-4, 3e-4), (2e-3, 1e-2)],
+    # the baselines, each with its recipe's objective and optimiser kind: full students (and SiD's full fake)
+    # around FT's rates, LoRA fakes and students around the LoRA rates
+    "sidlsg-ft-sfull-fft-linear-zero": [(s, f) for s in (1e-4, 3e-4, 1e-3) for f in (3e-5, 3e-4)],
+    **{
+        run: [(s, f) for s in (1e-4, 3e-4, 1e-3) for f in (1e-3, 1e-2)]
+        for run in (
+            "swiftbrush-ft-sfull-flora4-linear-zero",
+            "pgsb-ft-sfull-flora4-linear-zero",
+            "sbv2-ft-sfull-flora4-linear-zero",
+        )
+    },
+    "sbv2-lora-s8-flora4-linear-zero": [(s, f) for s in (1e-3, 2e-3, 4e-3) for f in (1e-3, 1e-2)],
 }
 SHARED = ["backbones", "data", "evaluator", "reference-stats"]  # made once by the toy workflow, copied
 
