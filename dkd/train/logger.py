@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,4 +89,20 @@ def _tensorboard_writer(folder: Path, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
+    _wait_past_older_event_files(folder)
     return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+def _wait_past_older_event_files(folder: Path) -> None:
+    """Wait, if need be, until the clock's second is past those of the event files already in ``folder``.
+
+    TensorBoard reads a run's event files in name order, ``events.out.tfevents.<second>.<host>.<pid>.<n>``:
+    two files of one second are ordered by the process-wide counter ``n`` as text (``10`` before ``9``), so
+    an attempt started in the second its predecessor started in could be read first and its purge marker
+    lost. Attempts are seconds apart in practice; this makes the order hold always.
+    """
+    seconds = [int(part[3]) for part in (p.name.split(".") for p in folder.glob("events.out.tfevents.*"))
+               if len(part) > 3 and part[3].isdigit()]  # fmt: skip
+    wait = max(seconds, default=0) + 1 - time.time()
+    if wait > 0:
+        time.sleep(wait)

@@ -72,3 +72,19 @@ def test_without_tensorboard_only_the_csv_is_written(tmp_path):
     logger.write(1, {"loss": 2.0})
     logger.close()
     assert csv_rows(tmp_path / "log.csv") == [(1, 2.0)] and not (tmp_path / "tensorboard").exists()
+
+
+def test_a_new_event_file_sorts_after_the_older_ones(tmp_path):
+    """TensorBoard reads event files in name order: a second attempt within the second of the first
+    (its process-wide counter at 10 after 9, sorting first as text) waits for the next second."""
+    import time
+
+    folder = tmp_path / "tensorboard" / "log"
+    folder.mkdir(parents=True)
+    older = folder / f"events.out.tfevents.{int(time.time())}.zzz.1.9"  # sorts after this host's, same second
+    older.write_bytes(b"")
+    logger = CsvLogger(tmp_path / "log.csv")
+    logger.write(1, {"loss": 1.0})
+    logger.close()
+    (newer,) = [p for p in folder.iterdir() if p != older]
+    assert sorted([newer.name, older.name])[-1] == newer.name
