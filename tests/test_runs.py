@@ -43,7 +43,7 @@ def test_baseline_names_say_their_objective_and_fake(name, objective, fake):
         assert (spec.student.rank, spec.student.alpha, spec.student.peft_config().lora_alpha) == (256, 512, 512)
     config = spec.fake.peft_config()
     if fake[2]:  # SwiftBrush's LoRA teacher: r 64 on to_q / to_v, alpha 108 (PG-SB: 128)
-        assert set(config.target_modules) == {"to_q", "to_v"} and (config.r, config.lora_alpha) == fake[1:4:2]
+        assert set(config.target_modules) == {"to_q", "to_v"} and (config.r, config.lora_alpha) == (fake[1], fake[3])
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,13 @@ class _Sampler:
         return images
 
 
+def student_info(folder: str | Path) -> dict:
+    """The ``dkd_student.json`` of an exported student pipeline (backbone, generator input, objective,
+    method), or ``{}`` for a pipeline folder without one."""
+    path = Path(folder) / STUDENT_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 class OneStepPipeline(_Sampler):
     """Text to image in one network call of the distilled student, then the VAE decoder."""
 
@@ -72,8 +79,7 @@ class OneStepPipeline(_Sampler):
         """Load ``folder`` (an exported ``pipeline/``); ``backbone`` and the generator's input
         (``t_init``, ``scaled_input``: SiD-LSG's students see ``sigma_625 z`` at t = 625) are read from
         its ``dkd_student.json`` unless ``backbone`` is given."""
-        info_path = Path(folder) / STUDENT_INFO
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        info = student_info(folder)
         name = backbone or info.get("backbone")
         if name is None:
             raise ValueError(f"{folder} has no {STUDENT_INFO}: pass backbone= (e.g. 'sd15').")

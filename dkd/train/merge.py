@@ -56,12 +56,12 @@ def _stored_dtype(folder: Path) -> torch.dtype:
 
 
 def _info(folder: Path) -> dict:
-    from ..sampling.pipeline import STUDENT_INFO
+    from ..sampling.pipeline import STUDENT_INFO, student_info
 
-    path = folder / STUDENT_INFO
-    if not path.is_file():
+    info = student_info(folder)
+    if not info:
         raise FileNotFoundError(f"{folder} is not an exported student pipeline (no {STUDENT_INFO}).")
-    return json.loads(path.read_text())
+    return info
 
 
 def merge_students(
