@@ -18,6 +18,8 @@ files it loads are fetched:
   published distilled U-Net or LoRA);
 * ``hub_folder``: one folder of a hub repo, ``huggingface_hub.snapshot_download`` (PixArt-α 256's
   ``transformer/``, the only part its repo holds: ``dkd.backbones.components_source``);
+* ``model_folder``: the config and weights of one diffusers model folder (``subfolder``, or the repo's
+  root) at ``revision``, :func:`dkd.analysis.io.model_files` (the weight analysis of released models);
 * ``open_clip``: open_clip weights ``source`` (model name) with ``tag`` (pretrained tag),
   ``open_clip.pretrained.download_pretrained``;
 * ``inception``: clean-fid's Inception-v3 torchscript file into the folder ``source``
@@ -39,11 +41,12 @@ from pathlib import Path
 from .data.download import RemoteFile, ensure_files, is_offline
 from .io import atomic_write_text
 
-KINDS = ("pipeline", "hub_file", "hub_folder", "open_clip", "inception")
+KINDS = ("pipeline", "hub_file", "hub_folder", "model_folder", "open_clip", "inception")
 OPTIONS = {
     "pipeline": ("custom_pipeline", "without"),
-    "hub_file": ("filename",),
+    "hub_file": ("filename", "revision"),
     "hub_folder": ("subfolder",),
+    "model_folder": ("subfolder", "revision"),
     "open_clip": ("tag",),
     "inception": (),
 }  # the fields each kind takes
@@ -58,9 +61,10 @@ class ModelUnavailableError(FileNotFoundError):
 @dataclass(frozen=True)
 class ModelFiles:
     """One set of pretrained files: ``kind`` (see the module doc), ``source`` (hub id, open_clip
-    model name, or the Inception folder), ``filename`` (``hub_file``), ``subfolder`` (``hub_folder``),
-    ``tag`` (``open_clip``), ``custom_pipeline`` (``pipeline``: a diffusers community pipeline name)
-    and ``without`` (``pipeline``: components left out)."""
+    model name, or the Inception folder), ``filename`` (``hub_file``), ``subfolder`` (``hub_folder``,
+    ``model_folder``), ``revision`` (``hub_file``, ``model_folder``: a commit; None: main), ``tag``
+    (``open_clip``), ``custom_pipeline`` (``pipeline``: a diffusers community pipeline name) and
+    ``without`` (``pipeline``: components left out)."""
 
     kind: str
     source: str
@@ -69,6 +73,7 @@ class ModelFiles:
     custom_pipeline: str | None = None
     subfolder: str | None = None
     without: tuple[str, ...] | None = None
+    revision: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -80,7 +85,7 @@ class ModelFiles:
             raise ValueError(f"{self.kind} {self.source!r} needs {needs}.")
         extra = [
             f
-            for f in ("filename", "tag", "custom_pipeline", "subfolder", "without")
+            for f in ("filename", "tag", "custom_pipeline", "subfolder", "without", "revision")
             if f not in OPTIONS[self.kind] and getattr(self, f) is not None
         ]
         if extra:
@@ -93,7 +98,8 @@ class ModelFiles:
     def describe(self) -> str:
         detail = self.filename or self.subfolder or self.tag or self.custom_pipeline
         detail = detail or (f"without {', '.join(self.without)}" if self.without else None)
-        return f"{self.kind} {self.source}" + (f" ({detail})" if detail else "")
+        at = f" at {self.revision}" if self.revision else ""
+        return f"{self.kind} {self.source}" + (f" ({detail})" if detail else "") + at
 
     def to_dict(self) -> dict:
         return {
@@ -142,7 +148,11 @@ def _download(files: ModelFiles) -> str:
     if files.kind == "hub_file":
         from huggingface_hub import hf_hub_download
 
-        return str(hf_hub_download(files.source, files.filename))
+        return str(hf_hub_download(files.source, files.filename, revision=files.revision))
+    if files.kind == "model_folder":
+        from .analysis.io import model_files
+
+        return str(model_files(files.source, files.subfolder, files.revision)[0][0].parent)
     if files.kind == "hub_folder":
         from huggingface_hub import snapshot_download
 
@@ -183,6 +193,8 @@ def files_for(what: str, **options) -> list[ModelFiles]:
     * ``denoiser``, ``source=<hub id>``, ``backbone=<name>``: only the denoiser folder of a pipeline (a
       student's start, ``student_init``: SD-Turbo's U-Net);
     * ``published``, ``name=<entry>``, ``catalog=<yaml>``: a published checkpoint's files;
+    * ``released``, ``name=<pair>``, ``catalog=<yaml>``: a released pair's teacher and one-step weights
+      (``dkd.analysis.released``; parts given as local paths are not fetched);
     * ``clip``: the CLIP-score model (open_clip ViT-g-14 ``laion2b_s12b_b42k``);
     * ``scorer``: the clamped CLIP loss's decoder and model (TAESD; open_clip ViT-B-32, ``dkd.train.scorers``);
     * ``hps``, ``version=<v2.0|v2.1>``: the HPS checkpoint (its ViT-H-14 needs no other weights);
@@ -207,6 +219,10 @@ def files_for(what: str, **options) -> list[ModelFiles]:
         if options["name"] not in entries:
             raise ValueError(f"no published checkpoint {options['name']!r} in {options.get('catalog')}")
         return published_files(entries[options["name"]].to_spec())
+    if what == "released":
+        from .analysis.released import released_files
+
+        return released_files(options["name"], options.get("catalog"))
     if what == "clip":
         from .metrics.clip import MODEL, PRETRAINED
 
@@ -235,7 +251,8 @@ def files_for(what: str, **options) -> list[ModelFiles]:
     if what == "inception":
         return [ModelFiles("inception", str(options["folder"]))]
     raise ValueError(
-        f"unknown pretrained files {what!r}: one of teacher, denoiser, published, clip, scorer, hps, inception"
+        f"unknown pretrained files {what!r}: one of teacher, denoiser, published, released, clip, scorer, hps, "
+        "inception"
     )
 
 

@@ -1,4 +1,4 @@
-"""Atomic output: a killed job never leaves a file that looks complete."""
+"""Atomic output (a killed job never leaves a file that looks complete), and YAML read strictly."""
 
 from __future__ import annotations
 
@@ -167,3 +167,27 @@ def rule_log(
         except BaseException:
             logging.exception("the job failed")
             raise
+
+
+def read_yaml(path: str | os.PathLike):
+    """YAML with duplicate keys refused (plain YAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.load(handle, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None

@@ -29,6 +29,8 @@ PUBLISHED_PREFIX: str = _NAMES["models"]["published_prefix"]
 PUBLISHED_PATTERN = rf"{re.escape(PUBLISHED_PREFIX)}[A-Za-z0-9._-]+"
 MERGED_PREFIX: str = _NAMES["models"]["merged_prefix"]
 MERGED_PATTERN = rf"{re.escape(MERGED_PREFIX)}[A-Za-z0-9._]+"
+RELEASED_PREFIX: str = _NAMES["models"]["released_prefix"]
+RELEASED_PATTERN = rf"{re.escape(RELEASED_PREFIX)}[a-z0-9][a-z0-9.-]*"
 MODEL_PATTERN = f"{re.escape(TEACHER)}|{re.escape(ONE_STEP_TEACHER)}|{PUBLISHED_PATTERN}|{MERGED_PATTERN}|{RUN_PATTERN}"
 
 METRIC_FILES: dict[str, str] = dict(_NAMES["metric_files"])
@@ -42,8 +44,9 @@ COCO_COUNTS: dict[str, int] = dict(_NAMES["coco_counts"])
 def model_kind(model: str) -> str:
     """What generates a model's images: ``"teacher"`` (multi-step, CFG), ``"teacher-1step"``,
     ``"published"`` (``pub-<name>``, a checkpoint of config/published.yaml), ``"merged"``
-    (``merged-<name>``, the weight merge of two runs: ``distill.merges``) or ``"run"`` (a distillation
-    run's exported student); one clear error for any other name."""
+    (``merged-<name>``, the weight merge of two runs: ``distill.merges``), ``"run"`` (a distillation
+    run's exported student) or ``"released"`` (``rel-<name>``, a released one-step model of
+    config/released.yaml: its weight analysis only, no images); one clear error for any other name."""
     if model == TEACHER:
         return "teacher"
     if model == ONE_STEP_TEACHER:
@@ -54,9 +57,11 @@ def model_kind(model: str) -> str:
         return "merged"
     if re.fullmatch(RUN_PATTERN, model):
         return "run"
+    if re.fullmatch(RELEASED_PATTERN, model):
+        return "released"
     raise ValueError(
         f"model {model!r} is none of {TEACHER!r}, {ONE_STEP_TEACHER!r}, '{PUBLISHED_PREFIX}<name>', "
-        f"'{MERGED_PREFIX}<name>' or a run "
+        f"'{MERGED_PREFIX}<name>', '{RELEASED_PREFIX}<name>' or a run "
         "name '[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}' (e.g. 'lorad-s256-f32-linear-zero')."
     )
 
@@ -74,3 +79,10 @@ def published_name(model: str) -> str:
     if model_kind(model) != "published":
         raise ValueError(f"{model!r} is not a published model ('{PUBLISHED_PREFIX}<name>').")
     return model[len(PUBLISHED_PREFIX) :]
+
+
+def released_name(model: str) -> str:
+    """``<name>`` of a released model ``rel-<name>`` (its pair in config/released.yaml)."""
+    if model_kind(model) != "released":
+        raise ValueError(f"{model!r} is not a released model ('{RELEASED_PREFIX}<name>').")
+    return model[len(RELEASED_PREFIX) :]

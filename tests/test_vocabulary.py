@@ -22,6 +22,7 @@ from dkd.vocabulary import (
     RUN_PATTERN,
     model_kind,
     published_name,
+    released_name,
     run_objective,
 )
 from tests.conftest import ROOT
@@ -57,13 +58,20 @@ def test_model_kinds(model, kind):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "teacher-2step", "pub-", "merged-", "merged-a-b", "lorad-256-f32-linear-zero", "lorad-s8-f4-linear-ones"],
+    ["", "teacher-2step", "pub-", "merged-", "merged-a-b", "rel-", "rel-DMD2", "lorad-256-f32-linear-zero"]
+    + ["lorad-s8-f4-linear-ones"],
 )
 def test_a_name_of_no_kind_is_one_clear_error(bad):
     with pytest.raises(
-        ValueError, match="is none of 'teacher', 'teacher-1step', 'pub-<name>', 'merged-<name>' or a run"
+        ValueError, match="is none of 'teacher', 'teacher-1step', 'pub-<name>', 'merged-<name>', 'rel-<name>' or a run"
     ):
         model_kind(bad)
+
+
+def test_released_name():
+    assert released_name("rel-sid-lsg-sd15") == "sid-lsg-sd15" and model_kind("rel-pcm-sd15-2step") == "released"
+    with pytest.raises(ValueError, match="not a released model"):
+        released_name("pub-sd-turbo")
 
 
 def test_published_name():

@@ -1,7 +1,17 @@
 """Weight analysis of the paper's Fig. 2 / appendix E / Table 2 (NM, DM): norm vs direction change."""
 
-from .io import load_state_dict, model_files, plot_layers, save_model_folder, summary_json, write_analysis
+from .io import (
+    load_state_dict,
+    model_files,
+    plot_energy,
+    plot_layers,
+    result_values,
+    save_model_folder,
+    summary_json,
+    write_analysis,
+)
 from .weights import (
+    analyse_models,
     compare_models,
     direction_residual_energy,
     energy_at_rank_fraction,
@@ -14,6 +24,7 @@ from .weights import (
 )
 
 __all__ = [
+    "analyse_models",
     "compare_models",
     "direction_residual_energy",
     "energy_at_rank_fraction",
@@ -21,7 +32,9 @@ __all__ = [
     "model_files",
     "norm_direction",
     "norm_direction_change",
+    "plot_energy",
     "plot_layers",
+    "result_values",
     "rank_fraction_for_energy",
     "save_model_folder",
     "summarize",

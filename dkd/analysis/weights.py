@@ -211,6 +211,47 @@ def analysed_layers(state_ref: dict, state_new: dict, include_conv: bool = False
     return ref
 
 
+def energy_curve(singular_values: torch.Tensor, fractions) -> list[float]:
+    """Fig. 2b: the share of the energy kept at each rank fraction (:func:`energy_at_rank_fraction`)."""
+    return [energy_at_rank_fraction(singular_values, float(f)) for f in fractions]
+
+
+CURVE_FRACTIONS = tuple(round(0.01 * i, 2) for i in range(1, 101))  # the rank fractions of Fig. 2b's curves
+
+
+def analyse_models(
+    state_ref: dict, state_new: dict, include_conv: bool = False, *, fractions=CURVE_FRACTIONS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`compare_models`'s per-layer frame and, from the same SVDs, Fig. 2b's energy curves: one row
+    per (layer, rank fraction) with the share of the direction residual's energy kept (columns ``name``,
+    ``rank_fraction``, ``energy``; layers with a zero residual have none)."""
+    rows, curves = [], []
+    for name, kind in analysed_layers(state_ref, state_new, include_conv).items():
+        row, singular_values = _layer(name, kind, state_ref[name], state_new[name], with_svd=True)
+        rows.append(row)
+        if float((singular_values**2).sum()) > 0:
+            energy = energy_curve(singular_values, fractions)
+            curves += [{"name": name, "rank_fraction": f, "energy": e} for f, e in zip(fractions, energy)]
+    return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(curves, columns=["name", "rank_fraction", "energy"])
+
+
+def _layer(name: str, kind: str, w_ref: torch.Tensor, w_new: torch.Tensor, with_svd: bool) -> tuple[dict, torch.Tensor]:
+    eta_ref, v_ref = norm_direction(w_ref)
+    eta_new, v_new = norm_direction(w_new)
+    stats, residual = _change(eta_ref, v_ref, eta_new, v_new)
+    energy = _residual_energy(residual, 0.9, 0.3) if with_svd else {}
+    row = {
+        "name": name,
+        "kind": kind,
+        "out": v_ref.shape[0],
+        "in_flat": v_ref.shape[1],
+        **stats,
+        "energy_at_30pct": energy.get("energy_at_rank_fraction", math.nan),
+        "rank_fraction_90pct": energy.get("rank_fraction_for_energy", math.nan),
+    }
+    return row, energy.get("singular_values")
+
+
 def compare_models(
     state_ref: dict, state_new: dict, include_conv: bool = False, *, with_svd: bool = True
 ) -> pd.DataFrame:
@@ -219,23 +260,10 @@ def compare_models(
     Columns ``COLUMNS``; ``energy_at_30pct`` and ``rank_fraction_90pct`` come from the SVD of the
     direction residual (NaN with ``with_svd=False``). All values are fractions.
     """
-    rows = []
-    for name, kind in analysed_layers(state_ref, state_new, include_conv).items():
-        eta_ref, v_ref = norm_direction(state_ref[name])
-        eta_new, v_new = norm_direction(state_new[name])
-        stats, residual = _change(eta_ref, v_ref, eta_new, v_new)
-        energy = _residual_energy(residual, 0.9, 0.3) if with_svd else {}
-        rows.append(
-            {
-                "name": name,
-                "kind": kind,
-                "out": v_ref.shape[0],
-                "in_flat": v_ref.shape[1],
-                **stats,
-                "energy_at_30pct": energy.get("energy_at_rank_fraction", math.nan),
-                "rank_fraction_90pct": energy.get("rank_fraction_for_energy", math.nan),
-            }
-        )
+    rows = [
+        _layer(name, kind, state_ref[name], state_new[name], with_svd)[0]
+        for name, kind in analysed_layers(state_ref, state_new, include_conv).items()
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -261,7 +289,9 @@ def summarize(frame: pd.DataFrame) -> dict:
     STDs (our reading of section 1's STD). Also the other readings: ``*_mean_layer_std_pct``
     (STD across layers of the per-layer means) and ``pooled_*`` (over all output neurons of all
     layers, neuron-weighted). ``energy_at_30pct`` / ``rank_fraction_90pct``: means over layers
-    (fractions; layers with a zero residual skipped). Layers with no usable row are skipped.
+    (fractions; layers with a zero residual skipped). ``direction_to_norm_mean``/``_std``: the ratios of
+    the direction statistics to the norm ones (section 1: 22x and 10x for DMD2). Layers with no usable
+    row are skipped.
     """
     valid = frame[frame["rows_used"] > 0]
     summary: dict = {"layers": int(len(frame)), "layers_used": int(len(valid))}
@@ -273,6 +303,9 @@ def summarize(frame: pd.DataFrame) -> dict:
         pooled_mean, pooled_std = _pooled(frame, prefix)
         summary[f"pooled_{prefix}_mean_pct"] = 100 * pooled_mean
         summary[f"pooled_{prefix}_std_pct"] = 100 * pooled_std
+    for stat in ("mean", "std"):  # section 1's "ratios of 22x and 10x" (direction over norm)
+        norm, direction = summary[f"norm_{stat}_pct"], summary[f"direction_{stat}_pct"]
+        summary[f"direction_to_norm_{stat}"] = direction / norm if norm > 0 else math.nan
     summary["energy_at_30pct"] = float(frame["energy_at_30pct"].mean())
     summary["rank_fraction_90pct"] = float(frame["rank_fraction_90pct"].mean())
     summary["zero_rows"] = int(frame["zero_rows"].sum())

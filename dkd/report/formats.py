@@ -57,6 +57,8 @@ METRICS: Mapping[str, MetricFormat] = MappingProxyType(
         "dir_std_pct": MetricFormat("Direction std (%)", 2, True),
         "energy_kept": MetricFormat("Energy kept", 3, True),
         "rank_fraction_90pct": MetricFormat("Rank fraction for 90% energy", 3, True),
+        "dir_norm_mean_ratio": MetricFormat("Direction / norm (mean)", 1, True),
+        "dir_norm_std_ratio": MetricFormat("Direction / norm (std)", 1, True),
         "digit_prob": MetricFormat("P(prompted digit)", 3),
         "digit_accuracy": MetricFormat("Digit accuracy", 3),
         "rank_fraction": MetricFormat("Rank fraction", 3, True),

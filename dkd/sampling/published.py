@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..backbones import config_dir
+from ..io import read_yaml
 from .specs import MultiStepSpec, scheduler_class
 
 BACKBONES = ("sd15", "sd21", "pixart256")
@@ -269,30 +270,6 @@ def _parse_unavailable(name: str, raw) -> UnavailableModel:
     return UnavailableModel(name=name, **raw)
 
 
-def _read_yaml(path: Path):
-    """YAML with duplicate keys refused (plain YAML keeps the last one silently)."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        pass
-
-    def mapping(loader, node):
-        seen = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return loader.construct_mapping(node)
-
-    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=UniqueKeyLoader)
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
-
-
 def check_paper_rows(entries, results: str | os.PathLike | None = None) -> None:
     """Every row of every entry (models or unavailable) must exist in results.csv for the entry's
     backbone, and no row may be claimed by two entries."""
@@ -319,7 +296,7 @@ def load_catalog(
     path = Path(path) if path is not None else published_path()
     if not path.is_file():
         raise FileNotFoundError(f"no published-model list at {path}")
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     try:
         raw = _keys("top level", raw, {"required": {"models"}, "optional": {"unavailable"}})
         for section in ("models", "unavailable"):

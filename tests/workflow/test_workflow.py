@@ -115,7 +115,8 @@ def test_the_schema_fills_in_the_defaults():
     assert evaluation["sets"]["s"] == {"prompts": "p", "count": 4, "shards": 1, "seed": 0, "metrics": []}
     assert evaluation["published"] == {"catalog": "config/published.yaml", "models": {}}
     assert evaluation["hps"] == {"sets": {}, "version": "v2.0"} and evaluation["timing"] == {"models": {}}
-    assert config["analysis"] == {"weights": {}, "include_conv": False}
+    released = {"catalog": "config/released.yaml", "pairs": [], "min_ratio": 5}
+    assert config["analysis"] == {"weights": {}, "include_conv": False, "released": released}
     assert config["toy"]["teacher_weights"] == "config/toy/teacher.safetensors"
     assert (config["toy"]["train_prompts"], config["toy"]["eval_prompts"], config["toy"]["min_accuracy"]) == (
         4000,
@@ -175,10 +176,12 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "hps": 7,
         "timing": timed,
         "weights": 4,
+        "released_weights": len(config["analysis"]["released"]["pairs"]),  # Fig. 2 on released models (CPU)
         "fig16": 1,
         "report": 1,
         "all": 1,
-        "fetch_model": len(config["backbones"]) + published + 5,  # + Inception, CLIP, HPS, the scorer, SD-Turbo's U-Net
+        # + Inception, CLIP, HPS, the scorer, SD-Turbo's U-Net, and each released pair's weights
+        "fetch_model": len(config["backbones"]) + published + 5 + len(config["analysis"]["released"]["pairs"]),
         **{name: 1 for name in config["report"]["tables"]},
     }  # each table's own rule
     assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
@@ -186,6 +189,7 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     needs = {
         "distill": lambda b, m: {f"teacher-{b}"},
         "weights": lambda b, m: {f"teacher-{b}"},
+        "released_weights": lambda b, m: {f"released-{m[4:]}"},
         "generate_shard": lambda b, m: (
             {f"published-{m[4:]}"} if m.startswith("pub-") else {f"teacher-{b}"} if m == "teacher" else set()
         ),

@@ -1,5 +1,7 @@
-# Weight analysis of Fig. 2 and Table 2's NM/DM columns: a run's merged student against its
-# teacher, per layer (CSV, plot) and over all layers (result file results/<backbone>/<run>/weights.json).
+# Weight analysis of Fig. 2 and Table 2's NM/DM columns: a run's merged student (rule weights) or a
+# released one-step model (rule released_weights, config analysis.released) against its teacher, per
+# layer (CSV, Fig. 2a plot), the SVD of the direction residual (Fig. 2b curve) and over all layers (the
+# result file results/<backbone>/<model>/weights.json). CPU jobs: the weights only, no images.
 
 
 rule weights:
@@ -13,6 +15,13 @@ rule weights:
             caption="../report/weights.rst",
             category="Figures",
             subcategory="Fig. 2a: weight change per layer",
+            labels={"backbone": "{backbone}", "model": "{run}"},
+        ),
+        energy=report(
+            results("{backbone}/{run}/weights/energy.png"),
+            caption="../report/energy.rst",
+            category="Figures",
+            subcategory="Fig. 2b: energy of the direction residual",
             labels={"backbone": "{backbone}", "model": "{run}"},
         ),
     log:
@@ -29,3 +38,44 @@ rule weights:
         include_conv=config["analysis"]["include_conv"],
     script:
         "../../scripts/weights.py"
+
+
+rule released_weights:
+    input:
+        unpack(released_inputs),
+    output:
+        result=results("{backbone}/{model}/weights.json"),
+        plot=report(
+            results("{backbone}/{model}/weights/weights.png"),
+            caption="../report/weights.rst",
+            category="Figures",
+            subcategory="Fig. 2a: weight change per layer",
+            labels={"backbone": "{backbone}", "model": "{model}"},
+        ),
+        energy=report(
+            results("{backbone}/{model}/weights/energy.png"),
+            caption="../report/energy.rst",
+            category="Figures",
+            subcategory="Fig. 2b: energy of the direction residual",
+            labels={"backbone": "{backbone}", "model": "{model}"},
+        ),
+    log:
+        log_path("{backbone}/{model}/weights.log"),
+    wildcard_constraints:
+        model=RELEASED_PATTERN,
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=32000,  # two fp32 SD U-Nets (3.4 GB each) and, for a LoRA, the merged U-Net
+        runtime=60,
+    params:
+        include_conv=config["analysis"]["include_conv"],
+    script:
+        "../../scripts/released_weights.py"
+
+
+# `snakemake fig2_released`: the analysis of every released pair alone (no distillation, no GPU).
+rule fig2_released:
+    input:
+        released_outputs(),
+    localrule: True

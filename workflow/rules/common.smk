@@ -282,6 +282,7 @@ def metric_targets():
         targets += [results(backbone, run, name) for run in names for name in ("params.json", "train.json")]
     for backbone, names in config["analysis"]["weights"].items():
         targets += [results(backbone, run, "weights.json") for run in names]
+    targets += [results(backbone, model, "weights.json") for backbone, model in released_models()]
     return targets
 
 
@@ -326,11 +327,20 @@ def report_grids():
 
 
 def weight_plots():
+    """Fig. 2a (weights.png) and 2b (energy.png) of every analysed run and released model."""
+    models = [(backbone, run) for backbone, names in config["analysis"]["weights"].items() for run in names]
     return [
-        results(backbone, run, "weights", "weights.png")
-        for backbone, names in config["analysis"]["weights"].items()
-        for run in names
+        results(backbone, model, "weights", name)
+        for backbone, model in models + released_models()
+        for name in ("weights.png", "energy.png")
     ]
+
+
+def report_settings():
+    """config report, its claims followed by one per analysed released model (released_claims)."""
+    spec = dict(config.get("report", {}))
+    spec["claims"] = list(spec.get("claims", [])) + released_claims()
+    return spec
 
 
 # The file of ours that holds each metric a report table can show; a run's own files.
@@ -368,7 +378,8 @@ def table_inputs(name):
                     f"{', '.join(METRIC_FILES)}); give it in the values of row {row['label']!r}"
                 )
             if file in MODEL_LEVEL_FILES:
-                if file not in RUN_LEVEL_FILES or model_kind(row["model"]) == "run":
+                kind = model_kind(row["model"])
+                if file not in RUN_LEVEL_FILES or kind == "run" or (kind == "released" and file == "weights.json"):
                     files.append(results(row["backbone"], row["model"], file))
             else:
                 files.append(results(row["backbone"], row["model"], row["evalset"], file))

@@ -20,7 +20,7 @@ def _is_hub_id(source):
 def model_groups():
     """{group: dkd.fetch.files_for arguments} of every pretrained file set the config loads from the
     hub: hub teachers, the paper evaluator's Inception and CLIP, the clamped CLIP loss's models, HPS,
-    published checkpoints."""
+    published checkpoints, the released models of the weight analysis and their teachers."""
     groups = {
         f"teacher-{name}": {"what": "teacher", "source": backbone["source"], "backbone": name}
         for name, backbone in config["backbones"].items()
@@ -52,6 +52,13 @@ def model_groups():
     names = [vocabulary.published_name(model) for model in published if model_kind(model) == "published"]
     groups.update(
         {f"published-{name}": {"what": "published", "name": name, "catalog": published_catalog()} for name in names}
+    )
+    groups.update(
+        {
+            f"released-{name}": {"what": "released", "name": name, "catalog": released_catalog()}
+            for name in released_pairs()
+            if released_fetched(name)
+        }
     )
     return groups
 

@@ -39,7 +39,7 @@ rule report:
         mem_mb=2000,
         runtime=10,
     params:
-        report=config.get("report", {}),
+        report=report_settings(),
         images=[str(Path(images).with_name("images")) for images, _ in report_grids()],
     script:
         "../../scripts/report.py"
