@@ -31,7 +31,11 @@ MERGED_PREFIX: str = _NAMES["models"]["merged_prefix"]
 MERGED_PATTERN = rf"{re.escape(MERGED_PREFIX)}[A-Za-z0-9._]+"
 RELEASED_PREFIX: str = _NAMES["models"]["released_prefix"]
 RELEASED_PATTERN = rf"{re.escape(RELEASED_PREFIX)}[a-z0-9][a-z0-9.-]*"
-MODEL_PATTERN = f"{re.escape(TEACHER)}|{re.escape(ONE_STEP_TEACHER)}|{PUBLISHED_PATTERN}|{MERGED_PATTERN}|{RUN_PATTERN}"
+SWAP_PREFIXES: dict[str, str] = dict(_NAMES["models"]["swap_prefixes"])
+SWAPPED_PATTERN = rf"({'|'.join(SWAP_PREFIXES)})-({MERGED_PATTERN}|{RUN_PATTERN})"
+MODEL_PATTERN = "|".join(
+    (re.escape(TEACHER), re.escape(ONE_STEP_TEACHER), PUBLISHED_PATTERN, MERGED_PATTERN, RUN_PATTERN, SWAPPED_PATTERN)
+)
 
 METRIC_FILES: dict[str, str] = dict(_NAMES["metric_files"])
 RUN_LEVEL_FILES: tuple[str, ...] = tuple(_NAMES["run_level_files"])
@@ -45,8 +49,10 @@ def model_kind(model: str) -> str:
     """What generates a model's images: ``"teacher"`` (multi-step, CFG), ``"teacher-1step"``,
     ``"published"`` (``pub-<name>``, a checkpoint of config/published.yaml), ``"merged"``
     (``merged-<name>``, the weight merge of two runs: ``distill.merges``), ``"run"`` (a distillation
-    run's exported student) or ``"released"`` (``rel-<name>``, a released one-step model of
-    config/released.yaml: its weight analysis only, no images); one clear error for any other name."""
+    run's exported student), ``"released"`` (``rel-<name>``, a released one-step model of
+    config/released.yaml: its weight analysis only, no images) or ``"swapped"`` (``tnorm-<model>`` /
+    ``tdir-<model>``: a run or merge given its teacher's norms / directions, Fig. 2c); one clear error
+    for any other name."""
     if model == TEACHER:
         return "teacher"
     if model == ONE_STEP_TEACHER:
@@ -59,9 +65,11 @@ def model_kind(model: str) -> str:
         return "run"
     if re.fullmatch(RELEASED_PATTERN, model):
         return "released"
+    if re.fullmatch(SWAPPED_PATTERN, model):
+        return "swapped"
     raise ValueError(
         f"model {model!r} is none of {TEACHER!r}, {ONE_STEP_TEACHER!r}, '{PUBLISHED_PREFIX}<name>', "
-        f"'{MERGED_PREFIX}<name>', '{RELEASED_PREFIX}<name>' or a run "
+        f"'{MERGED_PREFIX}<name>', '{RELEASED_PREFIX}<name>', 'tnorm-'/'tdir-' + a run or merge, or a run "
         "name '[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}' (e.g. 'lorad-s256-f32-linear-zero')."
     )
 
@@ -86,3 +94,11 @@ def released_name(model: str) -> str:
     if model_kind(model) != "released":
         raise ValueError(f"{model!r} is not a released model ('{RELEASED_PREFIX}<name>').")
     return model[len(RELEASED_PREFIX) :]
+
+
+def swapped_parts(model: str) -> tuple[str, str]:
+    """``(part, model)`` of a swapped model: ``tnorm-<model>`` -> ("norms", <model>), ``tdir-`` -> "directions"."""
+    if model_kind(model) != "swapped":
+        raise ValueError(f"{model!r} is not a swapped model ('tnorm-<model>' or 'tdir-<model>').")
+    prefix, base = model.split("-", 1)
+    return SWAP_PREFIXES[prefix], base

@@ -24,6 +24,7 @@ from dkd.vocabulary import (
     published_name,
     released_name,
     run_objective,
+    swapped_parts,
 )
 from tests.conftest import ROOT
 
@@ -63,9 +64,17 @@ def test_model_kinds(model, kind):
 )
 def test_a_name_of_no_kind_is_one_clear_error(bad):
     with pytest.raises(
-        ValueError, match="is none of 'teacher', 'teacher-1step', 'pub-<name>', 'merged-<name>', 'rel-<name>' or a run"
+        ValueError, match="is none of 'teacher', 'teacher-1step', 'pub-<name>', 'merged-<name>', 'rel-<name>', 'tnorm-'"
     ):
         model_kind(bad)
+
+
+def test_swapped_parts():
+    assert swapped_parts("tnorm-ft-sfull-fft-linear-zero") == ("norms", "ft-sfull-fft-linear-zero")
+    assert swapped_parts("tdir-merged-swiftbrushv2") == ("directions", "merged-swiftbrushv2")
+    for bad in ("tdir-teacher", "tnorm-pub-sd-turbo", "tnorm-tdir-ft-sfull-fft-linear-zero"):
+        with pytest.raises(ValueError):
+            swapped_parts(bad)
 
 
 def test_released_name():

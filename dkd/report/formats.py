@@ -44,6 +44,7 @@ METRICS: Mapping[str, MetricFormat] = MappingProxyType(
         "average": _hps("Average"),
         "delta_fid": MetricFormat("ΔFID", 2),
         "delta_clip": MetricFormat("ΔCLIP", 3),
+        "delta_digit_prob": MetricFormat("ΔP(prompted digit)", 3),
         "trainable_M": MetricFormat("Trainable params (M)", 2, True),
         "params_M": MetricFormat("Params (M)", 2, True),
         "student_params_M": MetricFormat("Student params (M)", 2, True),

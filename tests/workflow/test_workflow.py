@@ -116,7 +116,7 @@ def test_the_schema_fills_in_the_defaults():
     assert evaluation["published"] == {"catalog": "config/published.yaml", "models": {}}
     assert evaluation["hps"] == {"sets": {}, "version": "v2.0"} and evaluation["timing"] == {"models": {}}
     released = {"catalog": "config/released.yaml", "pairs": [], "min_ratio": 5}
-    assert config["analysis"] == {"weights": {}, "include_conv": False, "released": released}
+    assert config["analysis"] == {"weights": {}, "include_conv": False, "released": released, "swaps": {}}
     assert config["toy"]["teacher_weights"] == "config/toy/teacher.safetensors"
     assert (config["toy"]["train_prompts"], config["toy"]["eval_prompts"], config["toy"]["min_accuracy"]) == (
         4000,
@@ -134,8 +134,9 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     on SD1.5 and SD2.1, SwiftBrush on SD2.1 and PixArt-alpha, PG-SB on PixArt-alpha, SwiftBrush v2's two
     schemes on SD2.1) and their merge, every model (runs, the merge, teachers, 7 published checkpoints) on
     COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the seven SD1.5 models of Table 6 on the four HPSv2
-    style sets, the timing of the 20 models of Tables 4 and 5, the weight analysis,
-    Fig. 16 and the report; each table target resolves."""
+    style sets, the timing of the 20 models of Tables 4 and 5, the weight analysis (our runs and 13 released
+    models), the FT run with SD1.5's norms and with its directions (Fig. 2c), Fig. 16 and the report; each
+    table target resolves."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overrides = ["--config", f"results={tmp_path / 'results'}", f"data={{root: {tmp_path / 'data'}}}"]
     run = snakemake("all", "-n", *overrides)
@@ -144,17 +145,18 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     runs = sum(len(names) for names in config["distill"]["runs"].values())
     published = sum(len(names) for names in evaluation["published"]["models"].values())
     merged = sum(len(names) for names in config["distill"]["merges"].values())
-    models = runs + len(evaluation["teachers"]) + published + merged  # + each backbone's teacher row
+    swapped = 2 * sum(len(names) for names in config["analysis"]["swaps"].values())  # Fig. 2c: tnorm-, tdir-
+    models = runs + len(evaluation["teachers"]) + published + merged + swapped  # + each backbone's teacher row
     sets = evaluation["sets"]
     per_set = {
         name: sum(len(m) for m in spec["models"].values()) if "models" in spec else models
         for name, spec in sets.items()
     }
     timed = sum(len(names) for names in evaluation["timing"]["models"].values())
-    assert (runs, published, models, timed) == (20, 7, 31, 20)
+    assert (runs, published, swapped, models, timed) == (20, 7, 2, 33, 20)
     assert per_set == {
-        "coco2014": 31,
-        "coco2017": 31,
+        "coco2014": 33,
+        "coco2017": 33,
         "hpsv2-anime": 7,
         "hpsv2-photo": 7,
         "hpsv2-concept-art": 7,
@@ -176,6 +178,8 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "hps": 7,
         "timing": timed,
         "weights": 4,
+        "swap": swapped,
+        "swap_delta": swapped,  # the fig2c table (COCO2014)
         "released_weights": len(config["analysis"]["released"]["pairs"]),  # Fig. 2 on released models (CPU)
         "fig16": 1,
         "report": 1,
@@ -355,15 +359,15 @@ def test_a_bad_run_name_fails_at_parse_time(tmp_path):
 def test_toy_dry_run_plans_every_table_target(tmp_path):
     """Each report table of config/toy.yaml is a named target (its rule renders results/tables/<table>.md),
     and `all` plans the whole benchmark:
-    the toy's data, teacher and evaluator, 11 distillation runs, 13 models' images and metrics,
-    4 weight analyses, the convergence plot and the report."""
+    the toy's data, teacher and evaluator, 11 distillation runs, 15 models' images and metrics (the FT
+    student's two swaps of Fig. 2c included), 4 weight analyses, the convergence plot and the report."""
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     overrides = ["--config", f"results={tmp_path}"]
     run = snakemake("all", "-n", "--configfile", "config/toy.yaml", *overrides)
     assert run.returncode == 0, run.stdout + run.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
-    runs = len(config["distill"]["runs"]["toy"])
-    models = runs + 2  # the teacher with CFG and the teacher in one step
+    runs, swapped = len(config["distill"]["runs"]["toy"]), 2 * len(config["analysis"]["swaps"]["toy"])
+    models = runs + 2 + swapped  # the teacher with CFG and in one step, the FT student's swaps (Fig. 2c)
     assert {k: int(v) for k, v in counts.items()} == {
         "params": 1,
         "toy_data": 1,
@@ -376,11 +380,13 @@ def test_toy_dry_run_plans_every_table_target(tmp_path):
         "features_metrics": models,
         "text_image": models,
         "weights": len(config["analysis"]["weights"]["toy"]),
+        "swap": swapped,
+        "swap_delta": swapped,
         "report": 1,
         "fig16": 1,
         "all": 1,
         **{name: 1 for name in config["report"]["tables"]},  # each table's own rule
-        "total": 5 + runs + 4 * models + 7 + len(config["report"]["tables"]),
+        "total": 5 + runs + 4 * models + 7 + 2 * swapped + len(config["report"]["tables"]),
     }
     targets = [*config["report"]["tables"], "fig16"]
     run = snakemake(*targets, "-n", "--configfile", "config/toy.yaml", *overrides)

@@ -79,3 +79,46 @@ rule fig2_released:
     input:
         released_outputs(),
     localrule: True
+
+
+# Fig. 2c/d: a run (or merge) of analysis.swaps given its teacher's norms (model tnorm-<run>) or its
+# teacher's directions (tdir-<run>), written as an exported student and evaluated like the run itself.
+rule swap:
+    input:
+        unpack(teacher_inputs),
+        student=lambda wc: results(wc.backbone, swapped_parts(wc.model)[1], "pipeline", "model_index.json"),
+    output:
+        pipeline=results("{backbone}/{model}/pipeline/model_index.json"),
+    log:
+        log_path("{backbone}/{model}/swap.log"),
+    wildcard_constraints:
+        model=vocabulary.SWAPPED_PATTERN,
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=32000,
+        runtime=60,
+    params:
+        teacher=teacher_source,
+        part=lambda wc: swapped_parts(wc.model)[0],
+        include_conv=config["analysis"]["include_conv"],
+    script:
+        "../../scripts/swap.py"
+
+
+# Fig. 2c's numbers: the change of each metric of a swapped model against its one-step model.
+rule swap_delta:
+    input:
+        swapped=lambda wc: swap_metric_files(wc, wc.model),
+        student=lambda wc: swap_metric_files(wc, swapped_parts(wc.model)[1]),
+    output:
+        result=results("{backbone}/{model}/{evalset}/delta.json"),
+    log:
+        log_path("{backbone}/{model}/{evalset}/delta.log"),
+    wildcard_constraints:
+        model=vocabulary.SWAPPED_PATTERN,
+    localrule: True
+    conda:
+        "../../envs/dkd.yaml"
+    script:
+        "../../scripts/swap_delta.py"

@@ -81,6 +81,7 @@ def prompt_file(path):
 
 # -- distillation runs -------------------------------------------------------------------
 RUN_PATTERN, MODEL_PATTERN, model_kind = vocabulary.RUN_PATTERN, vocabulary.MODEL_PATTERN, vocabulary.model_kind
+swapped_parts, SWAP_PREFIXES = vocabulary.swapped_parts, vocabulary.SWAP_PREFIXES
 run_objective = vocabulary.run_objective
 BUILT_BACKBONES = ("tiny-sd", "tiny-pixart", "toy")  # folders written by a rule, not downloaded
 
@@ -176,8 +177,9 @@ def generate_inputs(wildcards):
 
 
 def evaluated_models(backbone, evalset=None):
-    """The models of a backbone that are evaluated: its runs, its teacher rows (on ``evalset``:
-    those its `models` setting lists, if it has one)."""
+    """The models of a backbone that are evaluated: its runs, its teacher rows, published checkpoints,
+    merges, and the swapped models of analysis.swaps (on ``evalset``: those its `models` setting lists,
+    if it has one)."""
     evaluation = config["evaluation"]
     models = list(config["distill"]["runs"].get(backbone, []))
     if backbone in evaluation["teachers"]:
@@ -186,14 +188,25 @@ def evaluated_models(backbone, evalset=None):
         models.append(vocabulary.ONE_STEP_TEACHER)
     models += [f"{vocabulary.PUBLISHED_PREFIX}{name}" for name in evaluation["published"]["models"].get(backbone, [])]
     models += [model for b, model in merged_models() if b == backbone]
+    models += [
+        f"{prefix}-{model}" for model in config["analysis"]["swaps"].get(backbone, []) for prefix in SWAP_PREFIXES
+    ]
     chosen = _evalset(evalset).get("models") if evalset else None
     return models if chosen is None else [m for m in models if m in chosen.get(backbone, [])]
+
+
+def swap_metric_files(wildcards, model):
+    """The metric files of ``model`` on the evaluation set that a swapped model's delta.json compares."""
+    return [
+        results(wildcards.backbone, model, wildcards.evalset, f"{metric}.json")
+        for metric in _evalset(wildcards.evalset)["metrics"]
+    ]
 
 
 def evaluated_backbones():
     evaluation = config["evaluation"]
     names = list(config["distill"]["runs"]) + list(evaluation["teachers"]) + list(evaluation["published"]["models"])
-    names += list(config["distill"]["merges"])
+    names += list(config["distill"]["merges"]) + list(config["analysis"]["swaps"])
     return list(dict.fromkeys(names + list(evaluation["one_step_teachers"])))
 
 
