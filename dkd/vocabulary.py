@@ -32,7 +32,9 @@ MERGED_PATTERN = rf"{re.escape(MERGED_PREFIX)}[A-Za-z0-9._]+"
 RELEASED_PREFIX: str = _NAMES["models"]["released_prefix"]
 RELEASED_PATTERN = rf"{re.escape(RELEASED_PREFIX)}[a-z0-9][a-z0-9.-]*"
 SWAP_PREFIXES: dict[str, str] = dict(_NAMES["models"]["swap_prefixes"])
-SWAPPED_PATTERN = rf"({'|'.join(SWAP_PREFIXES)})-({MERGED_PATTERN}|{RUN_PATTERN})"
+SWAPPED_STUDENT_PATTERN = rf"({'|'.join(SWAP_PREFIXES)})-({MERGED_PATTERN}|{RUN_PATTERN})"  # a swapped run/merge
+SWAPPED_PUBLISHED_PATTERN = rf"({'|'.join(SWAP_PREFIXES)})-{PUBLISHED_PATTERN}"  # a swapped published checkpoint
+SWAPPED_PATTERN = f"{SWAPPED_STUDENT_PATTERN}|{SWAPPED_PUBLISHED_PATTERN}"
 MODEL_PATTERN = "|".join(
     (re.escape(TEACHER), re.escape(ONE_STEP_TEACHER), PUBLISHED_PATTERN, MERGED_PATTERN, RUN_PATTERN, SWAPPED_PATTERN)
 )
@@ -51,8 +53,8 @@ def model_kind(model: str) -> str:
     (``merged-<name>``, the weight merge of two runs: ``distill.merges``), ``"run"`` (a distillation
     run's exported student), ``"released"`` (``rel-<name>``, a released one-step model of
     config/released.yaml: its weight analysis only, no images) or ``"swapped"`` (``tnorm-<model>`` /
-    ``tdir-<model>``: a run or merge given its teacher's norms / directions, Fig. 2c); one clear error
-    for any other name."""
+    ``tdir-<model>``: a run, merge or published checkpoint given its teacher's norms / directions,
+    Fig. 2c); one clear error for any other name."""
     if model == TEACHER:
         return "teacher"
     if model == ONE_STEP_TEACHER:
@@ -69,7 +71,8 @@ def model_kind(model: str) -> str:
         return "swapped"
     raise ValueError(
         f"model {model!r} is none of {TEACHER!r}, {ONE_STEP_TEACHER!r}, '{PUBLISHED_PREFIX}<name>', "
-        f"'{MERGED_PREFIX}<name>', '{RELEASED_PREFIX}<name>', 'tnorm-'/'tdir-' + a run or merge, or a run "
+        f"'{MERGED_PREFIX}<name>', '{RELEASED_PREFIX}<name>', 'tnorm-'/'tdir-' + a run, merge or published model, "
+        "or a run "
         "name '[{objective}-]{method}-s{rank}-f{fake}-{layers}-{init}' (e.g. 'lorad-s256-f32-linear-zero')."
     )
 
@@ -102,3 +105,11 @@ def swapped_parts(model: str) -> tuple[str, str]:
         raise ValueError(f"{model!r} is not a swapped model ('tnorm-<model>' or 'tdir-<model>').")
     prefix, base = model.split("-", 1)
     return SWAP_PREFIXES[prefix], base
+
+
+def catalog_model(model: str) -> str | None:
+    """The published checkpoint a model is sampled as (``pub-<name>``, or the one a ``tnorm-``/``tdir-``
+    model swaps), else None."""
+    kind = model_kind(model)
+    base = swapped_parts(model)[1] if kind == "swapped" else model
+    return base if model_kind(base) == "published" else None

@@ -9,7 +9,6 @@ import torch
 from dkd.data import read_prompts
 from dkd.io import atomic_write_text, rule_log
 from dkd.sampling import generate_shard, make_sampler, sampler_fingerprint
-from dkd.vocabulary import model_kind
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
@@ -21,7 +20,7 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
     )
     prompts = read_prompts(sm.input.prompts).prompts
     start, end = sm.params.range
-    published = model_kind(model) == "published"
+    published = sm.params.catalog is not None  # a published checkpoint, or its swapped denoiser (Fig. 2c)
     settings = dataclasses.asdict(sampler.spec) if published else sm.params.teacher  # the card's
     fingerprint = sampler_fingerprint(
         source, {"sampling": settings, "dtype": str(dtype)}, sm.params.seed, prompts[start:end]

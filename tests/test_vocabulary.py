@@ -20,6 +20,7 @@ from dkd.vocabulary import (
     OBJECTIVE_PREFIXES,
     RUN_LEVEL_FILES,
     RUN_PATTERN,
+    catalog_model,
     model_kind,
     published_name,
     released_name,
@@ -72,7 +73,13 @@ def test_a_name_of_no_kind_is_one_clear_error(bad):
 def test_swapped_parts():
     assert swapped_parts("tnorm-ft-sfull-fft-linear-zero") == ("norms", "ft-sfull-fft-linear-zero")
     assert swapped_parts("tdir-merged-swiftbrushv2") == ("directions", "merged-swiftbrushv2")
-    for bad in ("tdir-teacher", "tnorm-pub-sd-turbo", "tnorm-tdir-ft-sfull-fft-linear-zero"):
+    assert swapped_parts("tnorm-pub-dmd2-sd15") == ("norms", "pub-dmd2-sd15")
+    assert [catalog_model(m) for m in ("tdir-pub-dmd2-sd15", "pub-sd-turbo", "tdir-ft-sfull-fft-linear-zero")] == [
+        "pub-dmd2-sd15",
+        "pub-sd-turbo",
+        None,
+    ]
+    for bad in ("tdir-teacher", "tnorm-rel-dmd2-sd15", "tnorm-tdir-ft-sfull-fft-linear-zero"):
         with pytest.raises(ValueError):
             swapped_parts(bad)
 

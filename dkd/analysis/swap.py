@@ -3,8 +3,9 @@
 Section 1 of the paper replaces, in every analysed layer of DMD2, either the per-neuron norms or the
 directions with the teacher's (``W = eta V``, Eq. 13): with the teacher's norms FID changes by +0.7,
 with the teacher's directions by +241.3. :func:`replace_part` builds such a model's state dict;
-:func:`swap_student` writes it as an exported student pipeline folder (the models ``tnorm-<model>`` and
-``tdir-<model>`` of the workflow), sampled and scored like the one-step model itself.
+:func:`swap_student` writes it as an exported student pipeline folder, :func:`swap_published` as the
+denoiser of a published checkpoint (the models ``tnorm-<model>`` and ``tdir-<model>`` of the workflow),
+sampled and scored like the one-step model itself.
 """
 
 from __future__ import annotations
@@ -74,4 +75,25 @@ def swap_student(
         model.save_pretrained(folder / spec.denoiser_subfolder)
         swap = {"student": str(student), "teacher": str(teacher), "teacher_part": part, "include_conv": include_conv}
         (folder / STUDENT_INFO).write_text(json.dumps({**info, "swap": swap}, indent=2))
+    return Path(out)
+
+
+def swap_published(
+    spec, teacher: str | os.PathLike, out: str | os.PathLike, *, backbone: str, part: str, include_conv: bool = False
+) -> Path:
+    """Write the denoiser folder ``out`` (config and safetensors, atomically): the denoiser a published
+    checkpoint samples with (``spec``: its :class:`~dkd.sampling.specs.MultiStepSpec`, built as its sampler
+    builds it: replaced U-Net, LoRA fused) with the teacher's ``part`` (:func:`replace_part`). Returns ``out``."""
+    from ..backbones import backbone_spec
+    from ..io import atomic_folder
+    from ..sampling.samplers import DiffusersSampler
+    from .io import load_state_dict
+
+    subfolder = backbone_spec(backbone).denoiser_subfolder
+    model = getattr(DiffusersSampler(spec).pipe, subfolder)
+    model.load_state_dict(
+        replace_part(model.state_dict(), load_state_dict(teacher, subfolder), part, include_conv=include_conv)
+    )
+    with atomic_folder(out) as folder:
+        model.save_pretrained(folder)
     return Path(out)

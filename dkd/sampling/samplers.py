@@ -8,6 +8,7 @@ or a published checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +16,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
-from ..vocabulary import PUBLISHED_PREFIX, model_kind, published_name
+from ..vocabulary import PUBLISHED_PREFIX, catalog_model, model_kind, published_name
 from .specs import COMMUNITY_PIPELINE, MultiStepSpec, scheduler_class
 
 
@@ -199,14 +200,27 @@ def make_sampler(
     * ``"teacher-1step"``: the teacher at ``source`` used as a one-step generator (no training),
       the "teacher run in one step" row;
     * ``"pub-<name>"``: a published checkpoint of ``catalog`` as its model card samples it
-      (:func:`published_spec`; ``source`` is not used).
+      (:func:`published_spec`; ``source`` is not used);
+    * ``"tnorm-<model>"``/``"tdir-<model>"`` (Fig. 2c): a run's swapped student at ``source`` like a run, or
+      a published checkpoint sampled as its card says with its denoiser replaced by the swapped one in the
+      folder ``source`` (the LoRA, if any, is already fused into it).
     """
     from ..backbones import backbone_spec, components_source
     from .pipeline import MultiStepPipeline, OneStepPipeline
 
-    kind = model_kind(model)
+    kind, published = model_kind(model), catalog_model(model)
     if kind == "published":
         return DiffusersSampler(published_spec(backbone, model, catalog), dtype=dtype, device=device)
+    if published:  # a swapped published checkpoint: its card's sampling, the swapped denoiser
+        swapped = dataclasses.replace(
+            published_spec(backbone, published, catalog),
+            denoiser_weights=str(Path(source, "diffusion_pytorch_model.safetensors")),
+            denoiser_weight_name=None,
+            adapter=None,
+            adapter_weight_name=None,
+            adapter_scale=1.0,
+        )
+        return DiffusersSampler(swapped, dtype=dtype, device=device)
     if kind == "teacher":
         if not teacher:
             raise ValueError(f"no multi-step settings for the teacher of {backbone!r} (evaluation.teachers).")

@@ -74,3 +74,54 @@ def test_swap_student_writes_a_loadable_student_with_the_swap_recorded(models, t
     with pytest.raises(FileNotFoundError, match="not an exported student"):
         swap_student(tmp_path / "plain", models[0], tmp_path / "bad", part=part)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("part", ["norms", "directions"])
+def test_a_swapped_published_checkpoint_samples_its_card_with_the_swapped_denoiser(models, tmp_path, part):
+    """tnorm-/tdir-pub-<name>: the checkpoint as its card builds it (here a LoRA fused at 0.5) with the teacher's
+    part, written as a denoiser folder that make_sampler loads in place of the card's U-Net and LoRA."""
+    import textwrap
+
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from dkd.analysis.swap import swap_published
+    from dkd.sampling import make_sampler, published_spec
+    from dkd.sampling.samplers import DiffusersSampler
+
+    unet = load_denoiser("tiny-sd", str(models[1]))
+    torch.manual_seed(3)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False))
+    lora = {k: v.detach().clone() for k, v in get_peft_model_state_dict(unet).items()}
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=lora)
+    catalog = tmp_path / "published.yaml"
+    catalog.write_text(
+        textwrap.dedent(f"""\
+        models:
+          tiny-lora:
+            backbone: sd15
+            provenance: official
+            rows: [{{table: "1 (COCO2014 30k)", method: Hyper-SD}}]
+            base: {models[1]}
+            adapter: {{repo: {tmp_path / "lora"}, file: pytorch_lora_weights.safetensors, scale: 0.5}}
+            scheduler: TCDScheduler
+            steps: 1
+            eta: 1.0
+            guidance_scale: 0.0
+            resolution: 16
+            reference: https://huggingface.co/ByteDance/Hyper-SD
+        """)
+    )
+    spec = published_spec("sd15", "pub-tiny-lora", str(catalog))
+    out = swap_published(spec, models[0], tmp_path / "denoiser", backbone="sd15", part=part)
+    fused = DiffusersSampler(spec).pipe.unet.state_dict()
+    teacher = load_denoiser("tiny-sd", str(models[0])).state_dict()
+    model = {"norms": "tnorm", "directions": "tdir"}[part] + "-pub-tiny-lora"
+    sampler = make_sampler("sd15", model, source=str(out), catalog=str(catalog))
+    swapped = sampler.pipe.unet.state_dict()
+    assert not [k for k in swapped if "lora" in k] and sampler.spec.adapter is None
+    assert sampler.spec.scheduler == "TCDScheduler" and sampler.spec.eta == 1.0  # the card's sampling
+    _check({n: swapped[n] if layer_kind(n, w) else w for n, w in fused.items()}, fused, teacher, part)
+    assert all(torch.equal(swapped[n], w) for n, w in fused.items() if not layer_kind(n, w))
+    assert [im.size for im in sampler(["a cat"], [1])] == [(16, 16)]

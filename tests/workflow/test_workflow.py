@@ -135,8 +135,8 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     schemes on SD2.1) and their merge, every model (runs, the merge, teachers, 7 published checkpoints) on
     COCO2014-30k (10 shards) and COCO2017-5k (2 shards), the seven SD1.5 models of Table 6 on the four HPSv2
     style sets, the timing of the 20 models of Tables 4 and 5, the weight analysis (our runs and 13 released
-    models), the FT run with SD1.5's norms and with its directions (Fig. 2c), Fig. 16 and the report; each
-    table target resolves."""
+    models), DMD2's released generator and the FT run with SD1.5's norms and with its directions (Fig. 2c),
+    Fig. 16 and the report; each table target resolves."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overrides = ["--config", f"results={tmp_path / 'results'}", f"data={{root: {tmp_path / 'data'}}}"]
     run = snakemake("all", "-n", *overrides)
@@ -153,10 +153,10 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         for name, spec in sets.items()
     }
     timed = sum(len(names) for names in evaluation["timing"]["models"].values())
-    assert (runs, published, swapped, models, timed) == (20, 7, 2, 33, 20)
+    assert (runs, published, swapped, models, timed) == (20, 7, 4, 35, 20)
     assert per_set == {
-        "coco2014": 33,
-        "coco2017": 33,
+        "coco2014": 35,
+        "coco2017": 35,
         "hpsv2-anime": 7,
         "hpsv2-photo": 7,
         "hpsv2-concept-art": 7,
@@ -178,7 +178,8 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "hps": 7,
         "timing": timed,
         "weights": 4,
-        "swap": swapped,
+        "swap": 2,  # our FT run with SD1.5's norms / directions (Fig. 2c)
+        "swap_published": 2,  # DMD2's released generator with SD1.5's norms / directions
         "swap_delta": swapped,  # the fig2c table (COCO2014)
         "released_weights": len(config["analysis"]["released"]["pairs"]),  # Fig. 2 on released models (CPU)
         "fig16": 1,
@@ -195,8 +196,9 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         "weights": lambda b, m: {f"teacher-{b}"},
         "released_weights": lambda b, m: {f"released-{m[4:]}"},
         "generate_shard": lambda b, m: (
-            {f"published-{m[4:]}"} if m.startswith("pub-") else {f"teacher-{b}"} if m == "teacher" else set()
+            {f"published-{m.split('pub-', 1)[1]}"} if "pub-" in m else {f"teacher-{b}"} if m == "teacher" else set()
         ),
+        "swap_published": lambda b, m: {f"teacher-{b}", f"published-{m.split('pub-', 1)[1]}"},
         "reference_stats": lambda b, m: {"inception"},
         "features_metrics": lambda b, m: {"inception"},
         "text_image": lambda b, m: {"clip"},

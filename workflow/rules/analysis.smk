@@ -81,8 +81,9 @@ rule fig2_released:
     localrule: True
 
 
-# Fig. 2c/d: a run (or merge) of analysis.swaps given its teacher's norms (model tnorm-<run>) or its
-# teacher's directions (tdir-<run>), written as an exported student and evaluated like the run itself.
+# Fig. 2c/d: a run, merge or published checkpoint of analysis.swaps given its teacher's norms (model
+# tnorm-<model>) or its teacher's directions (tdir-<model>), evaluated like the model itself: a run's as an
+# exported student (rule swap), a published checkpoint's as the denoiser its card's pipeline loads (swap_published).
 rule swap:
     input:
         unpack(teacher_inputs),
@@ -92,7 +93,7 @@ rule swap:
     log:
         log_path("{backbone}/{model}/swap.log"),
     wildcard_constraints:
-        model=vocabulary.SWAPPED_PATTERN,
+        model=vocabulary.SWAPPED_STUDENT_PATTERN,
     conda:
         "../../envs/dkd.yaml"
     resources:
@@ -104,6 +105,30 @@ rule swap:
         include_conv=config["analysis"]["include_conv"],
     script:
         "../../scripts/swap.py"
+
+
+rule swap_published:
+    input:
+        unpack(teacher_inputs),
+        unpack(swapped_published_inputs),
+    output:
+        denoiser=results("{backbone}/{model}/denoiser/diffusion_pytorch_model.safetensors"),
+    log:
+        log_path("{backbone}/{model}/swap.log"),
+    wildcard_constraints:
+        model=vocabulary.SWAPPED_PUBLISHED_PATTERN,
+    conda:
+        "../../envs/dkd.yaml"
+    resources:
+        mem_mb=32000,
+        runtime=60,
+    params:
+        teacher=teacher_source,
+        part=lambda wc: swapped_parts(wc.model)[0],
+        published=lambda wc: swapped_parts(wc.model)[1],
+        include_conv=config["analysis"]["include_conv"],
+    script:
+        "../../scripts/swap_published.py"
 
 
 # Fig. 2c's numbers: the change of each metric of a swapped model against its one-step model.

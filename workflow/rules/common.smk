@@ -81,7 +81,11 @@ def prompt_file(path):
 
 # -- distillation runs -------------------------------------------------------------------
 RUN_PATTERN, MODEL_PATTERN, model_kind = vocabulary.RUN_PATTERN, vocabulary.MODEL_PATTERN, vocabulary.model_kind
-swapped_parts, SWAP_PREFIXES = vocabulary.swapped_parts, vocabulary.SWAP_PREFIXES
+swapped_parts, SWAP_PREFIXES, catalog_model = (
+    vocabulary.swapped_parts,
+    vocabulary.SWAP_PREFIXES,
+    vocabulary.catalog_model,
+)
 run_objective = vocabulary.run_objective
 BUILT_BACKBONES = ("tiny-sd", "tiny-pixart", "toy")  # folders written by a rule, not downloaded
 
@@ -150,25 +154,40 @@ def published_catalog():
 
 
 def model_source(wildcards):
-    """What a model's images come from: the teacher, a run's exported pipeline folder, or (pub-<name>)
-    the published checkpoint, named by its catalog entry."""
+    """What a model's images come from: the teacher, a run's exported pipeline folder, (pub-<name>) the
+    published checkpoint, named by its catalog entry, or (a swapped pub-<name>) its swapped denoiser folder."""
     kind = model_kind(wildcards.model)
     if kind in ("teacher", "teacher-1step"):
         return teacher_source(wildcards)
     if kind == "published":
         return f"{published_catalog()}:{wildcards.model}"
+    if catalog_model(wildcards.model):
+        return results(wildcards.backbone, wildcards.model, "denoiser")
     return results(wildcards.backbone, wildcards.model, "pipeline")
 
 
+def published_inputs(model):
+    """The published-checkpoint list and the marker of the fetched files of ``model`` (pub-<name>)."""
+    name = vocabulary.published_name(model)
+    return {"catalog": published_catalog(), **model_marker(f"published-{name}", "published_files")}
+
+
+def swapped_published_inputs(wildcards):
+    """The inputs of the published checkpoint a tnorm-/tdir-pub-<name> model swaps (rule swap_published)."""
+    return published_inputs(catalog_model(wildcards.model))
+
+
 def model_inputs(wildcards):
-    """The files a model is loaded from: a built teacher's index, the published-checkpoint list, or a
-    run's exported pipeline."""
+    """The files a model is loaded from: a built teacher's index, the published-checkpoint list, a
+    run's exported pipeline, or a swapped published checkpoint's denoiser."""
     kind = model_kind(wildcards.model)
     if kind in ("teacher", "teacher-1step"):
         return teacher_inputs(wildcards)
     if kind == "published":
-        name = vocabulary.published_name(wildcards.model)
-        return {"catalog": published_catalog(), **model_marker(f"published-{name}", "published_files")}
+        return published_inputs(wildcards.model)
+    if catalog_model(wildcards.model):
+        denoiser = results(wildcards.backbone, wildcards.model, "denoiser", "diffusion_pytorch_model.safetensors")
+        return {**swapped_published_inputs(wildcards), "denoiser": denoiser}
     return {"student": results(wildcards.backbone, wildcards.model, "pipeline", "model_index.json")}
 
 

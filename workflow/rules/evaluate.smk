@@ -124,7 +124,7 @@ rule timing:
         gpus=1,
     params:
         source=model_source,
-        catalog=lambda wc: published_catalog() if model_kind(wc.model) == "published" else None,
+        catalog=lambda wc: published_catalog() if catalog_model(wc.model) else None,
         teacher=teacher_sampling,
         dtype=lambda wc: config["backbones"][wc.backbone]["dtype"],
         settings=lambda wc: {k: v for k, v in config["evaluation"]["timing"].items() if k != "models"},

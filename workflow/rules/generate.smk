@@ -27,7 +27,7 @@ rule generate_shard:
         seed=lambda wc: config["evaluation"]["sets"][wc.evalset]["seed"],
         teacher=teacher_sampling,
         source=model_source,
-        catalog=lambda wc: published_catalog() if model_kind(wc.model) == "published" else None,
+        catalog=lambda wc: published_catalog() if catalog_model(wc.model) else None,
         dtype=config["evaluation"]["dtype"],
         batch_size=config["evaluation"]["batch_size"],
     script:

@@ -49,7 +49,8 @@ def model_groups():
         for row in table["rows"]
         if row.get("model")
     ]
-    names = [vocabulary.published_name(model) for model in published if model_kind(model) == "published"]
+    published += [model for backbone in config["analysis"]["swaps"] for model in evaluated_models(backbone)]
+    names = dict.fromkeys(vocabulary.published_name(catalog_model(m)) for m in published if catalog_model(m))
     groups.update(
         {f"published-{name}": {"what": "published", "name": name, "catalog": published_catalog()} for name in names}
     )
