@@ -51,7 +51,7 @@ with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log
         backbone=backbone,
         model=run,
         evalset=None,
-        values=done.cost,
+        values={**done.cost, **done.config.updates(done.cost["steps"])},
         provenance={"devices": [a["device"] for a in done.attempts], "attempts": done.attempts},
     )
     atomic_write_text(sm.output.curve, (train_dir / "curve.csv").read_text() if curve else "step\n")

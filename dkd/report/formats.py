@@ -52,6 +52,8 @@ METRICS: Mapping[str, MetricFormat] = MappingProxyType(
         "student_rank": MetricFormat("Student rank", 0, True),
         "fake_rank": MetricFormat("Fake rank", 0, True),
         "nfe": MetricFormat("NFE", 0, True),
+        "generator_updates": MetricFormat("Generator updates", 0, True),
+        "fake_updates": MetricFormat("Fake updates", 0, True),
         "norm_mean_pct": MetricFormat("Norm mean (%)", 2, True),
         "norm_std_pct": MetricFormat("Norm std (%)", 2, True),
         "dir_mean_pct": MetricFormat("Direction mean (%)", 2, True),

@@ -142,6 +142,11 @@ class DistillConfig:
             )
         return self.batch_size // per_step
 
+    def updates(self, steps: int) -> dict[str, int]:
+        """The optimiser updates of each model after ``steps`` steps: the fake's every step, the
+        generator's at the steps ``0, k, 2k, ...`` (``k = generator_every``)."""
+        return {"generator_updates": -(-steps // self.generator_every), "fake_updates": steps}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

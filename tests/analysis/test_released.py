@@ -195,3 +195,18 @@ def test_fetching_a_pair_asks_for_its_hub_parts_at_their_revisions(tmp_path, tea
 def test_the_commit_of_a_cached_hub_file_is_read_from_its_path():
     assert hub_commit(f"/h/hub/models--a--b/snapshots/{SHA}/unet/x.safetensors") == SHA
     assert hub_commit("/data/local/unet/x.safetensors") is None
+
+
+def test_offline_a_missing_hub_file_is_one_message_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    pair = load_pair("sid-lsg-sd15")
+    with pytest.raises(FileNotFoundError) as error:
+        pair_states(pair)
+    message = str(error.value)
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in message and "'unet'" in message
+    assert "451f4fe16113bff5a5d2269ed5ad43b0592e9a14" in message and "HF_HUB_OFFLINE is set" in message

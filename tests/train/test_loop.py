@@ -241,6 +241,9 @@ def test_generator_every_and_epochs(teacher_folder, tmp_path):
     vsd = [r["loss_vsd"] for r in _log(tmp_path)]
     # the generator is updated at steps 1, 3, 5, 7; rows in between carry its latest values
     assert all(vsd[i] == vsd[i - 1] for i in (1, 3, 5, 7)) and all(vsd[i] != vsd[i - 1] for i in (2, 4, 6))
+    changes = 1 + sum(vsd[i] != vsd[i - 1] for i in range(1, len(vsd)))  # the generator's updates, from the log
+    expected = {"generator_updates": changes, "fake_updates": result.steps}
+    assert config.updates(result.steps) == expected == {"generator_updates": 4, "fake_updates": 8}
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(objective, uninterrupted, teacher_folder, tmp_path):
