@@ -361,15 +361,17 @@ def test_a_bad_run_name_fails_at_parse_time(tmp_path):
 def test_toy_dry_run_plans_every_table_target(tmp_path):
     """Each report table of config/toy.yaml is a named target (its rule renders results/tables/<table>.md),
     and `all` plans the whole benchmark:
-    the toy's data, teacher and evaluator, 11 distillation runs, 15 models' images and metrics (the FT
-    student's two swaps of Fig. 2c included), 4 weight analyses, the convergence plot and the report."""
+    the toy's data, teacher and evaluator, 16 distillation runs (the reproduced baselines included) and
+    SwiftBrush v2's merge, 21 models' images and metrics (the FT student's two swaps of Fig. 2c included),
+    4 weight analyses, the convergence plot and the report."""
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     overrides = ["--config", f"results={tmp_path}"]
     run = snakemake("all", "-n", "--configfile", "config/toy.yaml", *overrides)
     assert run.returncode == 0, run.stdout + run.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
     runs, swapped = len(config["distill"]["runs"]["toy"]), 2 * len(config["analysis"]["swaps"]["toy"])
-    models = runs + 2 + swapped  # the teacher with CFG and in one step, the FT student's swaps (Fig. 2c)
+    merged = len(config["distill"]["merges"]["toy"])  # SwiftBrush v2's merge of its two schemes
+    models = runs + 2 + swapped + merged  # the teacher with CFG and in one step, the FT student's swaps (Fig. 2c)
     assert {k: int(v) for k, v in counts.items()} == {
         "params": 1,
         "toy_data": 1,
@@ -384,11 +386,12 @@ def test_toy_dry_run_plans_every_table_target(tmp_path):
         "weights": len(config["analysis"]["weights"]["toy"]),
         "swap": swapped,
         "swap_delta": swapped,
+        "merge": merged,
         "report": 1,
         "fig16": 1,
         "all": 1,
         **{name: 1 for name in config["report"]["tables"]},  # each table's own rule
-        "total": 5 + runs + 4 * models + 7 + 2 * swapped + len(config["report"]["tables"]),
+        "total": 5 + runs + 4 * models + 7 + 2 * swapped + merged + len(config["report"]["tables"]),
     }
     targets = [*config["report"]["tables"], "fig16"]
     run = snakemake(*targets, "-n", "--configfile", "config/toy.yaml", *overrides)
