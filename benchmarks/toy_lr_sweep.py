@@ -14,7 +14,9 @@ the copied shared folders carry no Snakemake records) only while its config is t
 of ``config/toy.yaml``'s settings it is refused. After a change of the ``dkd`` code, or of the shared
 folders in ``--shared-from``, use a new ``--out``.
 
-  python benchmarks/toy_lr_sweep.py                         # every point (28, ~2.5 min each): about 70 min on 2 cores
+  python benchmarks/toy_lr_sweep.py        # every point (66; 1 to 2.5 min each): about 2 h on 2 cores
+  python benchmarks/toy_lr_sweep.py --runs sidlsg-ft-sfull-fft-linear-zero swiftbrush-ft-sfull-flora4-linear-zero \
+      pgsb-ft-sfull-flora4-linear-zero sbv2-ft-sfull-flora4-linear-zero sbv2-lora-s8-flora4-linear-zero  # 38: ~45 min
   python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --out results/toy-lr
 
 ``--generator-every N`` trains each point at N fake updates per generator update (DMD2's FT: 10) and N
@@ -51,14 +53,15 @@ GRID = {
     # around FT's rates, LoRA fakes and students around the LoRA rates
     "sidlsg-ft-sfull-fft-linear-zero": [(s, f) for s in (1e-4, 3e-4, 1e-3) for f in (3e-5, 3e-4)],
     **{
-        run: [(s, f) for s in (1e-4, 3e-4, 1e-3) for f in (1e-3, 1e-2)]
+        run: [(s, f) for s in (1e-4, 3e-4, 1e-3) for f in (1e-3, 1e-2)] + [(1e-5, 1e-2), (3e-5, 1e-2)]
         for run in (
             "swiftbrush-ft-sfull-flora4-linear-zero",
             "pgsb-ft-sfull-flora4-linear-zero",
             "sbv2-ft-sfull-flora4-linear-zero",
         )
     },
-    "sbv2-lora-s8-flora4-linear-zero": [(s, f) for s in (1e-3, 2e-3, 4e-3) for f in (1e-3, 1e-2)],
+    "sbv2-lora-s8-flora4-linear-zero": [(s, f) for s in (1e-3, 2e-3, 4e-3) for f in (1e-3, 1e-2)]
+    + [(8e-3, 1e-2), (4e-3, 3e-2)],
 }
 SHARED = ["backbones", "data", "evaluator", "reference-stats"]  # made once by the toy workflow, copied
 

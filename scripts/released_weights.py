@@ -4,10 +4,9 @@ as rule `weights` does for our runs: Eq. 14-17, Fig. 2a/2b, the result file weig
 import logging
 from pathlib import Path
 
-from dkd.analysis import analyse_models, result_values, summarize, write_analysis
+from dkd.analysis import analyse_models, summarize, write_analysis, write_weights_result
 from dkd.analysis.released import load_pair, pair_states
 from dkd.io import rule_log
-from dkd.report.results import write_result
 from dkd.vocabulary import released_name
 
 sm = snakemake  # noqa: F821
@@ -20,18 +19,11 @@ with rule_log(sm.log[0], sm.threads):
     del teacher, one_step
     summary = summarize(frame)
     write_analysis(frame, summary, Path(sm.output.plot).parent, curves)
-    values = result_values(summary)
-    write_result(
+    values = write_weights_result(
         sm.output.result,
         backbone=sm.wildcards.backbone,
         model=sm.wildcards.model,
-        evalset=None,
-        values=values,
-        provenance={
-            **provenance,
-            "figure": pair.figure,
-            "layers": summary["layers_used"],
-            "include_conv": sm.params.include_conv,
-        },
+        summary=summary,
+        provenance={**provenance, "figure": pair.figure, "include_conv": sm.params.include_conv},
     )
     logging.info("%s: %s", pair.name, values)

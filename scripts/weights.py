@@ -4,10 +4,9 @@ the SVD of the direction residual (Fig. 2b), per-layer CSV and plots (Fig. 2a, 2
 import logging
 from pathlib import Path
 
-from dkd.analysis import analyse_models, load_state_dict, result_values, summarize, write_analysis
+from dkd.analysis import analyse_models, load_state_dict, summarize, write_analysis, write_weights_result
 from dkd.backbones import backbone_spec
 from dkd.io import rule_log
-from dkd.report.results import write_result
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads):
@@ -20,14 +19,11 @@ with rule_log(sm.log[0], sm.threads):
     )
     summary = summarize(frame)
     write_analysis(frame, summary, Path(sm.output.plot).parent, curves)
-    values = result_values(summary)
-    provenance = {"teacher": sm.params.teacher, "student": student, "layers": summary["layers_used"]}
-    write_result(
+    values = write_weights_result(
         sm.output.result,
         backbone=sm.wildcards.backbone,
         model=sm.wildcards.run,
-        evalset=None,
-        values=values,
-        provenance={**provenance, "include_conv": sm.params.include_conv},
+        summary=summary,
+        provenance={"teacher": sm.params.teacher, "student": student, "include_conv": sm.params.include_conv},
     )
     logging.info("%s: %s", sm.wildcards.run, values)

@@ -9,6 +9,7 @@ from .io import (
     save_model_folder,
     summary_json,
     write_analysis,
+    write_weights_result,
 )
 from .weights import (
     analyse_models,
@@ -42,4 +43,5 @@ __all__ = [
     "swap_models",
     "swap_norm_direction",
     "write_analysis",
+    "write_weights_result",
 ]

@@ -268,6 +268,19 @@ def result_values(summary: dict) -> dict[str, float]:
     return {metric: float(value) for metric, value in values.items() if math.isfinite(value)}
 
 
+def write_weights_result(
+    path: str | os.PathLike, *, backbone: str, model: str, summary: dict, provenance: dict
+) -> dict:
+    """The result file ``weights.json`` of one analysed model (:func:`result_values` of ``summary``, and
+    the number of layers used besides ``provenance``); returns its values."""
+    from ..report.results import write_result
+
+    values = result_values(summary)
+    provenance = {**provenance, "layers": summary["layers_used"]}
+    write_result(path, backbone=backbone, model=model, evalset=None, values=values, provenance=provenance)
+    return values
+
+
 def save_model_folder(state: dict[str, torch.Tensor], config: Path, folder: str | os.PathLike) -> Path:
     """A diffusers-loadable folder: a copy of ``config`` and the weights as one safetensors file."""
     folder = Path(folder)
