@@ -48,6 +48,16 @@ class Evaluator:
 
         return build_extractor(DigitFeatures(load_classifier(self.classifier)), device=self.device)
 
+    def weights_sha256(self, metric: str) -> str | None:
+        """The digest of the weights that compute ``metric`` ("features": FID and precision/recall; else the
+        text-image score): the toy classifier's for both, clean-fid's Inception file for the features;
+        None where the weights are named by model and tag instead (open_clip, HPS)."""
+        from .provenance import weights_sha256
+
+        if self.kind == "toy":
+            return weights_sha256(self.classifier)
+        return weights_sha256(self.inception_dir) if metric == "features" else None
+
     @property
     def extractor_name(self) -> str:
         from .metrics.fid import DEFAULT_EXTRACTOR

@@ -11,7 +11,9 @@ import torch
 
 from dkd.io import atomic_write_text, rule_log
 from dkd.params import run_parameter_counts
+from dkd.provenance import weights_sha256
 from dkd.report.results import write_result
+from dkd.sampling.pipeline import student_info
 from dkd.train.run import distill_run, merge_settings
 
 sm = snakemake  # noqa: F821
@@ -52,6 +54,11 @@ with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log
         model=run,
         evalset=None,
         values={**done.cost, **done.config.updates(done.cost["steps"])},
-        provenance={"devices": [a["device"] for a in done.attempts], "attempts": done.attempts},
+        provenance={
+            "devices": [a["device"] for a in done.attempts],
+            "attempts": done.attempts,
+            "teacher_sha256": student_info(run_dir / "pipeline").get("teacher_sha256"),
+            "student_sha256": weights_sha256(run_dir / "pipeline"),
+        },
     )
     atomic_write_text(sm.output.curve, (train_dir / "curve.csv").read_text() if curve else "step\n")

@@ -13,5 +13,6 @@ with rule_log(sm.log[0], sm.threads):
     if missing:
         raise SystemExit(f"{len(missing)} images missing in {sm.params.images}, first {missing[:5]}; rerun the shards.")
     summary = {"images": sm.params.images, "count": len(indices), "seed": shards[0]["seed"], "shards": len(shards)}
+    summary.update({key: shards[0].get(key) for key in ("model_sha256", "teacher_sha256")})  # the weights used
     logging.info("%s", summary)
     atomic_write_text(sm.output.summary, json.dumps(summary, indent=2))

@@ -49,6 +49,10 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
                 evaluator, sm.params.images, stats=sm.input.stats, features=sm.input.features, scratch=sm.params.scratch
             )
             outputs = {sm.output.fid: outputs["fid"], sm.output.pr: outputs["pr"]}
+        images = json.loads(Path(sm.input.images if sm.rule != "hps" else sm.input.images[0]).read_text())
+        weights = {key: images.get(key) for key in ("model_sha256", "teacher_sha256")}  # the model's (generate)
+        weights["evaluator_sha256"] = evaluator.weights_sha256("features" if sm.rule == "features_metrics" else "")
         for path, (values, provenance) in outputs.items():
-            write_result(path, **keys, values=values, provenance={"images": sm.params.get("images"), **provenance})
+            provenance = {"images": sm.params.get("images"), **weights, **provenance}
+            write_result(path, **keys, values=values, provenance=provenance)
             logging.info("%s: %s", path, json.dumps(values))

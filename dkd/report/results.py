@@ -180,15 +180,17 @@ def write_result(
     values: dict,
     provenance: dict | None = None,
 ) -> Path:
-    """Write one result file in the form :func:`read_results` reads (atomically); checked by reading it back."""
+    """Write one result file in the form :func:`read_results` reads (atomically); checked by reading it back.
+    Its provenance gains the software and device that computed it (:func:`dkd.provenance.environment`)."""
     from ..io import atomic_write_text
+    from ..provenance import environment
 
     record = {
         "backbone": backbone,
         "model": model,
         "evalset": evalset,
         "values": values,
-        "provenance": provenance or {},
+        "provenance": {"environment": environment(), **(provenance or {})},
     }
     _parse_result(Path(path), json.loads(json.dumps(record, default=str)))  # the same checks as the reader
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")

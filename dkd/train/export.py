@@ -62,11 +62,13 @@ def export_student(
     t_init: int = 999,
     scaled_input: bool = False,
     objective: str = "dkd",
+    teacher_sha256: str | None = None,
 ) -> Path:
     """Write ``out/adapter`` (adapter methods) and ``out/pipeline`` (always); return ``out``. Each
     folder is built under a temporary name and swapped in when complete (a killed export leaves
     the previous one, or nothing). ``t_init`` and ``scaled_input``: the generator's input
-    (``dkd.train.step.generate``), recorded for the sampler; ``objective``: what trained it."""
+    (``dkd.train.step.generate``), recorded for the sampler; ``objective``: what trained it;
+    ``teacher_sha256``: the digest of the teacher's weights (``dkd.provenance.weights_sha256``), if known."""
     from ..io import atomic_folder
 
     out = Path(out)
@@ -85,6 +87,7 @@ def export_student(
         "rank": spec.rank,
         "layers": spec.layers,
         "prediction_type": teacher.prediction_type,
+        **({"teacher_sha256": teacher_sha256} if teacher_sha256 else {}),
     }
     with atomic_folder(out / "pipeline") as folder:
         save_pipeline_folder(

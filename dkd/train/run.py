@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..provenance import weights_sha256
 from ..runs import parse_run_name
 from .config import DistillConfig
 from .export import export_student
@@ -92,6 +93,7 @@ def distill_run(
         t_init=objective.t_init,
         scaled_input=objective.scaled_input,
         objective=objective.name,
+        teacher_sha256=weights_sha256(source),
     )
     log.info("exported %s after %d steps (%.3g GPU-days)", out, done.result.steps, done.cost["gpu_days"])
     return done

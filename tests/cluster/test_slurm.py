@@ -286,6 +286,7 @@ def test_toy_results_on_slurm_equal_the_local_run_after_snakemake_is_stopped(clu
             "toy/*/toy-eval/pr.json",
             "toy/*/toy-eval/text_image.json",
             "toy/*/params.json",
+            "toy/*/train.json",
         )
         for path in results.glob(pattern)
     )

@@ -77,7 +77,8 @@ def test_every_table_and_the_report_are_embedded_with_their_captions(html_report
 def test_grids_and_figures_are_embedded_images(html_report):
     results, categories, entries, _, config = html_report
     grids = sorted((results / "toy").glob("*/toy-eval/grid.png"))
-    assert len(grids) == len(config["distill"]["runs"]["toy"]) + 2  # the runs and both teachers
+    models = len(config["distill"]["runs"]["toy"]) + 2 + len(config["distill"]["merges"]["toy"])
+    assert len(grids) == models + 2 * len(config["analysis"]["swaps"]["toy"])  # runs, teachers, merge, swaps
     assert sorted(categories["Samples"]) == ["toy on toy-eval"]
     assert sorted(categories["Samples"]["toy on toy-eval"]) == sorted(str(grid) for grid in grids)
     for grid in grids:
@@ -97,20 +98,24 @@ def test_grids_and_figures_are_embedded_images(html_report):
     assert f"on {curves['count']} prompts" in fig16 and ", ".join(curves["runs"]["toy"]) in fig16
 
     analysed = config["analysis"]["weights"]["toy"]
-    plots = [results / "toy" / run / "weights" / "weights.png" for run in analysed]
-    assert sorted(figures["Fig. 2a: weight change per layer"]) == sorted(str(p) for p in plots)
-    for run, plot in zip(analysed, plots):
-        entry = entries[str(plot)]
-        _embedded(entry, plot, "image/png")
-        assert entry["labels"] == {"backbone": "toy", "model": run}
-        assert f"Fig. 2a for the student {run} (backbone toy)" in entry["caption"]  # the wildcards, rendered
+    for name, figure, subcategory in (
+        ("weights.png", "Fig. 2a", "Fig. 2a: weight change per layer"),
+        ("energy.png", "Fig. 2b", "Fig. 2b: energy of the direction residual"),
+    ):
+        plots = [results / "toy" / run / "weights" / name for run in analysed]
+        assert sorted(figures[subcategory]) == sorted(str(p) for p in plots)
+        for run, plot in zip(analysed, plots):
+            entry = entries[str(plot)]
+            _embedded(entry, plot, "image/png")
+            assert entry["labels"] == {"backbone": "toy", "model": run}
+            assert f"{figure} for {run} (backbone toy)" in entry["caption"]  # the wildcards, rendered
 
 
 def test_captions_are_rendered_and_the_workflow_is_described(html_report):
     results, _, entries, description, config = html_report
-    assert len(entries) == len(config["report"]["tables"]) + 1 + 1 + len(config["analysis"]["weights"]["toy"]) + len(
-        list((results / "toy").glob("*/toy-eval/grid.png"))
-    )
+    plots = 2 * len(config["analysis"]["weights"]["toy"])  # Fig. 2a and 2b of each analysed run
+    grids = len(list((results / "toy").glob("*/toy-eval/grid.png")))
+    assert len(entries) == len(config["report"]["tables"]) + 1 + 1 + plots + grids
     for entry in entries.values():
         assert entry["caption"].startswith("<p>") and "{{" not in entry["caption"] and "{%" not in entry["caption"]
         assert "system-message" not in entry["caption"]  # no reStructuredText error

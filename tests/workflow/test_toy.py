@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+from dkd.provenance import environment, weights_sha256
 from tests.conftest import ROOT, toy_test_config
 
 
@@ -44,12 +45,26 @@ def test_numbers_trace_back_to_result_files(toy_run):
     assert str(results / "toy" / "lorad-s8-f4-linear-zero" / "toy-eval" / "fid.json") in table
     for grid in (results / "toy").glob("*/toy-eval/grid.png"):
         assert grid.stat().st_size > 0
-    assert len(list((results / "toy").glob("*/toy-eval/grid.png"))) == len(config["distill"]["runs"]["toy"]) + 2
+    models = len(config["distill"]["runs"]["toy"]) + 2 + len(config["distill"]["merges"]["toy"])  # + the teachers
+    models += 2 * len(config["analysis"]["swaps"]["toy"])  # Fig. 2c's tnorm- and tdir- models
+    assert len(list((results / "toy").glob("*/toy-eval/grid.png"))) == models
     assert (results / "fig16.png").stat().st_size > 0 and "fig16.png" in (results / "report.md").read_text()
     curve = (results / "toy" / "lorad-s8-f4-linear-zero" / "curve.csv").read_text().splitlines()
     assert curve[0].split(",")[:2] == ["step", "digit_accuracy"] and [r.split(",")[0] for r in curve[1:]] == ["0", "4"]
     accuracy = json.loads((results / "evaluator" / "classifier.json").read_text())["accuracy"]
     assert accuracy >= 0.95
+    # the weights behind each number: the student, its teacher and the evaluator, and the software and device
+    run = results / "toy" / "lorad-s8-f4-linear-zero"
+    provenance = fid["provenance"]
+    assert provenance["model_sha256"] == weights_sha256(run / "pipeline")
+    assert provenance["teacher_sha256"] == weights_sha256(results / "backbones" / "toy")
+    assert provenance["evaluator_sha256"] == weights_sha256(results / "evaluator")
+    assert provenance["environment"] == json.loads(json.dumps(environment()))
+    train = json.loads((run / "train.json").read_text())["provenance"]
+    assert (train["student_sha256"], train["teacher_sha256"]) == (
+        provenance["model_sha256"],
+        provenance["teacher_sha256"],
+    )
 
 
 def test_rerun_has_nothing_to_do(toy_run):
