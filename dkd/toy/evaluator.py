@@ -122,15 +122,33 @@ def save_classifier(model: DigitClassifier, folder: str | Path, **info) -> Path:
     return folder
 
 
-def load_classifier(folder: str | Path) -> DigitClassifier:
+def save_classifier_weights(model: DigitClassifier, path: str | Path, config: ClassifierConfig) -> Path:
+    """The classifier's weights as one safetensors file (atomically), its training settings in the metadata:
+    the file that ships as ``config/toy/evaluator.safetensors``."""
+    from safetensors.torch import save
+
+    with atomic_open(path, "wb") as handle:
+        handle.write(save(model.state_dict(), metadata={"name": NAME, "config": json.dumps(asdict(config))}))
+    return Path(path)
+
+
+def load_classifier_weights(path: str | Path) -> DigitClassifier:
+    """A classifier from a weights file (:func:`save_classifier_weights`, or a folder's ``model.safetensors``)."""
     from safetensors.torch import load_file
 
-    path = Path(folder) / "model.safetensors"
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no toy classifier at {path}; train it with the workflow rule toy_evaluator.")
+        raise FileNotFoundError(
+            f"no toy classifier weights at {path}; retrain them with the workflow rule toy_evaluator_weights."
+        )
     model = DigitClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval().requires_grad_(False)
+
+
+def load_classifier(folder: str | Path) -> DigitClassifier:
+    """The evaluator folder's classifier (``model.safetensors``, written by the rule toy_evaluator)."""
+    return load_classifier_weights(Path(folder) / "model.safetensors")
 
 
 class DigitFeatures(nn.Module):

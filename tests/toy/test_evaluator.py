@@ -1,5 +1,8 @@
 """The toy classifier: accuracy on the held-out split, the clean-fid feature path, the prompt score."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +69,20 @@ def test_save_load_round_trip(classifier, tmp_path):
     assert not list((tmp_path / "clf").glob(".*"))
     with pytest.raises(FileNotFoundError, match="toy_evaluator"):
         load_classifier(tmp_path / "missing")
+
+
+def test_weights_file_round_trip_and_the_shipped_evaluator(classifier, tmp_path):
+    from safetensors import safe_open
+
+    from dkd.backbones import config_dir
+    from dkd.toy.evaluator import load_classifier_weights, save_classifier_weights
+
+    path = save_classifier_weights(classifier, tmp_path / "evaluator.safetensors", ClassifierConfig(epochs=8))
+    x = load_split("test").images[:5]
+    assert torch.equal(load_classifier_weights(path)(x), classifier(x))
+    with safe_open(str(path), "pt") as handle:
+        assert json.loads(handle.metadata()["config"])["epochs"] == 8
+    shipped = config_dir() / "toy" / "evaluator.safetensors"  # what every machine scores with
+    assert accuracy(load_classifier_weights(shipped), load_split("test")) >= 0.95
+    with safe_open(str(shipped), "pt") as handle:
+        assert json.loads(handle.metadata()["config"]) == dataclasses.asdict(ClassifierConfig())
