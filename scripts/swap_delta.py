@@ -16,6 +16,8 @@ with rule_log(sm.log[0], sm.threads):
         if metric in ours and as_number(value) is not None
     }
     part, model = swapped_parts(sm.wildcards.model)
+    if not values:
+        raise SystemExit(f"{sm.wildcards.model}: no metric of {model} on {sm.wildcards.evalset} to compare with")
     write_result(
         sm.output.result,
         backbone=sm.wildcards.backbone,

@@ -12,6 +12,7 @@ become inert :class:`Stub` records of their pickled state; every other global is
 from __future__ import annotations
 
 import _compat_pickle
+import codecs
 import collections
 import io
 import os
@@ -88,29 +89,36 @@ def _load_from_bytes(data: Any) -> Any:
 
 
 def _torch_allowed() -> dict[str, Any]:
-    """The globals that ``torch.load(weights_only=True)`` allows (tensor rebuild functions, storages, dtypes...)."""
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
+    """The only real globals a network snapshot may name: dense tensor and parameter rebuilding, storages read
+    back by ``torch.load(weights_only=True)``, dtypes, sizes, devices and plain containers. (Not torch's whole
+    ``weights_only`` list: its sparse, quantized, nested and subclass rebuilds need checks that only
+    ``torch.load`` itself makes afterwards.)"""
+    from torch import _utils
 
-        allowed = dict(_get_allowed_globals())
-    except (ImportError, AttributeError):  # a torch without that private helper: what a plain pickle needs
-        from torch import _utils
-
-        allowed = {f"torch._utils.{n}": getattr(_utils, n) for n in ("_rebuild_tensor_v2", "_rebuild_parameter")}
-        allowed |= {str(t): t for t in torch.storage._dtype_to_storage_type_map()}
-        allowed |= {"collections.OrderedDict": collections.OrderedDict, "builtins.set": set, "torch.Size": torch.Size}
-    allowed.update(
-        {
-            "builtins.object": object,  # the ``base`` argument of copyreg._reconstructor
-            "builtins.frozenset": frozenset,
-            "torch.storage._load_from_bytes": _load_from_bytes,
-            "copyreg._reconstructor": _stub_only("_reconstructor"),
-            "copyreg.__newobj__": _stub_only("__newobj__"),
-            "copyreg.__newobj_ex__": _stub_only("__newobj_ex__"),
-            PERSISTENT_OBJ: _persistent_record,
-        }
-    )
+    allowed = {f"torch._utils.{name}": getattr(_utils, name) for name in ("_rebuild_tensor_v2", "_rebuild_parameter")}
+    allowed |= {f"torch.{name}": value for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
+    allowed |= {
+        "torch.Size": torch.Size,
+        "torch.device": torch.device,
+        "collections.OrderedDict": collections.OrderedDict,
+        "builtins.set": set,
+        "builtins.frozenset": frozenset,
+        "builtins.object": object,  # the ``base`` argument of copyreg._reconstructor
+        "_codecs.encode": codecs.encode,  # how protocols 0-2 store bytes
+        "torch.storage._load_from_bytes": _load_from_bytes,
+        "copyreg._reconstructor": _stub_only("_reconstructor"),
+        "copyreg.__newobj__": _stub_only("__newobj__"),
+        "copyreg.__newobj_ex__": _stub_only("__newobj_ex__"),
+        PERSISTENT_OBJ: _persistent_record,
+    }
     return allowed
+
+
+def _check_dense(name: str, tensor: torch.Tensor, file: Any) -> torch.Tensor:
+    """A plain dense CPU tensor, or one clear error (no sparse, quantized, meta or nested tensor is read)."""
+    if tensor.layout is not torch.strided or tensor.is_quantized or tensor.is_meta or tensor.is_nested:
+        raise pickle.UnpicklingError(f"{file}: {name!r} is not a dense tensor ({tensor.layout}); refused")
+    return tensor
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -231,7 +239,7 @@ def read_pickle_tensors(
         obj = children[key]
     if module:
         obj = _descend(obj, module, path)
-    tensors = flatten_tensors(obj)
+    tensors = {name: _check_dense(name, tensor, path) for name, tensor in flatten_tensors(obj).items()}
     if not tensors:
         what = f" under {key!r}" if key else ""
         what += f" in module {module!r}" if module else ""

@@ -89,6 +89,12 @@ def swap_published(
     from ..sampling.samplers import DiffusersSampler
     from .io import load_state_dict
 
+    if spec.adapter:  # the swapped model is sampled without the LoRA: it may change the denoiser only
+        from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+        lora = StableDiffusionLoraLoaderMixin.lora_state_dict(spec.adapter, weight_name=spec.adapter_weight_name)[0]
+        if any(not key.startswith("unet.") for key in lora):
+            raise ValueError(f"{spec.adapter}: the LoRA also changes the text encoder; only a denoiser LoRA is swapped")
     subfolder = backbone_spec(backbone).denoiser_subfolder
     model = getattr(DiffusersSampler(spec).pipe, subfolder)
     model.load_state_dict(

@@ -245,3 +245,13 @@ def test_load_torch_file_refuses_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="read_pickle_tensors"):  # no tensors: torch sees a bad magic
         load_torch_file(dump(tmp_path / "ints.bin", [1, 2]))
     assert_same(read_pickle_tensors(plain), {"w": torch.ones(2)})
+
+
+def test_sparse_or_unchecked_tensor_rebuilds_are_refused(tmp_path):
+    """torch's weights_only list rebuilds sparse tensors unchecked (torch.load validates them afterwards): a
+    snapshot is read through dense tensor rebuilds only, so an out-of-range sparse index cannot get through."""
+    bad = torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 0]]), torch.tensor([1.0, 2.0]), (4, 4))
+    path = tmp_path / "sparse.pkl"
+    path.write_bytes(pickle.dumps({"ema": {"weight": bad}}))
+    with pytest.raises(pickle.UnpicklingError, match="refused global 'torch._utils._rebuild_sparse_tensor'"):
+        read_pickle_tensors(path, key="ema")

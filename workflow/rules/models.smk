@@ -1,6 +1,7 @@
 # Pretrained files the jobs load (hub teachers, the evaluation models, published checkpoints):
 # fetched on the login node by the local rule fetch_model (data.smk, dkd.fetch), one marker per
 # group that every loading job waits for. Helpers only, included after common.smk.
+import functools
 from pathlib import Path
 
 INCEPTION_DIR = data_path("models", "inception")  # clean-fid's Inception file, loaded from here
@@ -17,6 +18,7 @@ def _is_hub_id(source):
     )
 
 
+@functools.cache  # computed once: every loading job's input function asks
 def model_groups():
     """{group: dkd.fetch.files_for arguments} of every pretrained file set the config loads from the
     hub: hub teachers, the paper evaluator's Inception and CLIP, the clamped CLIP loss's models, HPS,

@@ -2,6 +2,8 @@
 # the models rel-<pair> whose only result is the weight analysis of Fig. 2a/2b and Figs. 10-13.
 # Helpers only, included after common.smk. The catalog is read here for the pairs' results folders
 # (backbone) and sources; dkd validates it in the jobs.
+import functools
+
 import yaml
 
 RELEASED_PREFIX, RELEASED_PATTERN = vocabulary.RELEASED_PREFIX, vocabulary.RELEASED_PATTERN
@@ -12,6 +14,7 @@ def released_catalog():
     return config["analysis"]["released"]["catalog"]
 
 
+@functools.cache  # read once per workflow parse (the config does not change)
 def released_pairs():
     """{pair: its catalog entry} of the pairs config analysis.released.pairs names; a name the catalog
     lacks, or lists as unavailable, is one error saying so."""
