@@ -28,6 +28,8 @@ class Sampler(Protocol):
 
 def _denoiser_file(spec: MultiStepSpec) -> Path:
     """The local path of ``spec.denoiser_weights`` (downloaded from the hub when it is a repo id)."""
+    from ..analysis.io import hub_file
+
     location, name = Path(spec.denoiser_weights).expanduser(), spec.denoiser_weight_name
     if location.is_file():
         return location
@@ -36,19 +38,7 @@ def _denoiser_file(spec: MultiStepSpec) -> Path:
             f"denoiser_weights {spec.denoiser_weights!r} is a folder or hub repo: "
             "denoiser_weight_name must name the file in it."
         )
-    if location.is_dir():
-        if not (location / name).is_file():
-            raise FileNotFoundError(f"no denoiser weights {name!r} in {location}")
-        return location / name
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(spec.denoiser_weights, name))
-    except Exception as error:  # noqa: BLE001 - one clear error whatever the hub client raises
-        raise FileNotFoundError(
-            f"denoiser weights {name!r}: {spec.denoiser_weights!r} is no local file or folder, and the hub "
-            f"download failed: {type(error).__name__}: {error}"
-        ) from error
+    return hub_file(str(location) if location.is_dir() else spec.denoiser_weights, name)
 
 
 def _denoiser_part(spec: MultiStepSpec, dtype: torch.dtype) -> dict:
