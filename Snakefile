@@ -19,6 +19,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/released.smk"
+include: "workflow/rules/reporting.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/params.smk"
 include: "workflow/rules/data.smk"

@@ -5,7 +5,7 @@
 # Without network each rule fails with one message naming the files to fetch and where to put them
 # (or set data.<set>.local to a folder that holds them). The pretrained weights the jobs load are
 # fetched the same way, by the local rule fetch_model (one group per hub teacher, evaluation model and
-# published checkpoint: workflow/rules/common.smk model_groups, dkd.fetch).
+# published checkpoint: workflow/rules/models.smk model_groups, dkd.fetch).
 
 
 rule data_coco:
