@@ -8,9 +8,7 @@ import torch
 
 from dkd.data import read_prompts
 from dkd.io import atomic_write_text, rule_log
-from dkd.provenance import weights_sha256
 from dkd.sampling import generate_shard, make_sampler, sampler_fingerprint
-from dkd.sampling.pipeline import student_info
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
@@ -38,6 +36,4 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
         fingerprint=fingerprint,
     )
     logging.info("%s: %s", sm.params.images, counts)
-    weights = {"model_sha256": weights_sha256(source), "teacher_sha256": student_info(source).get("teacher_sha256")}
-    marker = {**counts, "images": sm.params.images, "seed": sm.params.seed, **weights}
-    atomic_write_text(sm.output.marker, json.dumps(marker))
+    atomic_write_text(sm.output.marker, json.dumps({**counts, "images": sm.params.images, "seed": sm.params.seed}))

@@ -4,6 +4,8 @@ import json
 import logging
 
 from dkd.io import atomic_write_text, image_path, rule_log
+from dkd.provenance import weights_sha256
+from dkd.sampling.pipeline import student_info
 
 sm = snakemake  # noqa: F821
 with rule_log(sm.log[0], sm.threads):
@@ -13,6 +15,7 @@ with rule_log(sm.log[0], sm.threads):
     if missing:
         raise SystemExit(f"{len(missing)} images missing in {sm.params.images}, first {missing[:5]}; rerun the shards.")
     summary = {"images": sm.params.images, "count": len(indices), "seed": shards[0]["seed"], "shards": len(shards)}
-    summary.update({key: shards[0].get(key) for key in ("model_sha256", "teacher_sha256")})  # the weights used
+    source = sm.params.source  # the weights used, hashed once for all the shards
+    summary.update(model_sha256=weights_sha256(source), teacher_sha256=student_info(source).get("teacher_sha256"))
     logging.info("%s", summary)
     atomic_write_text(sm.output.summary, json.dumps(summary, indent=2))

@@ -50,5 +50,6 @@ rule images:
         runtime=10,
     params:
         images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
+        source=model_source,
     script:
         "../../scripts/images.py"
