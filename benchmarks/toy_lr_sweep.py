@@ -4,24 +4,29 @@ baselines (SiD-LSG, SwiftBrush, PG-SB, SwiftBrush v2's two schemes: docs/baselin
 The toy's shared settings (``config/toy.yaml``: 400 steps, batch 32, real-model CFG 2.0) were tuned
 on DKD; here every Table 2 method is trained at each learning rate of its grid (student, and for FT's
 fully trained fake model also the fake's) through the workflow (``snakemake``, each point in its own
-results folder) and scored with the toy evaluator on the 500 evaluation prompts, as the report does:
-the learning rates are selected on the evaluation set itself (as DKD's settings were), so the best FID
-is a best-of-sweep, not a held-out estimate. The best point of each method (lowest FID) is what
-``distill.run_settings`` of ``config/toy.yaml`` should hold. Prints one Markdown table.
+results folder) and scored with the toy evaluator on the validation set ``toy-val`` (500 prompts and
+noise drawn apart from the evaluation set's), never on the evaluation set: the best point of each method
+(lowest validation FID) is what ``distill.run_settings`` of ``config/toy.yaml`` and
+``config/toy-study.yaml`` hold, and the report then scores it once on ``toy-eval``. Prints one Markdown
+table.
 
 A point's folder is reused (its finished outputs are kept, as by ``snakemake --rerun-triggers mtime``:
 the copied shared folders carry no Snakemake records) only while its config is the same; after a change
 of ``config/toy.yaml``'s settings it is refused. After a change of the ``dkd`` code, or of the shared
 folders in ``--shared-from``, use a new ``--out``.
 
-  python benchmarks/toy_lr_sweep.py        # every point (66; 1 to 2.5 min each): about 2 h on 2 cores
+  python benchmarks/toy_lr_sweep.py --jobs 2   # every point (66; 1 to 2.5 min each): about 1 h on 2 cores
+  python benchmarks/toy_lr_sweep.py --jobs 2 --grid near   # config/toy-study.yaml's: 35 points, about 1 h
+  python benchmarks/toy_lr_sweep.py --jobs 2 --grid near --generator-every 10 --runs lorad-s8-f4-linear-zero \
+      lora-s8-f4-linear-zero dora-s8-f4-linear-zero ft-sfull-fft-linear-zero   # ... and its 13 points at 10:1
   python benchmarks/toy_lr_sweep.py --runs sidlsg-ft-sfull-fft-linear-zero swiftbrush-ft-sfull-flora4-linear-zero \
       pgsb-ft-sfull-flora4-linear-zero sbv2-ft-sfull-flora4-linear-zero sbv2-lora-s8-flora4-linear-zero  # 38: ~45 min
   python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --out results/toy-lr
 
-``--generator-every N`` trains each point at N fake updates per generator update (DMD2's FT: 10) and N
-times the steps, so that the generator gets as many updates as at 1:1; ``--points`` replaces the grid
-(student lr, or student:fake):
+``--generator-every N`` trains each point as the run's ``-g{N}`` variant (``dkd.runs``: N fake updates per
+generator update over N times the steps, so that the generator gets as many updates as at 1:1);
+``--points`` replaces the grid (student lr, or student:fake); ``--jobs`` trains that many points at once
+(one core each):
 
   python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --generator-every 10 --points 3e-4:3e-5
 """
@@ -34,6 +39,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -63,33 +69,63 @@ GRID = {
     "sbv2-lora-s8-flora4-linear-zero": [(s, f) for s in (1e-3, 2e-3, 4e-3) for f in (1e-3, 1e-2)]
     + [(8e-3, 1e-2), (4e-3, 3e-2)],
 }
+# The validation sweep behind config/toy-study.yaml (--grid near): each run's best point of GRID on the evaluation
+# set (benchmarks/results/cpu-toy-lr-sweep.md) and its neighbours along each learning rate.
+NEAR = {
+    "lorad-s8-f4-linear-zero": [(lr, None) for lr in (1e-3, 2e-3, 4e-3)],
+    "lora-s8-f4-linear-zero": [(lr, None) for lr in (1e-3, 2e-3, 4e-3)],
+    "dora-s8-f4-linear-zero": [(lr, None) for lr in (2e-5, 5e-5, 1e-4)],
+    "ft-sfull-fft-linear-zero": [(3e-4, 3e-5), (1e-4, 3e-5), (1e-3, 3e-5), (3e-4, 1e-5), (3e-4, 1e-4)],
+    "sidlsg-ft-sfull-fft-linear-zero": [(3e-4, 3e-4), (1e-4, 3e-4), (1e-3, 3e-4), (3e-4, 3e-5)],
+    "swiftbrush-ft-sfull-flora4-linear-zero": [(1e-4, 1e-2), (3e-5, 1e-2), (3e-4, 1e-2), (1e-4, 1e-3)],
+    "pgsb-ft-sfull-flora4-linear-zero": [(1e-3, 1e-2), (3e-4, 1e-2), (3e-3, 1e-2), (1e-3, 1e-3)],
+    "sbv2-ft-sfull-flora4-linear-zero": [(1e-3, 1e-3), (3e-4, 1e-3), (3e-3, 1e-3), (1e-3, 1e-2)],
+    "sbv2-lora-s8-flora4-linear-zero": [(4e-3, 1e-2), (2e-3, 1e-2), (8e-3, 1e-2), (4e-3, 3e-2), (4e-3, 1e-3)],
+}
+# ... and at DMD2's 10:1 (--grid near --generator-every 10): around each method's 1:1 rates, the fake's too
+# (FT at 10:1 was best at a 10x higher fake rate than at 1:1 in GRID's sweep on the evaluation set).
+NEAR_10 = {
+    "lorad-s8-f4-linear-zero": [(2e-3, 1e-2), (1e-3, 1e-2), (2e-3, 3e-3)],
+    "lora-s8-f4-linear-zero": [(2e-3, 1e-2), (1e-3, 1e-2), (2e-3, 3e-3)],
+    "dora-s8-f4-linear-zero": [(5e-5, 1e-2), (1e-4, 1e-2), (5e-5, 3e-3)],
+    "ft-sfull-fft-linear-zero": [(3e-4, 3e-4), (3e-4, 1e-4), (3e-4, 1e-3), (1e-3, 3e-4)],
+}
 SHARED = ["backbones", "data", "evaluator", "reference-stats"]  # made once by the toy workflow, copied
+EVALSET = "toy-val"  # where the points are scored (config/toy.yaml): the validation set, never toy-eval
 
 
 def point_config(
     base: dict, run: str, student_lr: float, fake_lr: float | None, folder: Path, generator_every: int = 1
 ) -> dict:
-    """``config/toy.yaml`` reduced to ``run`` at these learning rates, results in ``folder``; with
-    ``generator_every`` > 1, that many fake updates per generator update over that many times the steps."""
+    """``config/toy.yaml`` reduced to ``run`` (its ``-g{N}`` variant with ``generator_every`` N > 1) at these
+    learning rates, scored on the validation set alone, results in ``folder``."""
     config = copy.deepcopy(base)
     config["results"] = str(folder)
     distill = config["distill"]
-    distill["runs"] = {"toy": [run]}
+    distill["runs"] = {"toy": [point_run(run, generator_every)]}
     distill.pop("curves", None)
+    distill.pop("merges", None)
     settings = {"optim_student": {"lr": student_lr}}
     if fake_lr is not None:
         settings["optim_fake"] = {"lr": fake_lr}
     own = (distill.get("run_settings") or {}).get(run) or {}
-    if generator_every > 1:
-        steps = merge_settings(distill["settings"], own)["max_steps"]
-        settings.update(generator_every=generator_every, max_steps=steps * generator_every)
-    distill["run_settings"] = {run: merge_settings(own, settings)}
+    distill["run_settings"] = {run: merge_settings(own, settings)}  # the -g{N} variant takes its plain run's
+    evaluation = config["evaluation"]
+    evaluation["sets"] = {EVALSET: {**evaluation["sets"][EVALSET], "models": {"toy": distill["runs"]["toy"]}}}
+    evaluation["one_step_teachers"], evaluation["teachers"] = [], {}
     config.pop("analysis", None)
+    config.pop("report", None)
     return config
 
 
+def point_run(run: str, generator_every: int) -> str:
+    """The run name a point trains: ``run``, or its ``-g{N}`` variant."""
+    return run if generator_every == 1 else f"{run}-g{generator_every}"
+
+
 def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: int) -> dict:
-    """Train and score one point (its outputs are kept); its config, learning rates and scores."""
+    """Train and score one point on the validation set (its outputs are kept); its config, learning rates
+    and scores."""
     path, text = folder / "config.yaml", yaml.safe_dump(config, sort_keys=False)
     if path.exists() and path.read_text() != text:
         raise SystemExit(f"{folder} was made with other settings: delete it or pass another --out")
@@ -98,7 +134,8 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
         if not (folder / part).exists():
             shutil.copytree(shared_from / part, folder / part, copy_function=shutil.copy2)
     path.write_text(text)
-    scores = [folder / "toy" / run / "toy-eval" / f"{name}.json" for name in ("fid", "text_image")]
+    (name,) = config["distill"]["runs"]["toy"]
+    scores = [folder / "toy" / name / EVALSET / f"{metric}.json" for metric in ("fid", "text_image")]
     done = subprocess.run(
         [
             sys.executable,
@@ -111,6 +148,7 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
             str(path),
             "--rerun-triggers",
             "mtime",
+            "--rerun-incomplete",  # a point stopped half-way resumes (its run from its last checkpoint)
         ],
         cwd=ROOT,
         capture_output=True,
@@ -118,13 +156,14 @@ def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: in
     )
     if done.returncode != 0:
         raise RuntimeError(f"{folder}: snakemake failed\n{done.stderr[-3000:]}")
+    train = json.loads((folder / "toy" / name / "train.json").read_text())["values"]
     settings = merge_settings(config["distill"]["settings"], config["distill"]["run_settings"][run])
     row = dict(
         run=run,
         student_lr=settings["optim_student"]["lr"],
         fake_lr=settings["optim_fake"]["lr"],
-        generator_every=settings.get("generator_every", 1),
-        steps=settings["max_steps"],
+        generator_every=train["fake_updates"] // train["generator_updates"],
+        steps=train["steps"],
     )
     for score in scores:
         row.update(json.loads(score.read_text())["values"])
@@ -147,6 +186,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def grid(name: str, generator_every: int) -> dict:
+    """The points of ``--grid``: GRID, or the validation sweep's NEAR (NEAR_10 at 10:1)."""
+    if name == "all":
+        return GRID
+    if generator_every not in (1, 10):
+        raise SystemExit("--grid near has points at 1:1 and 10:1 only: pass --points for other ratios")
+    return NEAR if generator_every == 1 else NEAR_10
+
+
 def learning_rates(text: str) -> tuple[float, float | None]:
     """``"3e-4"`` -> (3e-4, None: the config's fake lr); ``"3e-4:3e-5"`` -> (3e-4, 3e-5)."""
     student, _, fake = text.partition(":")
@@ -166,7 +214,11 @@ def main() -> None:
         default=ROOT / "results" / "toy",
         help="a toy results folder holding " + ", ".join(SHARED) + " (make demo)",
     )
-    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=1, help="cores of each point's snakemake")
+    parser.add_argument("--jobs", type=int, default=1, help="points trained at once")
+    parser.add_argument(
+        "--grid", choices=["all", "near"], default="all", help="all: GRID; near: the validation sweep's NEAR"
+    )
     parser.add_argument("--generator-every", type=int, default=1, help="fake updates per generator update")
     parser.add_argument(
         "--points", nargs="+", type=learning_rates, help="student lr or student:fake (replaces the grid)"
@@ -177,30 +229,37 @@ def main() -> None:
     missing = [part for part in SHARED if not (args.shared_from / part).exists()]
     if missing:
         sys.exit(f"{args.shared_from} lacks {', '.join(missing)}: run `make demo` first (or pass --shared-from)")
-    base, rows = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text()), []
-    try:
-        for run in args.runs:
-            for student_lr, fake_lr in args.points or GRID[run]:
-                folder = (
-                    args.out
-                    / run
-                    / (
-                        f"s{student_lr:g}"
-                        + (f"-f{fake_lr:g}" if fake_lr is not None else "")
-                        + (f"-g{args.generator_every}" if args.generator_every > 1 else "")
-                    )
-                )
-                config = point_config(base, run, student_lr, fake_lr, folder, args.generator_every)
-                rows.append(run_point(config, run, folder, args.shared_from, args.cores))
-                print(
-                    f"{run}: student lr {rows[-1]['student_lr']:g}, fake lr {rows[-1]['fake_lr']:g}: "
-                    f"FID {rows[-1]['fid']:.2f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    finally:
-        if rows:  # the points made so far, also when one fails
-            print(table(rows))
+    if args.jobs < 1 or args.cores < 1:
+        parser.error("--jobs and --cores must be at least 1")
+    base = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    points = []
+    for run in args.runs:
+        for student_lr, fake_lr in args.points or grid(args.grid, args.generator_every)[run]:
+            folder = args.out / run / (
+                f"s{student_lr:g}"
+                + (f"-f{fake_lr:g}" if fake_lr is not None else "")
+                + (f"-g{args.generator_every}" if args.generator_every > 1 else "")
+            )  # fmt: skip
+            points.append((point_config(base, run, student_lr, fake_lr, folder, args.generator_every), run, folder))
+
+    def point(args_of_point) -> dict:
+        config, run, folder = args_of_point
+        row = run_point(config, run, folder, args.shared_from, args.cores)
+        print(f"{run}: student lr {row['student_lr']:g}, fake lr {row['fake_lr']:g}: validation FID {row['fid']:.2f}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return row
+
+    rows, failures = [], []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for future in [pool.submit(point, p) for p in points]:
+            try:
+                rows.append(future.result())
+            except RuntimeError as error:  # the others go on; reported at the end
+                failures.append(str(error))
+    if rows:  # the points made, also when some failed
+        print(table(rows))
+    if failures:
+        sys.exit("\n\n".join(failures))
 
 
 if __name__ == "__main__":

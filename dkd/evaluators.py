@@ -12,7 +12,7 @@ and where they came from (``(values, provenance)``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,11 +109,17 @@ def image_metrics(
     stats: str | os.PathLike,
     features: str | os.PathLike,
     scratch: str | os.PathLike,
+    bootstrap: Mapping | None = None,
 ) -> dict[str, tuple[dict, dict]]:
     """FID (clean-fid's Fréchet distance against the cached reference statistics ``stats``) and
     precision/recall (Kynkäänniemi et al., k = 3, via prdc, against the reference ``features``, on
     equal-size sets: ``dkd.metrics.prdc.equal_size_subsets``), from one pass of the feature extractor
-    over ``images``: ``{"fid": (values, provenance), "pr": (values, provenance)}``."""
+    over ``images``: ``{"fid": (values, provenance), "pr": (values, provenance)}``.
+
+    ``bootstrap`` ``{"samples", "level", "seed"}`` (config ``evaluation.bootstrap``) with samples > 0
+    adds FID's bootstrap interval over the generated images (``dkd.metrics.bootstrap``) as
+    ``fid_low``, ``fid_high`` and its settings as the provenance's ``bootstrap``; None or samples 0:
+    no interval."""
     from .metrics.fid import check_stats, clean_fid_version, feature_stats, frechet_distance, load_stats
     from .metrics.prdc import precision_recall_equal_sizes
 
@@ -128,11 +134,36 @@ def image_metrics(
     }
     mu, sigma = feature_stats(array)
     fid = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
+    fid_values, fid_provenance = {"fid": fid}, {**common, "count_gen": int(array.shape[0]), "count_ref": ref["count"]}
+    interval = _bootstrap_settings(bootstrap)
+    if interval:
+        from .metrics.bootstrap import fid_interval
+
+        low, high = fid_interval(array, ref["mu"], ref["sigma"], **interval)
+        fid_values |= {"fid_low": low, "fid_high": high}
+        fid_provenance["bootstrap"] = {**interval, "method": BOOTSTRAP_METHOD}
     pr = precision_recall_equal_sizes(np.load(features), array, seed=0)
     return {
-        "fid": ({"fid": fid}, {**common, "count_gen": int(array.shape[0]), "count_ref": ref["count"]}),
+        "fid": (fid_values, fid_provenance),
         "pr": ({"precision": pr.pop("precision"), "recall": pr.pop("recall")}, {**common, **pr}),
     }
+
+
+BOOTSTRAP_METHOD = (
+    "percentile interval shifted by the resamples' mean minus the FID; generated images resampled, reference fixed"
+)
+
+
+def _bootstrap_settings(bootstrap: Mapping | None) -> dict | None:
+    """``{"samples", "level", "seed"}`` of ``bootstrap`` (the schema's defaults 0, 0.95, 0 for missing
+    keys); None for no interval (None or samples 0)."""
+    if bootstrap is None:
+        return None
+    unknown = sorted(set(bootstrap) - {"samples", "level", "seed"})
+    if unknown:
+        raise ValueError(f"bootstrap takes samples, level and seed; got also {unknown}.")
+    settings = {"samples": 0, "level": 0.95, "seed": 0, **bootstrap}
+    return settings if settings["samples"] != 0 else None
 
 
 def text_image(evaluator: Evaluator, images: str | os.PathLike, prompts: Sequence[str]) -> tuple[dict, dict]:

@@ -11,7 +11,12 @@
   ``flora{rank}`` for a LoRA fake with the objective's targets and scale (:data:`FAKE_LORA`; SwiftBrush's
   "LoRA teacher");
 * ``layers``: ``linear`` or ``conv`` (linear + conv, Table 7);
-* ``init``: ``zero`` (A = 0, B Xavier) or ``xavier`` (both Xavier, Table 8).
+* ``init``: ``zero`` (A = 0, B Xavier) or ``xavier`` (both Xavier, Table 8);
+
+then two optional variants (``dkd/vocabulary.yaml`` ``runs``): ``-g{N}`` (N >= 2) trains with N fake updates
+per generator update over N times the steps, so with as many generator updates as the plain run (DMD2's
+10:1), and ``-seed{K}`` (K >= 1) with the settings' seed plus K (the adapters' initialisation, the noise
+and the prompt order: ``DistillConfig.seed``), e.g. ``lorad-s8-f4-linear-zero-g10-seed2``.
 
 The paper's runs: DKD ``lorad-s256-f32-linear-zero`` (PixArt: ``lorad-s128-f32-...``), Table 2
 ``lora-s256-f32-...``, ``dora-s256-f32-...``, ``ft-sfull-fft-linear-zero`` (DMD2), Table 3
@@ -26,11 +31,11 @@ import re
 from dataclasses import dataclass
 
 from .adapters import METHODS, AdapterSpec
-from .vocabulary import INITS, LAYERS, OBJECTIVE_PREFIXES
+from .vocabulary import INITS, LAYERS, OBJECTIVE_PREFIXES, RATIO_SUFFIX, SEED_SUFFIX
 
 _PATTERN = re.compile(
     r"((?P<objective>[a-z0-9]+)-)?(?P<method>[a-z]+)-s(?P<rank>\d+|full)-f(?P<fake>\d+|ft|lora\d+)"
-    r"-(?P<layers>[a-z]+)-(?P<init>[a-z]+)"
+    rf"-(?P<layers>[a-z]+)-(?P<init>[a-z]+)(-{RATIO_SUFFIX}(?P<ratio>\d+))?(-{SEED_SUFFIX}(?P<seed>\d+))?"
 )
 # A LoRA fake's targets and scale (lora_alpha / rank), per objective (default: the fake role's targets, scale 1);
 # the scale, not lora_alpha, carries over to other ranks (the toy's). SwiftBrush (VinAIResearch/SwiftBrush
@@ -52,11 +57,14 @@ def _alpha(scale: float | None, rank: int) -> float | None:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What a run name says: the objective and the two trained models."""
+    """What a run name says: the objective, the two trained models, the fake updates per generator
+    update (``-g{N}``; 1: the settings') and the offset added to the settings' seed (``-seed{K}``)."""
 
     objective: str
     student: AdapterSpec
     fake: AdapterSpec
+    generator_every: int = 1
+    seed_offset: int = 0
 
 
 def parse_run_name(backbone: str, name: str) -> RunSpec:
@@ -65,9 +73,14 @@ def parse_run_name(backbone: str, name: str) -> RunSpec:
     if not match:
         raise ValueError(
             f"run name {name!r} is not '[{{objective}}-]{{method}}-s{{rank}}-f{{fake}}-{{layers}}-{{init}}', "
-            "e.g. 'lorad-s256-f32-linear-zero'."
+            "e.g. 'lorad-s256-f32-linear-zero' (variants: '-g10', '-seed1' after it)."
         )
     prefix, method, rank, fake, layers, init = match.group("objective", "method", "rank", "fake", "layers", "init")
+    ratio, seed = match.group("ratio", "seed")
+    if ratio is not None and (int(ratio) < 2 or ratio != str(int(ratio))):
+        raise ValueError(f"run {name!r}: '-{RATIO_SUFFIX}{{N}}' needs a whole N >= 2 without leading zeros.")
+    if seed is not None and (int(seed) < 1 or seed != str(int(seed))):
+        raise ValueError(f"run {name!r}: '-{SEED_SUFFIX}{{K}}' needs a whole K >= 1 without leading zeros.")
     if prefix is not None and prefix not in OBJECTIVE_PREFIXES:
         raise ValueError(
             f"run {name!r}: the objective prefix must be one of {sorted(OBJECTIVE_PREFIXES)}; got {prefix!r}."
@@ -97,7 +110,13 @@ def parse_run_name(backbone: str, name: str) -> RunSpec:
         )
     else:
         fake_spec = AdapterSpec(backbone, "fake", "lorad", rank=int(fake))
-    return RunSpec(objective, student, fake_spec)
+    return RunSpec(
+        objective,
+        student,
+        fake_spec,
+        generator_every=1 if ratio is None else int(ratio),
+        seed_offset=0 if seed is None else int(seed),
+    )
 
 
 def run_name(spec: RunSpec) -> str:
@@ -121,4 +140,8 @@ def run_name(spec: RunSpec) -> str:
     fake_part = {"ft": "ft", "lora": f"lora{fake.rank}"}.get(fake.method, str(fake.rank))
     layers = {v: k for k, v in LAYERS.items()}[student.layers]
     init = {v: k for k, v in INITS.items()}[student.init]
-    return f"{prefix}{student.method}-s{rank}-f{fake_part}-{layers}-{init}"
+    if spec.generator_every < 1 or spec.seed_offset < 0:
+        raise ValueError(f"generator_every must be >= 1 and seed_offset >= 0; got {spec}.")
+    ratio = f"-{RATIO_SUFFIX}{spec.generator_every}" if spec.generator_every > 1 else ""
+    seed = f"-{SEED_SUFFIX}{spec.seed_offset}" if spec.seed_offset else ""
+    return f"{prefix}{student.method}-s{rank}-f{fake_part}-{layers}-{init}{ratio}{seed}"

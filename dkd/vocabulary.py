@@ -18,17 +18,22 @@ SCORED_OBJECTIVES: tuple[str, ...] = tuple(_NAMES["runs"]["scored"])
 METHODS: tuple[str, ...] = tuple(_NAMES["runs"]["methods"])
 LAYERS: dict[str, str] = dict(_NAMES["runs"]["layers"])
 INITS: dict[str, str] = dict(_NAMES["runs"]["inits"])
-RUN_PATTERN = (
+RATIO_SUFFIX: str = _NAMES["runs"]["ratio_suffix"]
+SEED_SUFFIX: str = _NAMES["runs"]["seed_suffix"]
+_RATIO = rf"-{RATIO_SUFFIX}([2-9]|[1-9]\d+)"  # -g{N}, N >= 2
+_SEED = rf"-{SEED_SUFFIX}[1-9]\d*"  # -seed{K}, K >= 1
+SETTINGS_RUN_PATTERN = (  # a run without its seed: the keys of distill.run_settings
     rf"(({'|'.join(OBJECTIVE_PREFIXES)})-)?({'|'.join(METHODS)})-s(\d+|full)-f(\d+|ft|lora\d+)"
-    rf"-({'|'.join(LAYERS)})-({'|'.join(INITS)})"
+    rf"-({'|'.join(LAYERS)})-({'|'.join(INITS)})({_RATIO})?"
 )
+RUN_PATTERN = rf"{SETTINGS_RUN_PATTERN}({_SEED})?"
 
 TEACHER: str = _NAMES["models"]["teacher"]
 ONE_STEP_TEACHER: str = _NAMES["models"]["one_step_teacher"]
 PUBLISHED_PREFIX: str = _NAMES["models"]["published_prefix"]
 PUBLISHED_PATTERN = rf"{re.escape(PUBLISHED_PREFIX)}[A-Za-z0-9._-]+"
 MERGED_PREFIX: str = _NAMES["models"]["merged_prefix"]
-MERGED_PATTERN = rf"{re.escape(MERGED_PREFIX)}[A-Za-z0-9._]+"
+MERGED_PATTERN = rf"{re.escape(MERGED_PREFIX)}[A-Za-z0-9._]+({_SEED})?"
 RELEASED_PREFIX: str = _NAMES["models"]["released_prefix"]
 RELEASED_PATTERN = rf"{re.escape(RELEASED_PREFIX)}[a-z0-9][a-z0-9.-]*"
 SWAP_PREFIXES: dict[str, str] = dict(_NAMES["models"]["swap_prefixes"])
@@ -113,3 +118,54 @@ def catalog_model(model: str) -> str | None:
     kind = model_kind(model)
     base = swapped_parts(model)[1] if kind == "swapped" else model
     return base if model_kind(base) == "published" else None
+
+
+def split_seed(model: str) -> tuple[str, int]:
+    """``(model without its seed suffix, K)`` of a run, merge or swapped model ``<model>-seed{K}`` (K = 0:
+    the plain name, trained with the settings' seed); other models are ``(model, 0)``."""
+    kind = model_kind(model)
+    match = re.search(rf"{_SEED}$", model)
+    if kind == "swapped":  # of a run or merge (a published checkpoint's name may end like a seed)
+        kind = model_kind(swapped_parts(model)[1])
+    if match is None or kind not in ("run", "merged"):
+        return model, 0
+    return model[: match.start()], int(match.group(0)[len(SEED_SUFFIX) + 1 :])
+
+
+def _has_seeds(model: str) -> bool:
+    kind = model_kind(model)
+    return kind in ("run", "merged") or (kind == "swapped" and model_kind(swapped_parts(model)[1]) != "published")
+
+
+def with_seed(model: str, k: int) -> str:
+    """The name of ``model`` (a run, merge or swapped model without a seed suffix) trained with its
+    settings' seed plus ``k`` (``k`` = 0: ``model`` itself)."""
+    base, own = split_seed(model)
+    if own:
+        raise ValueError(f"{model!r} already names seed {own}.")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"the seed offset must be a whole number >= 0; got {k!r}.")
+    if k and not _has_seeds(model):
+        raise ValueError(f"{model!r} is not a run, merge or swapped run or merge: it has no seeds.")
+    return model if k == 0 else f"{model}-{SEED_SUFFIX}{k}"
+
+
+def seeded(models, seeds: int) -> list[str]:
+    """Every model of ``models`` at seed offsets ``0 .. seeds - 1`` (runs, merges and swapped models; the
+    others once), model by model."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a whole number >= 1; got {seeds!r}.")
+    names = []
+    for model in models:
+        varied = _has_seeds(model) and not split_seed(model)[1]
+        names += [with_seed(model, k) for k in range(seeds if varied else 1)]
+    return names
+
+
+def run_ratio(run: str) -> tuple[str, int]:
+    """``(run without its -g{N} and -seed{K} suffixes, N)`` of a run name (N = 1 without -g)."""
+    base, _ = split_seed(run)
+    if model_kind(run) != "run":
+        raise ValueError(f"{run!r} is not a run name.")
+    match = re.search(rf"{_RATIO}$", base)
+    return (base, 1) if match is None else (base[: match.start()], int(match.group(1)))

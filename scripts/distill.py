@@ -22,8 +22,9 @@ run_dir = Path(sm.output.pipeline).parent.parent
 train_dir = run_dir / "train"  # checkpoints and logs (dkd.train.run), kept whatever becomes of a job
 gpus, nodes = int(sm.resources.get("gpus", 0)), int(sm.resources.get("nodes", 1))
 with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log"):
-    # distill.settings, then distill.objectives.<the run's objective>, then distill.run_settings.<run>
-    settings = merge_settings(sm.params.settings, sm.params.objective_settings, sm.params.run_settings)
+    # distill.settings, then distill.objectives.<the run's objective>, then distill.run_settings.<run> (its
+    # plain run's, then its -g{N} run's); the name's variant is applied by distill_run
+    settings = merge_settings(sm.params.settings, sm.params.objective_settings, *sm.params.run_settings)
     settings["eval_every"] = curve["every"] if curve else None
     done = distill_run(
         backbone,

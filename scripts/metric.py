@@ -46,7 +46,12 @@ with rule_log(sm.log[0], sm.threads, gpus=sm.resources.get("gpus", 0)):
             outputs = {sm.output.result: evaluators.text_image(evaluator, sm.params.images, prompts)}
         else:
             outputs = evaluators.image_metrics(
-                evaluator, sm.params.images, stats=sm.input.stats, features=sm.input.features, scratch=sm.params.scratch
+                evaluator,
+                sm.params.images,
+                stats=sm.input.stats,
+                features=sm.input.features,
+                scratch=sm.params.scratch,
+                bootstrap=sm.params.bootstrap,
             )
             outputs = {sm.output.fid: outputs["fid"], sm.output.pr: outputs["pr"]}
         images = json.loads(Path(sm.input.images if sm.rule != "hps" else sm.input.images[0]).read_text())

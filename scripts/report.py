@@ -9,6 +9,7 @@ from dkd.io import image_path, rule_log
 from dkd.report import build_table, read_paper, read_results, table_specs, write_report
 from dkd.report.claims import check_claims
 from dkd.report.grid import save_grid
+from dkd.report.seeds import seed_table, summarise_seeds
 from dkd.sampling import unavailable_reasons
 
 sm = snakemake  # noqa: F821
@@ -16,7 +17,8 @@ with rule_log(sm.log[0], sm.threads):
     spec, folder = sm.params.report, Path(sm.output.report).parent
     for images, grid in zip(sm.params.images, sm.output.grids):
         save_grid([p for p in (image_path(images, i) for i in range(20)) if p.is_file()], grid, columns=10)
-    results = read_results(list(sm.input.results))  # sources: paths from the repository root
+    raw = read_results(list(sm.input.results))  # sources: paths from the repository root
+    results = summarise_seeds(raw, sm.params.seeds)  # each model's mean and standard error over its seeds
     paper = read_paper(sm.input.paper[0]) if sm.input.paper else None
     specs = table_specs(spec["tables"])
     reasons = unavailable_reasons(sm.input.catalog) if any(t.paper for t in specs) else None
@@ -40,7 +42,10 @@ with rule_log(sm.log[0], sm.threads):
         title=spec.get("title", "DKD reproduction"),
         intro=spec.get("intro", ""),
         figures=figures,
-        claims=check_claims(spec.get("claims", []), results),
+        claims=check_claims(spec.get("claims", []), results, z=sm.params.z),
         table_files=False,
+        seeds=sm.params.seeds,
+        z=sm.params.z,
+        seed_table=seed_table(raw, sm.params.seeds),
     )
     logging.info("wrote %s", [str(path) for path in written])

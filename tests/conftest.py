@@ -44,6 +44,7 @@ def pytest_xdist_make_scheduler(config, log):
 # The longest of the other files go first, so that the run does not end on one worker with one of them.
 LONG = (
     "tests/workflow/test_workflow.py",
+    "tests/workflow/test_study.py",
     "tests/train/test_nodes.py",
     "tests/train/test_ddp.py",
     "tests/train/test_launch.py",

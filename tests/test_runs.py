@@ -6,6 +6,7 @@ import pytest
 
 from dkd.adapters import AdapterSpec
 from dkd.runs import parse_run_name, run_name
+from dkd.train.run import run_config
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,10 @@ def test_baseline_names_say_their_objective_and_fake(name, objective, fake):
         ("lorad-s0-f2-linear-zero", "rank must be"),
         ("sid-ft-sfull-fft-linear-zero", "prefix must be"),
         ("swiftbrush-ft-sfull-fdora4-linear-zero", "is not"),
+        ("lorad-s4-f2-linear-zero-g1", "N >= 2"),
+        ("lorad-s4-f2-linear-zero-g010", "leading zeros"),
+        ("lorad-s4-f2-linear-zero-seed0", "K >= 1"),
+        ("lorad-s4-f2-linear-zero-seed1-g10", "is not"),  # the ratio comes first
     ],
 )
 def test_invalid_names(name, message):
@@ -68,3 +73,37 @@ def test_unknown_backbone():
     with pytest.raises(ValueError, match="Unknown backbone"):
         parse_run_name("sd3", "lorad-s256-f32-linear-zero")
     assert AdapterSpec("tiny-sd").backbone == "tiny-sd"
+
+
+@pytest.mark.parametrize(
+    "name,ratio,offset",
+    [
+        ("lorad-s8-f4-linear-zero-g10", 10, 0),
+        ("lorad-s8-f4-linear-zero-seed3", 1, 3),
+        ("sidlsg-ft-sfull-fft-linear-zero-g2-seed12", 2, 12),
+    ],
+)
+def test_variants_parse_and_round_trip(name, ratio, offset):
+    spec = parse_run_name("toy", name)
+    assert (spec.generator_every, spec.seed_offset) == (ratio, offset)
+    plain = parse_run_name("toy", name.split("-g")[0].split("-seed")[0])
+    assert (spec.objective, spec.student, spec.fake) == (plain.objective, plain.student, plain.fake)
+    assert run_name(spec) == name
+
+
+def test_a_variant_turns_its_plain_runs_settings():
+    """-g10: ten fake updates per generator update over ten times the steps (the same 400 generator
+    updates, checkpoints, log lines and evaluations); -seed2: the seed plus 2; the rest unchanged."""
+    settings = dict(max_steps=400, checkpoint_every=100, log_every=25, eval_every=100, seed=7, batch_size=32,
+                    per_device_batch=32, optim_student={"lr": 2e-3})  # fmt: skip
+    plain = run_config("toy", "lorad-s8-f4-linear-zero", settings)
+    varied = run_config("toy", "lorad-s8-f4-linear-zero-g10-seed2", settings)
+    assert (plain.generator_every, plain.max_steps, plain.seed) == (1, 400, 7)
+    assert (varied.generator_every, varied.max_steps, varied.checkpoint_every) == (10, 4000, 1000)
+    assert (varied.log_every, varied.eval_every, varied.seed) == (250, 1000, 9)
+    assert varied.updates(varied.max_steps) == plain.updates(plain.max_steps) | {"fake_updates": 4000}
+    assert (varied.optim_student, varied.student, varied.fake) == (plain.optim_student, plain.student, plain.fake)
+    epochs = run_config("toy", "lorad-s8-f4-linear-zero-g3", {"epochs": 2})  # no max_steps: the epochs scale
+    assert (epochs.epochs, epochs.max_steps, epochs.checkpoint_every) == (6, None, 1500)
+    with pytest.raises(ValueError, match="drop generator_every"):
+        run_config("toy", "lorad-s8-f4-linear-zero-g10", {"generator_every": 5})

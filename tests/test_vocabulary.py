@@ -20,16 +20,27 @@ from dkd.vocabulary import (
     OBJECTIVE_PREFIXES,
     RUN_LEVEL_FILES,
     RUN_PATTERN,
+    SETTINGS_RUN_PATTERN,
     catalog_model,
     model_kind,
     published_name,
     released_name,
     run_objective,
+    run_ratio,
+    seeded,
+    split_seed,
     swapped_parts,
+    with_seed,
 )
 from tests.conftest import ROOT
 
-CONFIGS = ("config/config.yaml", "config/toy.yaml", "config/tiny.yaml", ".test/config/toy.yaml")
+CONFIGS = (
+    "config/config.yaml",
+    "config/toy.yaml",
+    "config/toy-study.yaml",
+    "config/tiny.yaml",
+    ".test/config/toy.yaml",
+)
 
 
 def _configured_runs() -> set[str]:
@@ -52,6 +63,9 @@ def _configured_runs() -> set[str]:
         ("lora-s8-f4-conv-xavier", "run"),
         ("sbv2-lora-s256-flora64-linear-zero", "run"),
         ("merged-swiftbrushv2", "merged"),
+        ("lorad-s8-f4-linear-zero-g10-seed2", "run"),
+        ("merged-swiftbrushv2-seed1", "merged"),
+        ("tnorm-ft-sfull-fft-linear-zero-seed1", "swapped"),
     ],
 )
 def test_model_kinds(model, kind):
@@ -110,11 +124,10 @@ def test_the_schema_and_the_package_use_the_vocabulary():
     constants are the vocabulary's."""
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     distill = schema["properties"]["distill"]["properties"]
-    patterns = [
-        distill["run_settings"]["propertyNames"]["pattern"],
-        distill["runs"]["additionalProperties"]["items"]["pattern"],
-    ]
-    assert all(pattern.replace("[0-9]", r"\d") == f"^{RUN_PATTERN}$" for pattern in patterns)
+    settings = distill["run_settings"]["propertyNames"]["pattern"]
+    runs = distill["runs"]["additionalProperties"]["items"]["pattern"]
+    assert settings.replace("[0-9]", r"\d") == f"^{SETTINGS_RUN_PATTERN}$"
+    assert runs.replace("[0-9]", r"\d") == f"^{RUN_PATTERN}$"
     assert (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text().count("(lorad|lora|dora|ft)") == 2
     objectives = schema["properties"]["distill"]["properties"]["objectives"]["propertyNames"]["enum"]
     assert objectives == ["dkd", *OBJECTIVE_PREFIXES.values()] == list(OBJECTIVES)
@@ -149,3 +162,48 @@ def test_the_workflow_loads_where_dkd_is_not_importable(tmp_path):
         assert plans[0].returncode == 0, plans[0].stderr[-3000:]
         counts = [re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M) for plan in plans]
         assert counts[0] == counts[1] and counts[0]
+
+
+@pytest.mark.parametrize(
+    "model,base,k",
+    [
+        ("lorad-s8-f4-linear-zero", "lorad-s8-f4-linear-zero", 0),
+        ("lorad-s8-f4-linear-zero-g10-seed12", "lorad-s8-f4-linear-zero-g10", 12),
+        ("merged-swiftbrushv2-seed3", "merged-swiftbrushv2", 3),
+        ("tdir-merged-swiftbrushv2-seed1", "tdir-merged-swiftbrushv2", 1),
+        ("tnorm-pub-foo-seed1", "tnorm-pub-foo-seed1", 0),  # a published checkpoint's name, not a seed
+        ("pub-foo-seed1", "pub-foo-seed1", 0),
+        ("teacher", "teacher", 0),
+    ],
+)
+def test_split_seed_and_with_seed_are_inverse(model, base, k):
+    assert split_seed(model) == (base, k)
+    assert with_seed(base, k) == model
+
+
+def test_seeded_names_every_seed_of_the_models_that_have_seeds():
+    models = ["teacher", "lora-s8-f4-linear-zero-g10", "merged-a", "pub-x", "tnorm-ft-sfull-fft-linear-zero"]
+    assert seeded(models, 3) == [
+        "teacher",
+        "lora-s8-f4-linear-zero-g10",
+        "lora-s8-f4-linear-zero-g10-seed1",
+        "lora-s8-f4-linear-zero-g10-seed2",
+        "merged-a",
+        "merged-a-seed1",
+        "merged-a-seed2",
+        "pub-x",
+        "tnorm-ft-sfull-fft-linear-zero",
+        "tnorm-ft-sfull-fft-linear-zero-seed1",
+        "tnorm-ft-sfull-fft-linear-zero-seed2",
+    ]
+    assert seeded(models, 1) == models
+    assert run_ratio("ft-sfull-fft-linear-zero-g10-seed4") == ("ft-sfull-fft-linear-zero", 10)
+    assert run_ratio("ft-sfull-fft-linear-zero-seed4") == ("ft-sfull-fft-linear-zero", 1)
+    for bad, message in ((0, "seeds must be"), (True, "seeds must be")):
+        with pytest.raises(ValueError, match=message):
+            seeded(models, bad)
+    with pytest.raises(ValueError, match="has no seeds"):
+        with_seed("teacher", 1)
+    with pytest.raises(ValueError, match="already names seed 2"):
+        with_seed("merged-a-seed2", 1)
+    assert not re.fullmatch(SETTINGS_RUN_PATTERN, "lora-s8-f4-linear-zero-seed1")

@@ -34,6 +34,8 @@ def _hps(style: str) -> MetricFormat:
 METRICS: Mapping[str, MetricFormat] = MappingProxyType(
     {
         "fid": MetricFormat("FID", 2),
+        "fid_low": MetricFormat("FID low", 2),
+        "fid_high": MetricFormat("FID high", 2),
         "clip": MetricFormat("CLIP", 3),
         "precision": MetricFormat("Precision", 3),
         "recall": MetricFormat("Recall", 3),

@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 
 from ..io import atomic_write_text
+from .seeds import VERDICTS, decision_rule
 from .tables import MISSING, Table
 
 _ENV = jinja2.Environment(
@@ -27,6 +28,7 @@ _ENV = jinja2.Environment(
     keep_trailing_newline=True,
 )
 HOLDS = {True: "yes", False: "no", None: MISSING}
+VERDICTS_OF = {True: ("holds",), False: ("does not hold",), None: ("not resolved", "no data")}  # by ``holds``
 
 
 def _cell(text) -> str:
@@ -37,7 +39,7 @@ def _cell(text) -> str:
 def _markdown(frame) -> str:
     cells = frame.map(_cell)
     cells.columns = [_cell(c) for c in frame.columns]
-    align = ["left" if c in ("Method", "Backbone") else "right" for c in frame.columns]
+    align = ["left" if c in ("Method", "Backbone", "Model", "Evalset") else "right" for c in frame.columns]
     return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align)
 
 
@@ -77,32 +79,53 @@ def _figures(figures) -> list[dict]:
     return checked
 
 
-def _claims(claims) -> str:
-    """The claims as a markdown table Claim | Holds | Evidence ("" when there are none)."""
+def _claims(claims, *, verdicts: bool = False) -> str:
+    """The claims as a markdown table Claim | Holds | Evidence, or Claim | Verdict | Evidence with
+    ``verdicts`` (over seeds: holds / does not hold / not resolved / no data); "" when there are none."""
     if isinstance(claims, (str, Mapping)) or not isinstance(claims, Sequence):
-        raise ValueError(f"claims: expected a list of {{claim, holds, evidence}}; got {claims!r}.")
+        raise ValueError(f"claims: expected a list of {{claim, holds, verdict, evidence}}; got {claims!r}.")
     lines = []
     for i, claim in enumerate(claims):
-        if not isinstance(claim, Mapping) or set(claim) != {"claim", "holds", "evidence"}:
-            raise ValueError(f"claims[{i}]: expected exactly the keys claim, holds, evidence; got {claim!r}.")
+        if not isinstance(claim, Mapping) or set(claim) - {"verdict"} != {"claim", "holds", "evidence"}:
+            raise ValueError(
+                f"claims[{i}]: expected the keys claim, holds, evidence and optionally verdict; got {claim!r}."
+            )
         if not isinstance(claim["claim"], str) or not claim["claim"].strip():
             raise ValueError(f"claims[{i}]: 'claim' must be a non-empty string; got {claim['claim']!r}.")
         if claim["holds"] not in (True, False, None) or not isinstance(claim["holds"], (bool, type(None))):
             raise ValueError(f"claims[{i}]: 'holds' must be true, false or null; got {claim['holds']!r}.")
         if not isinstance(claim["evidence"], str):
             raise ValueError(f"claims[{i}]: 'evidence' must be a string; got {claim['evidence']!r}.")
-        lines.append(f"| {_cell(claim['claim'])} | {HOLDS[claim['holds']]} | {_cell(claim['evidence']) or MISSING} |")
+        if "verdict" not in claim:  # a claim given without its verdict: from ``holds``
+            verdict = MISSING if claim["holds"] is None else VERDICTS_OF[claim["holds"]][0]
+        elif (verdict := claim["verdict"]) not in VERDICTS_OF[claim["holds"]]:
+            raise ValueError(
+                f"claims[{i}]: 'verdict' must be one of {list(VERDICTS)} and agree with 'holds' "
+                f"(true: holds, false: does not hold, null: not resolved or no data); got {claim!r}."
+            )
+        mark = verdict if verdicts else HOLDS[claim["holds"]]
+        lines.append(f"| {_cell(claim['claim'])} | {mark} | {_cell(claim['evidence']) or MISSING} |")
     if not lines:
         return ""
-    return "\n".join(["| Claim | Holds | Evidence |", "|:--|:--:|:--|", *lines])
+    return "\n".join([f"| Claim | {'Verdict' if verdicts else 'Holds'} | Evidence |", "|:--|:--:|:--|", *lines])
 
 
 def render_report(
-    tables: Sequence[Table], *, title: str, intro: str, figures: Sequence = (), claims: Sequence = ()
+    tables: Sequence[Table],
+    *,
+    title: str,
+    intro: str,
+    figures: Sequence = (),
+    claims: Sequence = (),
+    seeds: int = 1,
+    z: float = 2.0,
+    seed_table: Table | None = None,
 ) -> str:
-    """``report.md``: ``title``, ``intro``, every table (with footnotes and sources), the
-    ``figures`` (``[{caption, path}]``, paths relative to the report) and the ``claims``
-    (``[{claim, holds: bool | None, evidence}]``)."""
+    """``report.md``: ``title``, ``intro``, every table (with footnotes and sources), the ``seed_table``
+    (:func:`dkd.report.seeds.seed_table`: "Every run over seeds"), the ``figures`` (``[{caption, path}]``,
+    paths relative to the report) and the ``claims`` (``[{claim, holds: bool | None, verdict, evidence}]``,
+    :func:`dkd.report.claims.check_claims`). With ``seeds`` > 1 the claims table shows each verdict
+    under the decision rule, stated above it with ``z`` (:func:`dkd.report.seeds.decision_rule`)."""
     for key, value in (("title", title), ("intro", intro)):
         if not isinstance(value, str) or (key == "title" and not value.strip()):
             raise ValueError(f"render_report: {key!r} must be a{' non-empty' if key == 'title' else ''} string.")
@@ -114,8 +137,10 @@ def render_report(
         title=title.strip(),
         intro=intro.strip(),
         tables=[render_table(t) for t in tables],
+        seed_table=render_table(seed_table) if seed_table is not None else "",
         figures=_figures(figures),
-        claims=_claims(claims),
+        claims=_claims(claims, verdicts=seeds > 1),
+        rule=decision_rule(seeds, z) if seeds > 1 else "",
     )
     return _tidy(text)
 
@@ -129,11 +154,23 @@ def write_report(
     figures: Sequence = (),
     claims: Sequence = (),
     table_files: bool = True,
+    seeds: int = 1,
+    z: float = 2.0,
+    seed_table: Table | None = None,
 ) -> list[Path]:
     """Write ``<folder>/tables/<name>.md`` per table (unless ``table_files`` is False: the workflow
-    renders each table in its own rule) and ``<folder>/report.md``, atomically; all markdown is
-    rendered first, so bad input writes nothing. Returns the paths written."""
-    report = render_report(tables, title=title, intro=intro, figures=figures, claims=claims)
+    renders each table in its own rule) and ``<folder>/report.md`` (:func:`render_report`), atomically;
+    all markdown is rendered first, so bad input writes nothing. Returns the paths written."""
+    report = render_report(
+        tables,
+        title=title,
+        intro=intro,
+        figures=figures,
+        claims=claims,
+        seeds=seeds,
+        z=z,
+        seed_table=seed_table,
+    )
     folder = Path(folder)
     written = [
         atomic_write_text(folder / "tables" / f"{table.name}.md", render_table(table))

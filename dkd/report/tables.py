@@ -6,8 +6,10 @@ backbone, and our results by (backbone, model, evalset) — evalset None for mod
 (:data:`dkd.report.formats.METRICS`). :func:`build_table` turns a spec and the two DataFrames of
 :mod:`dkd.report.results` into a :class:`Table` of formatted cells: "ours | paper | Δ" per metric
 (only "ours" without a paper table). A cell that cannot be filled is "—" with a footnote saying why;
-identical reasons share one footnote. Nothing is filled in by hand: every number of ours comes from
-a result file (listed in ``Table.sources``) or, marked as such, from a setting in the spec.
+identical reasons share one footnote. Over several seeds (results of
+:func:`dkd.report.seeds.summarise_seeds`) our cell is "mean ± SE", footnoted with the number of
+seeds. Nothing is filled in by hand: every number of ours comes from a result file (listed in
+``Table.sources``) or, marked as such, from a setting in the spec.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from types import MappingProxyType
 
 import pandas as pd
 
-from .formats import format_delta, format_value, metric_format
+from .formats import format_delta, metric_format
 from .results import as_number
+from .seeds import format_mean, seed_note, split_sources
 
 MISSING = "—"
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -179,13 +182,15 @@ def _is_missing(value) -> bool:
 
 
 def _index_results(results: pd.DataFrame) -> tuple[dict, dict]:
-    """(backbone, model, evalset) -> {metric: (value, source)} and -> sorted source files."""
+    """(backbone, model, evalset) -> {metric: (value, source, se, n)} and -> sorted source files (se NaN
+    and n 1 without the columns of a summary over seeds)."""
     values: dict[tuple, dict] = {}
     files: dict[tuple, set] = {}
     for row in results.itertuples(index=False):
         key = (row.backbone, row.model, None if _is_missing(row.evalset) else row.evalset)
-        values.setdefault(key, {})[row.metric] = (row.value, row.source)
-        files.setdefault(key, set()).add(row.source)
+        spread = getattr(row, "se", math.nan), getattr(row, "n", 1)
+        values.setdefault(key, {})[row.metric] = (row.value, row.source, *spread)
+        files.setdefault(key, set()).update(split_sources(row.source))
     return values, {key: sorted(found) for key, found in files.items()}
 
 
@@ -242,8 +247,8 @@ def build_table(
             record["Backbone"] = row.backbone
         for metric in spec.columns:
             fmt = metric_format(metric)
-            ours, ours_marks = _ours(spec, row, metric, fmt, ours_index, files_index, notes, sources)
-            cell = MISSING if ours is None else format_value(ours, fmt.decimals)
+            ours, ours_marks, se = _ours(spec, row, metric, fmt, ours_index, files_index, notes, sources)
+            cell = MISSING if ours is None else format_mean(ours, se, fmt.decimals)
             if not with_paper:
                 record[fmt.header] = f"{cell} {ours_marks}".rstrip()
                 continue
@@ -265,11 +270,12 @@ def build_table(
 
 
 def _ours(spec, row, metric, fmt, ours_index, files_index, notes, sources):
-    """Our value of ``metric`` in ``row`` and the footnote marks of its cell."""
+    """Our value of ``metric`` in ``row``, the footnote marks of its cell and its standard error over seeds
+    (NaN: one seed or not a measurement)."""
     if row.model is None:
         if metric in row.values:
-            return row.values[metric], notes.mark("a setting configured in the table spec, not a measurement")
-        return None, notes.mark("no model of ours is configured for this row")
+            return row.values[metric], notes.mark("a setting configured in the table spec, not a measurement"), math.nan
+        return None, notes.mark("no model of ours is configured for this row"), math.nan
     key = (row.backbone, row.model, None if fmt.model_level else row.evalset)
     found = ours_index.get(key, {}).get(metric)
     if metric in row.values:
@@ -278,14 +284,15 @@ def _ours(spec, row, metric, fmt, ours_index, files_index, notes, sources):
                 f"table {spec.name!r}, row {row.label!r}: {metric!r} is configured in the spec "
                 f"and also measured in {found[1]}; keep one."
             )
-        return row.values[metric], notes.mark("a setting configured in the table spec, not a measurement")
+        return row.values[metric], notes.mark("a setting configured in the table spec, not a measurement"), math.nan
     if key not in files_index:
-        return None, notes.mark(f"no result file for {_lookup_text(*key)}")
+        return None, notes.mark(f"no result file for {_lookup_text(*key)}"), math.nan
     if found is None:
         names = ", ".join(files_index[key])
-        return None, notes.mark(f"the result file(s) {names} for {_lookup_text(*key)} have no {metric!r}")
-    sources.add(found[1])
-    return found[0], ""
+        return None, notes.mark(f"the result file(s) {names} for {_lookup_text(*key)} have no {metric!r}"), math.nan
+    value, source, se, n = found
+    sources.update(split_sources(source))
+    return value, notes.mark(seed_note(n)) if n > 1 else "", se
 
 
 def _paper(spec, row, metric, paper_rows, paper_metrics, notes):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 
 from ..provenance import weights_sha256
-from ..runs import parse_run_name
+from ..runs import RunSpec, parse_run_name
 from .config import DistillConfig
 from .export import export_student
 from .job import Distilled, DistillJob
@@ -34,14 +35,46 @@ def merge_settings(settings: Mapping, *overrides: Mapping) -> dict:
     return merged
 
 
+SCALED_BY_RATIO = ("checkpoint_every", "log_every", "eval_every")  # periods kept per generator update by -g{N}
+
+
+def variant_settings(spec: RunSpec, settings: Mapping) -> dict:
+    """``settings`` of the plain run turned into those of its variant ``spec`` (``dkd.runs``): ``-g{N}``
+    sets ``generator_every`` N and multiplies ``max_steps`` (or, without it, ``epochs``) and the periods
+    :data:`SCALED_BY_RATIO` by N, so that the generator gets as many updates, checkpoints, log lines and
+    evaluations as in the plain run; ``-seed{K}`` adds K to ``seed``. A ``generator_every`` in the
+    settings of a ``-g{N}`` run is one error (the name says it)."""
+    settings = dict(settings)
+    defaults = {f.name: f.default for f in fields(DistillConfig)}
+    if spec.generator_every > 1:
+        if settings.get("generator_every", 1) != 1:
+            raise ValueError(
+                f"the run name says {spec.generator_every} fake updates per generator update; drop "
+                f"generator_every {settings['generator_every']!r} from its settings."
+            )
+        steps = "max_steps" if settings.get("max_steps", defaults["max_steps"]) is not None else "epochs"
+        for key in (steps, *SCALED_BY_RATIO):
+            value = settings.get(key, defaults[key])
+            if isinstance(value, int) and not isinstance(value, bool):
+                settings[key] = value * spec.generator_every
+        settings["generator_every"] = spec.generator_every
+    if spec.seed_offset:
+        seed = settings.get("seed", defaults["seed"])
+        if isinstance(seed, int) and not isinstance(seed, bool):  # else one error from DistillConfig
+            settings["seed"] = seed + spec.seed_offset
+    return settings
+
+
 def run_config(backbone: str, run: str, settings: Mapping) -> DistillConfig:
     """The ``DistillConfig`` of run ``run`` on ``backbone`` with ``settings`` (``DistillConfig`` fields,
-    nested ones as mappings; ``objective`` settings over the hooks of the objective the name says);
-    settings that would contradict the name are one error."""
+    nested ones as mappings; ``objective`` settings over the hooks of the objective the name says), turned
+    into those of the name's variant (:func:`variant_settings`); settings that would contradict the name
+    are one error."""
     named = sorted(set(settings) & set(NAMED_BY_RUN))
     if named:
         raise ValueError(f"settings {named} are fixed by the backbone and the run name {run!r}; drop them.")
     spec = parse_run_name(backbone, run)
+    settings = variant_settings(spec, settings)
     objective = settings.get("objective") or {}
     if isinstance(objective, Mapping):  # else one error from DistillConfig
         if objective.get("name", spec.objective) != spec.objective:

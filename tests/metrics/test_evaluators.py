@@ -14,6 +14,7 @@ import io
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from PIL import Image
 
@@ -109,6 +110,7 @@ def test_paper_prepared_writes_the_256_center_crops_and_resumes(tmp_path):
 # ---------------------------------------------------------------- FID and precision/recall (paper kind)
 
 N_REF, N_GEN = 16, 12
+BOOTSTRAP = {"samples": 200, "level": 0.9, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +132,17 @@ def measured(tmp_path_factory):
         ref_info = evaluators.reference(evaluator, ref, scratch=root / "ref.256", **paths)
         gen_metrics = evaluators.image_metrics(evaluator, gen, scratch=root / "gen.256", **paths)
         self_metrics = evaluators.image_metrics(evaluator, ref, scratch=root / "self.256", **paths)
+        boot = evaluators.image_metrics(evaluator, gen, scratch=root / "gen.256", bootstrap=BOOTSTRAP, **paths)
+        zero = {**BOOTSTRAP, "samples": 0}
+        no_boot = evaluators.image_metrics(evaluator, gen, scratch=root / "gen.256", bootstrap=zero, **paths)
     return {
         "ref_folder": ref,
         "asked": asked,
         "ref_info": ref_info,
         "gen": gen_metrics,
         "self": self_metrics,
+        "boot": boot,
+        "no_boot": no_boot,
         "ref_features": _features(model, map(_crop_256, _files(ref))),
         "gen_features": _features(model, map(_crop_256, _files(gen))),
         **paths,
@@ -144,7 +151,7 @@ def measured(tmp_path_factory):
 
 def test_reference_saves_the_features_and_stats_of_the_crops(measured):
     expected = measured["ref_features"]
-    assert measured["asked"] == [("clean", "cpu")] * 3  # clean-fid's Inception, mode "clean", once a pass
+    assert measured["asked"] == [("clean", "cpu")] * 5  # clean-fid's Inception, mode "clean", once a pass
     saved = np.load(measured["features"])
     assert saved.shape == (N_REF, 6)
     np.testing.assert_allclose(saved, expected, rtol=1e-5, atol=1e-6)
@@ -173,6 +180,36 @@ def test_fid_equals_scipy_frechet_distance_of_the_features(measured):
         "count_gen": N_GEN,
         "count_ref": N_REF,
     }
+
+
+def test_fid_bootstrap_interval_resamples_the_generated_features(measured):
+    """The interval recomputed here: the documented draws, each resample's FID by scipy (the features
+    recomputed by hand, within float32 rounding of the evaluator's), numpy's linear percentiles shifted
+    by the resamples' mean minus the full set's FID."""
+    values, provenance = measured["boot"]["fid"]
+    plain_values, plain_provenance = measured["gen"]["fid"]
+    assert values["fid"] == plain_values["fid"]
+    stats = load_stats(measured["stats"])
+    ref = {"mu": stats["mu"], "sigma": stats["sigma"]}
+    gen = measured["gen_features"]
+    draws = np.random.default_rng(BOOTSTRAP["seed"]).integers(0, N_GEN, size=(BOOTSTRAP["samples"], N_GEN))
+    fids = []
+    for rows in draws:
+        sample = gen[rows]
+        cov = np.cov(sample, rowvar=False)
+        root = scipy.linalg.sqrtm(cov @ ref["sigma"]).real
+        fids.append(((sample.mean(0) - ref["mu"]) ** 2).sum() + np.trace(cov + ref["sigma"] - 2 * root))
+    shift = np.mean(fids) - values["fid"]
+    low, high = np.percentile(fids, [5, 95]) - shift
+    assert (values["fid_low"], values["fid_high"]) == pytest.approx((low, high), rel=1e-5)
+    assert values["fid_low"] < values["fid_high"] and set(values) == {"fid", "fid_low", "fid_high"}
+    assert provenance == {
+        **plain_provenance,
+        "bootstrap": {**BOOTSTRAP, "method": evaluators.BOOTSTRAP_METHOD},
+    }
+    assert measured["no_boot"]["fid"] == measured["gen"]["fid"]  # samples 0: as without bootstrap
+    assert measured["no_boot"]["pr"] == measured["gen"]["pr"] and measured["boot"]["pr"] == measured["gen"]["pr"]
+    assert set(plain_values) == {"fid"} and "bootstrap" not in plain_provenance
 
 
 def test_precision_recall_equal_prdc_on_equal_size_sets(measured):

@@ -22,6 +22,41 @@ def _vocabulary():
 vocabulary = _vocabulary()
 
 
+def _expand_seeds():
+    """distill.seeds N > 1: every run, merge, analysed or swapped run and curve run of the config also as
+    <name>-seed1 .. <name>-seed{N-1} (the same settings, their seed plus K), so that every rule makes
+    them like the plain ones; report tables and claims keep naming the plain models (the report
+    summarises over the seeds)."""
+    seeds = config["distill"]["seeds"]
+    if seeds == 1:
+        return
+    distill, analysis = config["distill"], config["analysis"]
+    seeded = lambda names: vocabulary.seeded(names, seeds)
+    distill["runs"] = {backbone: seeded(names) for backbone, names in distill["runs"].items()}
+    distill["merges"] = {
+        backbone: {
+            vocabulary.with_seed(f"{vocabulary.MERGED_PREFIX}{name}", k)[len(vocabulary.MERGED_PREFIX) :]: {
+                **spec,
+                "first": vocabulary.with_seed(spec["first"], k),
+                "second": vocabulary.with_seed(spec["second"], k),
+            }
+            for name, spec in merges.items()
+            for k in range(seeds)
+        }
+        for backbone, merges in distill["merges"].items()
+    }
+    if distill.get("curves"):
+        distill["curves"]["runs"] = {b: seeded(names) for b, names in distill["curves"]["runs"].items()}
+    for part in ("weights", "swaps"):
+        analysis[part] = {backbone: seeded(names) for backbone, names in analysis[part].items()}
+    for spec in config["evaluation"]["sets"].values():
+        if spec.get("models"):
+            spec["models"] = {backbone: seeded(names) for backbone, names in spec["models"].items()}
+
+
+_expand_seeds()
+
+
 def results(*parts):
     """A path under the results folder (config key `results`)."""
     return str(RESULTS.joinpath(*parts))
@@ -71,9 +106,9 @@ def _data_set(path):
 
 
 def prompt_file(path):
-    """A prompt file of the config: a path; "toy:train" / "toy:eval" for the prompts the rule
+    """A prompt file of the config: a path; "toy:train" / "toy:eval" / "toy:val" for the prompts the rule
     toy_data writes under the results folder; "data:<set>" for a set the data rules prepare."""
-    toy = {"toy:train": "toy-train.txt", "toy:eval": "toy-eval.txt"}
+    toy = {"toy:train": "toy-train.txt", "toy:eval": "toy-eval.txt", "toy:val": "toy-val.txt"}
     if path in toy:
         return results("data", toy[path])
     return _data_set(path)[1] if path.startswith("data:") else path

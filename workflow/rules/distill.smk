@@ -32,7 +32,7 @@ rule distill:
     params:
         settings=lambda wc: config["distill"]["settings"],
         objective_settings=lambda wc: config["distill"]["objectives"].get(run_objective(wc.run), {}),
-        run_settings=lambda wc: config["distill"]["run_settings"].get(wc.run, {}),
+        run_settings=lambda wc: run_settings(wc.run),
         source=teacher_source,
         dtype=lambda wc: config["backbones"][wc.backbone]["dtype"],
         curve=curve_settings,

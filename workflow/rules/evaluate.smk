@@ -52,6 +52,7 @@ rule features_metrics:
         evaluator=evaluator_settings,
         images=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images"),
         scratch=lambda wc: results(wc.backbone, wc.model, wc.evalset, "images-256"),
+        bootstrap=lambda wc: config["evaluation"]["bootstrap"],
     script:
         "../../scripts/metric.py"
 

@@ -41,6 +41,8 @@ rule report:
     params:
         report=report_settings(),
         images=[str(Path(images).with_name("images")) for images, _ in report_grids()],
+        seeds=config["distill"]["seeds"],  # the mean and standard error over seeds
+        z=config.get("report", {}).get("decision", {}).get("z", 2.0),  # claims: report.decision.z
     script:
         "../../scripts/report.py"
 
@@ -71,6 +73,7 @@ for _table, _spec in config.get("report", {}).get("tables", {}).items():
             "../../envs/dkd.yaml"
         params:
             spec=_spec,
+            seeds=config["distill"]["seeds"],
         script:
             "../../scripts/table.py"
 
@@ -86,6 +89,7 @@ rule fig16:
             subcategory="Fig. 16: convergence",
             labels={"figure": "Fig. 16"},
         ),
+        table=results("fig16.csv"),
     log:
         log_path("fig16.log"),
     conda:

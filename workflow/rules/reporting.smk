@@ -8,6 +8,7 @@ def report_grids():
         (results(backbone, model, evalset, "images.json"), results(backbone, model, evalset, "grid.png"))
         for backbone, evalset in config.get("report", {}).get("grids", [])
         for model in evaluated_models(backbone)
+        if not vocabulary.split_seed(model)[1]  # a grid of the first seed (images of the others beside it)
     ]
 
 
@@ -17,6 +18,7 @@ def weight_plots():
     return [
         results(backbone, model, "weights", name)
         for backbone, model in models + released_models()
+        if not vocabulary.split_seed(model)[1]  # the plots of the first seed
         for name in ("weights.png", "energy.png")
     ]
 
@@ -50,9 +52,7 @@ def table_inputs(name):
     """The result files a report table reads (its named target: `snakemake table2`)."""
     spec = config["report"]["tables"][name]
     files = []
-    for row in spec["rows"]:
-        if not row.get("model"):
-            continue
+    for row, model in [(row, m) for row in spec["rows"] if row.get("model") for m in seeded_models(row["model"])]:
         for metric in spec["columns"]:
             file = METRIC_FILES.get(metric)
             if metric in row["values"]:
@@ -63,12 +63,17 @@ def table_inputs(name):
                     f"{', '.join(METRIC_FILES)}); give it in the values of row {row['label']!r}"
                 )
             if file in MODEL_LEVEL_FILES:
-                kind = model_kind(row["model"])
+                kind = model_kind(model)
                 if file not in RUN_LEVEL_FILES or kind == "run" or (kind == "released" and file == "weights.json"):
-                    files.append(results(row["backbone"], row["model"], file))
+                    files.append(results(row["backbone"], model, file))
             else:
-                files.append(results(row["backbone"], row["model"], row["evalset"], file))
+                files.append(results(row["backbone"], model, row["evalset"], file))
     return list(dict.fromkeys(files))
+
+
+def seeded_models(model):
+    """A model named by a report row at every seed (distill.seeds; a model without seeds once)."""
+    return vocabulary.seeded([model], config["distill"]["seeds"])
 
 
 def curve_files():

@@ -10,6 +10,7 @@ rule toy_data:
     output:
         train=results("data/toy-train.txt"),
         eval=results("data/toy-eval.txt"),
+        val=results("data/toy-val.txt"),
         reference=results("data/reference.json"),
     log:
         log_path("data/toy.log"),
@@ -21,6 +22,7 @@ rule toy_data:
     params:
         train_prompts=config["toy"]["train_prompts"],
         eval_prompts=config["toy"]["eval_prompts"],
+        val_prompts=config["toy"]["val_prompts"],
         seed=config["toy"]["seed"],
     script:
         "../../scripts/toy_data.py"
