@@ -17,8 +17,7 @@ folders in ``--shared-from``, use a new ``--out``.
 
   python benchmarks/toy_lr_sweep.py --jobs 2   # every point (66; 1 to 2.5 min each): about 1 h on 2 cores
   python benchmarks/toy_lr_sweep.py --jobs 2 --grid near   # config/toy-study.yaml's: 35 points, about 1 h
-  python benchmarks/toy_lr_sweep.py --jobs 2 --grid near --generator-every 10 --runs lorad-s8-f4-linear-zero \
-      lora-s8-f4-linear-zero dora-s8-f4-linear-zero ft-sfull-fft-linear-zero   # ... and its 13 points at 10:1
+  python benchmarks/toy_lr_sweep.py --jobs 2 --grid near --generator-every 10   # ... and its 13 points at 10:1
   python benchmarks/toy_lr_sweep.py --runs sidlsg-ft-sfull-fft-linear-zero swiftbrush-ft-sfull-flora4-linear-zero \
       pgsb-ft-sfull-flora4-linear-zero sbv2-ft-sfull-flora4-linear-zero sbv2-lora-s8-flora4-linear-zero  # 38: ~45 min
   python benchmarks/toy_lr_sweep.py --runs ft-sfull-fft-linear-zero --out results/toy-lr
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from dkd.train.run import merge_settings
+from dkd.vocabulary import merge_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # run -> [(student lr, fake lr or None: the config's)]. Each point is config/toy.yaml's settings for the run
@@ -123,12 +122,18 @@ def point_run(run: str, generator_every: int) -> str:
     return run if generator_every == 1 else f"{run}-g{generator_every}"
 
 
+def check_folder(folder: Path, config: dict) -> None:
+    """A point's folder is reused only with the same config: one clear error otherwise."""
+    path = folder / "config.yaml"
+    if path.exists() and path.read_text() != yaml.safe_dump(config, sort_keys=False):
+        raise SystemExit(f"{folder} was made with other settings: delete it or pass another --out")
+
+
 def run_point(config: dict, run: str, folder: Path, shared_from: Path, cores: int) -> dict:
     """Train and score one point on the validation set (its outputs are kept); its config, learning rates
     and scores."""
     path, text = folder / "config.yaml", yaml.safe_dump(config, sort_keys=False)
-    if path.exists() and path.read_text() != text:
-        raise SystemExit(f"{folder} was made with other settings: delete it or pass another --out")
+    check_folder(folder, config)
     folder.mkdir(parents=True, exist_ok=True)
     for part in SHARED:
         if not (folder / part).exists():
@@ -206,7 +211,7 @@ def learning_rates(text: str) -> tuple[float, float | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--runs", nargs="+", choices=list(GRID), help="default: every run of the grid")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "toy-lr")
     parser.add_argument(
         "--shared-from",
@@ -233,8 +238,12 @@ def main() -> None:
         parser.error("--jobs and --cores must be at least 1")
     base = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     points = []
-    for run in args.runs:
-        for student_lr, fake_lr in args.points or grid(args.grid, args.generator_every)[run]:
+    points_of = grid(args.grid, args.generator_every)
+    unknown = sorted(set(args.runs or []) - set(points_of))
+    if unknown and not args.points:
+        parser.error(f"the {args.grid} grid at {args.generator_every}:1 has no points for {', '.join(unknown)}")
+    for run in args.runs or list(points_of):
+        for student_lr, fake_lr in args.points or points_of[run]:
             folder = args.out / run / (
                 f"s{student_lr:g}"
                 + (f"-f{fake_lr:g}" if fake_lr is not None else "")
@@ -249,6 +258,8 @@ def main() -> None:
               file=sys.stderr, flush=True)  # fmt: skip
         return row
 
+    for config, _, folder in points:  # before any training: a reused folder with other settings stops here
+        check_folder(folder, config)
     rows, failures = [], []
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in [pool.submit(point, p) for p in points]:

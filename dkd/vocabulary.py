@@ -7,6 +7,7 @@ it imports only the standard library and PyYAML, so the rules load where ``dkd``
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -169,3 +170,34 @@ def run_ratio(run: str) -> tuple[str, int]:
         raise ValueError(f"{run!r} is not a run name.")
     match = re.search(rf"{_RATIO}$", base)
     return (base, 1) if match is None else (base[: match.start()], int(match.group(1)))
+
+
+def merge_settings(settings: Mapping, *overrides: Mapping) -> dict:
+    """``settings`` with each of ``overrides`` merged in turn, nested mappings key by key (a workflow
+    config's ``distill.settings``, then ``distill.objectives.<objective>``, then the run's
+    :func:`run_settings_for`); no input changes."""
+    merged = dict(settings)
+    for override in overrides:
+        for key, value in override.items():
+            both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+            merged[key] = merge_settings(merged[key], value) if both else value
+    return merged
+
+
+RATIO_FIXED = ("max_steps", "epochs", "generator_every")  # a -g{N} run's are its plain run's, scaled by N
+
+
+def run_settings_for(run: str, run_settings: Mapping) -> dict:
+    """The ``distill.run_settings`` of run ``run``: its plain run's entry (the name without ``-g{N}`` and
+    ``-seed{K}``), then, for a ``-g{N}`` run, its own entry merged over it; every seed of a run shares
+    them. A ``-g{N}`` entry that sets one of :data:`RATIO_FIXED` is one error: the plain run's length
+    times N is the variant's (``dkd.train.run.variant_settings``)."""
+    plain, ratio = run_ratio(run)
+    own = run_settings.get(split_seed(run)[0]) or {} if ratio > 1 else {}
+    fixed = sorted(set(own) & set(RATIO_FIXED))
+    if fixed:
+        raise ValueError(
+            f"distill.run_settings.{split_seed(run)[0]} sets {fixed}: a -{RATIO_SUFFIX}{{N}} run makes N times "
+            f"the steps of its plain run; set them in distill.run_settings.{plain}."
+        )
+    return merge_settings(run_settings.get(plain) or {}, own)

@@ -14,7 +14,8 @@ from dkd.params import run_parameter_counts
 from dkd.provenance import weights_sha256
 from dkd.report.results import write_result
 from dkd.sampling.pipeline import student_info
-from dkd.train.run import distill_run, merge_settings
+from dkd.train.run import distill_run
+from dkd.vocabulary import merge_settings
 
 sm = snakemake  # noqa: F821
 backbone, run, curve = sm.wildcards.backbone, sm.wildcards.run, sm.params.curve
@@ -24,7 +25,7 @@ gpus, nodes = int(sm.resources.get("gpus", 0)), int(sm.resources.get("nodes", 1)
 with rule_log(sm.log[0], sm.threads, gpus=gpus, history=train_dir / "distill.log"):
     # distill.settings, then distill.objectives.<the run's objective>, then distill.run_settings.<run> (its
     # plain run's, then its -g{N} run's); the name's variant is applied by distill_run
-    settings = merge_settings(sm.params.settings, sm.params.objective_settings, *sm.params.run_settings)
+    settings = merge_settings(sm.params.settings, sm.params.objective_settings, sm.params.run_settings)
     settings["eval_every"] = curve["every"] if curve else None
     done = distill_run(
         backbone,

@@ -42,10 +42,10 @@ with rule_log(sm.log[0], sm.threads):
         title=spec.get("title", "DKD reproduction"),
         intro=spec.get("intro", ""),
         figures=figures,
-        claims=check_claims(spec.get("claims", []), results, z=sm.params.z),
+        claims=check_claims(spec.get("claims", []), results, level=sm.params.level, seeds=sm.params.seeds),
         table_files=False,
         seeds=sm.params.seeds,
-        z=sm.params.z,
+        level=sm.params.level,
         seed_table=seed_table(raw, sm.params.seeds),
     )
     logging.info("wrote %s", [str(path) for path in written])

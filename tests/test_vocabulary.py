@@ -27,6 +27,7 @@ from dkd.vocabulary import (
     released_name,
     run_objective,
     run_ratio,
+    run_settings_for,
     seeded,
     split_seed,
     swapped_parts,
@@ -207,3 +208,25 @@ def test_seeded_names_every_seed_of_the_models_that_have_seeds():
     with pytest.raises(ValueError, match="already names seed 2"):
         with_seed("merged-a-seed2", 1)
     assert not re.fullmatch(SETTINGS_RUN_PATTERN, "lora-s8-f4-linear-zero-seed1")
+
+
+def test_run_settings_of_a_variant_are_its_plain_runs_then_its_own():
+    """A plain run's entry unchanged (the distill rule's param of the runs made before the variants); a
+    -g{N} run's own entry merged over its plain run's, key by key; seeds share them; a -g{N} entry that
+    would set the run's length is one error."""
+    entries = {
+        "ft-sfull-fft-linear-zero": {"optim_student": {"lr": 3e-4, "betas": [0.0, 0.99]}, "optim_fake": {"lr": 3e-5}},
+        "ft-sfull-fft-linear-zero-g10": {"optim_fake": {"lr": 3e-4}},
+    }
+    plain = entries["ft-sfull-fft-linear-zero"]
+    assert run_settings_for("ft-sfull-fft-linear-zero", entries) == plain
+    assert run_settings_for("ft-sfull-fft-linear-zero-seed2", entries) == plain
+    assert run_settings_for("ft-sfull-fft-linear-zero-g10-seed1", entries) == {
+        "optim_student": {"lr": 3e-4, "betas": [0.0, 0.99]},
+        "optim_fake": {"lr": 3e-4},
+    }
+    assert run_settings_for("ft-sfull-fft-linear-zero-g2", entries) == plain
+    assert run_settings_for("lora-s8-f4-linear-zero-g10", entries) == {}
+    assert entries["ft-sfull-fft-linear-zero"]["optim_fake"] == {"lr": 3e-5}  # inputs unchanged
+    with pytest.raises(ValueError, match=r"sets \['max_steps'\].*distill.run_settings.lora-s8-f4-linear-zero"):
+        run_settings_for("lora-s8-f4-linear-zero-g10", {"lora-s8-f4-linear-zero-g10": {"max_steps": 10}})

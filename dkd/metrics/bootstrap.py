@@ -15,12 +15,13 @@ generated. :func:`fid_interval` estimates that variation by a bootstrap:
    ``numpy.percentile`` with its default ``method="linear"`` (:func:`percentile_interval`), both
    shifted down by the resamples' mean FID minus the FID of all the images.
 
-The shift removes the resampling's own bias: FID is biased in the number of distinct images (fewer,
-a larger FID) and a resample holds only about 63% of them, so the resamples' FIDs lie above the
+The interval is for the expected FID of ``N`` generated images, the quantity an FID of ``N`` images
+estimates (FID is biased in ``N``: fewer images, a larger FID). The shift removes the resampling's
+extra bias: a resample holds only about 63% distinct images, so the resamples' FIDs lie above the
 full set's (``benchmarks/fid_bootstrap_bias.py`` on 500 toy images: FID 27.75, the resamples' mean
 32.98, standard deviation 4.53; the plain percentile interval [25.72, 43.00] lies nearly all above the
-estimate, the shifted one [20.49, 37.77] around it). The interval is a guide to how much the FID of
-another draw of ``N`` images could differ, not an exact coverage statement. It covers the sampling of
+estimate, the shifted one [20.49, 37.77] around it). A 95% interval needs a few hundred resamples or
+more. It covers the sampling of
 the generated images only: not the variance over training seeds (that is the spread over seeds) and
 not the reference set's.
 

@@ -15,23 +15,34 @@ Kinds (``kind`` key):
 Every claim has ``claim`` (the sentence), ``backbone`` and, for per-set metrics, ``evalset``.
 
 The results are those of :func:`dkd.report.seeds.summarise_seeds` (a plain results frame counts as
-one seed per model): each claim compares means over seeds through a difference oriented so that a
-positive one favours the claim, and :func:`dkd.report.seeds.decide` gives the ``verdict``: "holds"
-when the difference exceeds ``z`` standard errors of it, "does not hold" when it goes against the
-claim by as much, "not resolved" otherwise, and "no data" when a number is missing (``holds`` True,
-False, or None for the last two). With one seed this is the plain comparison of the numbers.
+one seed per model). Seed K of every model shares the prompt order, the training noise and the
+evaluation noise, so each comparison pairs its models seed by seed: per seed both have, the quantity
+whose sign decides the claim, oriented so that a positive one favours it (``best``: other − winner
+when lower is better; ``relative`` at most: factor · reference − model; ``threshold``: value −
+minimum or maximum − value; ``ratio``: numerator / denominator − at_least). A model without seeds
+(n = 1, seed 0, not a run, merge or swapped model: a teacher) is a constant over the other model's
+seeds. :func:`dkd.report.seeds.decide` gives the ``verdict`` from those differences: "holds" when
+their mean exceeds t standard errors of it (Student's t, two-sided ``level``, n − 1 degrees of
+freedom; over the m interior models of ``interior_best`` at the Bonferroni level 1 − (1 − level)/m
+each), "does not hold" when it goes against the claim by as much, "not resolved" otherwise or when a
+model with seeds has fewer than 2 seeds to pair with one that has several or a number of a seed is
+not finite (the evidence says which), and "no data" when a number is missing (``holds`` True, False,
+or None for the last two). With one seed this is the plain comparison of the numbers, an equality
+counted as before seeds: the winner of ``best`` listed first wins a tie (so does an interior model
+against the last end of ``interior_best``, not against the first), and a bound is inclusive (>=
+minimum, at_least; <= maximum, at most).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from .formats import metric_format
-from .seeds import SUMMARY_COLUMNS, check_z, decide, difference_se, mean_se
+from .seeds import DECISION_LEVEL, SUMMARY_COLUMNS, Decision, bonferroni, check_level, decide, has_seeds, mean_se
 
 KINDS = ("best", "interior_best", "ratio", "relative", "threshold")
 
@@ -42,12 +53,21 @@ SPREAD = set(SUMMARY_COLUMNS) - {"backbone", "model", "evalset", "metric", "valu
 
 @dataclass(frozen=True)
 class Estimate:
-    """A number over seeds: its ``mean``, standard error ``se`` (NaN: one seed), ``n`` and ``seeds`` {K: value}."""
+    """A number over seeds: its ``mean``, standard error ``se`` (NaN: one seed), ``n``, ``seeds`` {K: value},
+    the ``model`` and ``metric`` it is of, and whether it is ``constant``: a model without seeds, its one
+    value standing for every seed of the model it is compared with."""
 
     mean: float
     se: float
     n: int
     seeds: Mapping[int, float]
+    model: str
+    metric: str
+    constant: bool
+
+    def at(self, k: int) -> float:
+        """The value of seed ``k`` (a constant's one value for every ``k``)."""
+        return self.seeds[0] if self.constant else self.seeds[k]
 
 
 def _value(results: pd.DataFrame, backbone: str, model: str, metric: str, evalset: str | None) -> Estimate | None:
@@ -58,18 +78,29 @@ def _value(results: pd.DataFrame, backbone: str, model: str, metric: str, evalse
         return None
     row = rows.iloc[0]
     if "n" not in rows.columns:  # a plain results frame: one seed
-        return Estimate(float(row["value"]), math.nan, 1, {0: float(row["value"])})
+        value = float(row["value"])
+        return Estimate(value, math.nan, 1, {0: value}, model, metric, not has_seeds(model))
     seeds = {int(k): float(v) for k, v in zip(row["seed_ids"], row["seed_values"])}
-    return Estimate(float(row["value"]), float(row["se"]), int(row["n"]), seeds)
+    constant = int(row["n"]) == 1 and tuple(seeds) == (0,) and not has_seeds(model)
+    return Estimate(float(row["value"]), float(row["se"]), int(row["n"]), seeds, model, metric, constant)
 
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _show(value: Estimate) -> str:
+def _mean(mean: float, se: float, n: int) -> str:
     """``mean ± SE (n = k)`` over several seeds, the plain number for one."""
-    return _fmt(value.mean) if value.n == 1 else f"{_fmt(value.mean)} ± {_fmt(value.se)} (n = {value.n})"
+    return _fmt(mean) if n == 1 else f"{_fmt(mean)} ± {_fmt(se)} (n = {n})"
+
+
+def _show(value: Estimate) -> str:
+    return _mean(value.mean, value.se, value.n)
+
+
+def _seed_list(value: Estimate) -> str:
+    ids = sorted(value.seeds)
+    return f"seed{'s' if len(ids) > 1 else ''} {', '.join(str(k) for k in ids)}"
 
 
 def _compare(values: dict, lower: bool) -> str:
@@ -77,8 +108,43 @@ def _compare(values: dict, lower: bool) -> str:
     return (" < " if lower else " > ").join(f"{m} {_show(values[m])}" for m in order)
 
 
-def _difference(label: str, difference: float, se: float, z: float) -> str:
-    return f"{label} = {_fmt(difference)} ({z:g} SE = {_fmt(z * se)})"
+def _difference(label: str, decision: Decision) -> str:
+    """The paired mean difference and its t·SE (the plain difference for one seed)."""
+    if decision.n == 1:
+        return f"{label} = {_fmt(decision.mean)}"
+    return (
+        f"{label} = {_fmt(decision.mean)} (mean over {decision.n} paired seeds; t·SE = {decision.t:.3f} x "
+        f"{_fmt(decision.se)} = {_fmt(decision.margin)})"
+    )
+
+
+def _not_finite(values: Sequence[Estimate], ids: Sequence[int]) -> str | None:
+    """The first number of ``values`` at seeds ``ids`` that is not finite (a diverged seed), as evidence."""
+    for value in values:
+        for k in [0] if value.constant else ids:
+            if not math.isfinite(value.at(k)):
+                seed = "" if value.constant else f" at seed {k}"
+                return f"{value.metric} of {value.model}{seed} is {value.at(k)}: not resolved"
+    return None
+
+
+def _paired(
+    a: Estimate, b: Estimate, difference: Callable[[float, float], float], level: float, tie: str
+) -> tuple[Decision | None, str | None]:
+    """:func:`~dkd.report.seeds.decide` on ``difference(a_K, b_K)`` over the seeds K both have (a constant
+    over the other's seeds), or None and why the comparison is not resolved."""
+    if a.constant or b.constant:
+        ids = sorted(b.seeds if a.constant else a.seeds)
+    else:
+        ids = sorted(set(a.seeds) & set(b.seeds))
+        if not ids or (len(ids) < 2 and max(a.n, b.n) >= 2):
+            return None, (
+                f"{a.model} has {_seed_list(a)}, {b.model} {_seed_list(b)}: fewer than 2 seeds to pair, not resolved"
+            )
+    problem = _not_finite([a, b], ids)
+    if problem:
+        return None, problem
+    return decide([difference(a.at(k), b.at(k)) for k in ids], level=level, tie=tie), None
 
 
 def _all(verdicts: Sequence[str]) -> str:
@@ -99,57 +165,86 @@ def _result(spec: Mapping, verdict: str, evidence: str) -> dict:
     return {"claim": spec["claim"], "holds": HOLDS.get(verdict), "verdict": verdict, "evidence": evidence}
 
 
-def _ordered(spec: Mapping, values: dict[str, Estimate], z: float, spread: bool) -> dict:
-    """``best`` and ``interior_best``: the winner against each other / an interior model against both ends."""
+def _ordered(spec: Mapping, values: dict[str, Estimate], level: float, spread: bool) -> dict:
+    """``best`` and ``interior_best``: the winner against each other / an interior model against both ends
+    (at the Bonferroni level over the interior models)."""
     metric, lower, models = spec["metric"], spec.get("lower_is_better", True), list(values)
 
-    def versus(model: str, other: str) -> tuple[str, str]:  # does ``model`` beat ``other``?
-        a, b = (values[other], values[model]) if lower else (values[model], values[other])
+    def versus(model: str, other: str, level: float, tie: str) -> tuple[str, str | None]:  # ``model`` beats ``other``?
         names = (other, model) if lower else (model, other)
-        difference, se = a.mean - b.mean, difference_se(a.se, b.se)
-        return decide(difference, se, z=z), _difference(f"{names[0]} - {names[1]}", difference, se, z)
+        decision, problem = _paired(
+            values[model], values[other], (lambda m, o: o - m) if lower else (lambda m, o: m - o), level, tie
+        )
+        if problem:
+            return "not resolved", problem
+        return decision.verdict, _difference(f"{names[0]} - {names[1]}", decision) if spread else None
 
-    if spec["kind"] == "best":
-        pairs = [versus(models[0], other) for other in models[1:]]
+    if spec["kind"] == "best":  # the winner, listed first, wins a tie of one seed (as min / max did)
+        pairs = [versus(models[0], other, level, "holds") for other in models[1:]]
         verdict = _all([v for v, _ in pairs])
-    else:
-        per_model = [[versus(model, end) for end in (models[0], models[-1])] for model in models[1:-1]]
+    else:  # one seed: an interior model loses a tie to the first end, wins it against the last
+        each = bonferroni(level, max(len(models) - 2, 1))
+        per_model = [
+            [versus(model, models[0], each, "does not hold"), versus(model, models[-1], each, "holds")]
+            for model in models[1:-1]
+        ]
         pairs = [pair for ends in per_model for pair in ends]
         verdict = _any([_all([v for v, _ in ends]) for ends in per_model])
-    differences = "".join(f"; {text}" for _, text in pairs) if spread else ""
+    differences = "".join(f"; {text}" for _, text in pairs if text)
     return _result(spec, verdict, f"{metric}: {_compare(values, lower)}{differences}")
 
 
-def _ratio(spec: Mapping, top: Estimate, bottom: Estimate, z: float) -> dict:
-    """The ratio per seed that both metrics have, then its mean and SE against ``at_least``."""
+def _ratio(spec: Mapping, top: Estimate, bottom: Estimate, level: float) -> dict:
+    """The ratio per seed that both metrics have, against ``at_least``."""
     common = sorted(set(top.seeds) & set(bottom.seeds))
     if not common:
         return _result(spec, "no data", f"no seed with both {spec['numerator']} and {spec['denominator']}")
+    if len(common) < 2 and max(top.n, bottom.n) >= 2:
+        return _result(
+            spec,
+            "not resolved",
+            f"{spec['numerator']} of {top.model} has {_seed_list(top)}, {spec['denominator']} {_seed_list(bottom)}: "
+            "fewer than 2 seeds with both, not resolved",
+        )
+    problem = _not_finite([top, bottom], common)
     ratios = [top.seeds[k] / bottom.seeds[k] if bottom.seeds[k] else float("inf") for k in common]
-    mean, se = mean_se(ratios)
-    difference, needs = mean - spec["at_least"], f"(needs >= {spec['at_least']})"
+    decision = decide([r - spec["at_least"] for r in ratios], level=level)
+    needs = f"(needs >= {spec['at_least']})"
     if top.n == 1 and bottom.n == 1:
         evidence = (
-            f"{spec['numerator']} {_fmt(top.mean)} / {spec['denominator']} {_fmt(bottom.mean)} = {_fmt(mean)} {needs}"
+            f"{spec['numerator']} {_fmt(top.mean)} / {spec['denominator']} {_fmt(bottom.mean)} = "
+            f"{_fmt(ratios[0])} {needs}"
         )
     else:
         per_seed = ", ".join(_fmt(r) for r in ratios)
-        shown = Estimate(mean, se, len(ratios), dict(zip(common, ratios)))
+        mean = _mean(*mean_se(ratios), len(ratios))
         evidence = (
-            f"{spec['numerator']} / {spec['denominator']} per seed: {per_seed}; mean {_show(shown)} {needs}; "
-            + _difference(f"mean - {spec['at_least']}", difference, difference_se(se), z)
+            f"{spec['numerator']} / {spec['denominator']} per seed: {per_seed}; mean {mean} {needs}; "
+            + _difference(f"mean - {spec['at_least']}", decision)
         )
-    return _result(spec, decide(difference, difference_se(se), z=z), evidence)
+    if problem:
+        return _result(spec, "not resolved", f"{evidence}; {problem}")
+    return _result(spec, decision.verdict, evidence)
 
 
-def check_claim(spec: Mapping, results: pd.DataFrame, *, z: float = 2.0) -> dict:
+def _too_few(values: Sequence[Estimate], seeds: int) -> str | None:
+    """With ``seeds`` > 1, a model that has seeds but fewer than two of them in the results (its other
+    seeds failed or are missing) cannot be decided: why, as evidence; else None."""
+    short = [v for v in values if seeds > 1 and not v.constant and v.n < 2]
+    if not short:
+        return None
+    return "; ".join(f"{v.metric} of {v.model} has only {_seed_list(v)} of {seeds}" for v in short) + ": not resolved"
+
+
+def check_claim(spec: Mapping, results: pd.DataFrame, *, level: float = DECISION_LEVEL, seeds: int = 1) -> dict:
     """``{"claim", "holds", "verdict", "evidence"}`` for one claim spec on ``results`` (a frame of
     :func:`~dkd.report.seeds.summarise_seeds`, or a plain results frame: one seed per model), decided
-    with ``z`` standard errors (see the module docstring)."""
+    by paired differences at the two-sided confidence ``level`` (see the module docstring); with
+    ``seeds`` > 1 (``distill.seeds``) a model with seeds but fewer than two of them leaves it not resolved."""
     kind = spec.get("kind")
     if kind not in KINDS or "claim" not in spec or "backbone" not in spec:
         raise ValueError(f"a claim needs 'claim', 'backbone' and 'kind' in {KINDS}; got {dict(spec)}.")
-    z = check_z(z)
+    level = check_level(level)
     if SPREAD & set(results.columns) and not SPREAD <= set(results.columns):
         raise ValueError(f"results over seeds need all of the columns {sorted(SPREAD)} (summarise_seeds).")
     backbone, evalset = spec["backbone"], spec.get("evalset")
@@ -164,40 +259,56 @@ def check_claim(spec: Mapping, results: pd.DataFrame, *, z: float = 2.0) -> dict
         missing = [m for m, v in values.items() if v is None]
         if missing:
             return _result(spec, "no data", f"no {metric} for {', '.join(missing)}")
-        return _ordered(spec, values, z, any(v.n > 1 for v in values.values()))
+        if short := _too_few(list(values.values()), seeds):
+            return _result(spec, "not resolved", short)
+        return _ordered(spec, values, level, any(v.n > 1 for v in values.values()))
     if kind == "ratio":
         top, bottom = get(spec["model"], spec["numerator"]), get(spec["model"], spec["denominator"])
         if top is None or bottom is None:
             return _result(spec, "no data", f"no {spec['numerator']}/{spec['denominator']}")
-        return _ratio(spec, top, bottom, z)
+        if short := _too_few([top, bottom], seeds):
+            return _result(spec, "not resolved", short)
+        return _ratio(spec, top, bottom, level)
     if kind == "relative":
         ours, ref = get(spec["model"], spec["metric"]), get(spec["reference"], spec["metric"])
         if ours is None or ref is None:
             return _result(spec, "no data", f"no {spec['metric']} for the pair")
+        if short := _too_few([ours, ref], seeds):
+            return _result(spec, "not resolved", short)
         at_least, factor = spec.get("at_least", False), spec["factor"]
-        bound = factor * ref.mean
-        difference = ours.mean - bound if at_least else bound - ours.mean
-        se = difference_se(ours.se, factor * ref.se)
         evidence = (
             f"{spec['metric']}: {spec['model']} {_show(ours)} {'>=' if at_least else '<='} {factor} x "
-            f"{spec['reference']} {_show(ref)} = {_fmt(bound)}"
+            f"{spec['reference']} {_show(ref)} = {_fmt(factor * ref.mean)}"
         )
+        difference = (lambda o, r: o - factor * r) if at_least else (lambda o, r: factor * r - o)
+        decision, problem = _paired(ours, ref, difference, level, "holds")
+        if problem:
+            return _result(spec, "not resolved", f"{evidence}; {problem}")
         if ours.n > 1 or ref.n > 1:
-            evidence += "; " + _difference("difference", difference, se, z)
-        return _result(spec, decide(difference, se, z=z), evidence)
+            evidence += "; " + _difference("difference", decision)
+        return _result(spec, decision.verdict, evidence)
     value = get(spec["model"], spec["metric"])
     if value is None:
         return _result(spec, "no data", f"no {spec['metric']} for {spec['model']}")
+    if short := _too_few([value], seeds):
+        return _result(spec, "not resolved", short)
+    ids = sorted(value.seeds)
     if "minimum" in spec:
-        difference, evidence = value.mean - spec["minimum"], f"{spec['metric']} {_show(value)} >= {spec['minimum']}"
+        differences, evidence = [value.seeds[k] - spec["minimum"] for k in ids], f">= {spec['minimum']}"
     else:
-        difference, evidence = spec["maximum"] - value.mean, f"{spec['metric']} {_show(value)} <= {spec['maximum']}"
-    se = difference_se(value.se)
+        differences, evidence = [spec["maximum"] - value.seeds[k] for k in ids], f"<= {spec['maximum']}"
+    evidence = f"{spec['metric']} {_show(value)} {evidence}"
+    problem = _not_finite([value], ids)
+    if problem:
+        return _result(spec, "not resolved", f"{evidence}; {problem}")
+    decision = decide(differences, level=level)
     if value.n > 1:
-        evidence += "; " + _difference("difference", difference, se, z)
-    return _result(spec, decide(difference, se, z=z), evidence)
+        evidence += "; " + _difference("difference", decision)
+    return _result(spec, decision.verdict, evidence)
 
 
-def check_claims(specs: Sequence[Mapping], results: pd.DataFrame, *, z: float = 2.0) -> list[dict]:
+def check_claims(
+    specs: Sequence[Mapping], results: pd.DataFrame, *, level: float = DECISION_LEVEL, seeds: int = 1
+) -> list[dict]:
     """:func:`check_claim` of every spec."""
-    return [check_claim(spec, results, z=z) for spec in specs]
+    return [check_claim(spec, results, level=level, seeds=seeds) for spec in specs]

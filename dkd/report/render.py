@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 
 from ..io import atomic_write_text
-from .seeds import VERDICTS, decision_rule
+from .seeds import DECISION_LEVEL, VERDICTS, decision_rule
 from .tables import MISSING, Table
 
 _ENV = jinja2.Environment(
@@ -80,8 +80,9 @@ def _figures(figures) -> list[dict]:
 
 
 def _claims(claims, *, verdicts: bool = False) -> str:
-    """The claims as a markdown table Claim | Holds | Evidence, or Claim | Verdict | Evidence with
-    ``verdicts`` (over seeds: holds / does not hold / not resolved / no data); "" when there are none."""
+    """The claims as a markdown table Claim | Holds | Evidence (yes / no / not resolved / — for no data), or
+    Claim | Verdict | Evidence with ``verdicts`` (over seeds: holds / does not hold / not resolved / no
+    data); "" when there are none."""
     if isinstance(claims, (str, Mapping)) or not isinstance(claims, Sequence):
         raise ValueError(f"claims: expected a list of {{claim, holds, verdict, evidence}}; got {claims!r}.")
     lines = []
@@ -103,7 +104,7 @@ def _claims(claims, *, verdicts: bool = False) -> str:
                 f"claims[{i}]: 'verdict' must be one of {list(VERDICTS)} and agree with 'holds' "
                 f"(true: holds, false: does not hold, null: not resolved or no data); got {claim!r}."
             )
-        mark = verdict if verdicts else HOLDS[claim["holds"]]
+        mark = verdict if verdicts or verdict == "not resolved" else HOLDS[claim["holds"]]
         lines.append(f"| {_cell(claim['claim'])} | {mark} | {_cell(claim['evidence']) or MISSING} |")
     if not lines:
         return ""
@@ -118,14 +119,14 @@ def render_report(
     figures: Sequence = (),
     claims: Sequence = (),
     seeds: int = 1,
-    z: float = 2.0,
+    level: float = DECISION_LEVEL,
     seed_table: Table | None = None,
 ) -> str:
     """``report.md``: ``title``, ``intro``, every table (with footnotes and sources), the ``seed_table``
     (:func:`dkd.report.seeds.seed_table`: "Every run over seeds"), the ``figures`` (``[{caption, path}]``,
     paths relative to the report) and the ``claims`` (``[{claim, holds: bool | None, verdict, evidence}]``,
     :func:`dkd.report.claims.check_claims`). With ``seeds`` > 1 the claims table shows each verdict
-    under the decision rule, stated above it with ``z`` (:func:`dkd.report.seeds.decision_rule`)."""
+    under the decision rule, stated above it with its ``level`` (:func:`dkd.report.seeds.decision_rule`)."""
     for key, value in (("title", title), ("intro", intro)):
         if not isinstance(value, str) or (key == "title" and not value.strip()):
             raise ValueError(f"render_report: {key!r} must be a{' non-empty' if key == 'title' else ''} string.")
@@ -140,7 +141,7 @@ def render_report(
         seed_table=render_table(seed_table) if seed_table is not None else "",
         figures=_figures(figures),
         claims=_claims(claims, verdicts=seeds > 1),
-        rule=decision_rule(seeds, z) if seeds > 1 else "",
+        rule=decision_rule(seeds, level) if seeds > 1 else "",
     )
     return _tidy(text)
 
@@ -155,7 +156,7 @@ def write_report(
     claims: Sequence = (),
     table_files: bool = True,
     seeds: int = 1,
-    z: float = 2.0,
+    level: float = DECISION_LEVEL,
     seed_table: Table | None = None,
 ) -> list[Path]:
     """Write ``<folder>/tables/<name>.md`` per table (unless ``table_files`` is False: the workflow
@@ -168,7 +169,7 @@ def write_report(
         figures=figures,
         claims=claims,
         seeds=seeds,
-        z=z,
+        level=level,
         seed_table=seed_table,
     )
     folder = Path(folder)

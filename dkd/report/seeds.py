@@ -4,27 +4,30 @@ rule that decides a claim from them.
 A run, merge or swapped model ``<name>`` trained with ``distill.seeds: N`` is also trained and
 evaluated as ``<name>-seed1`` ... ``<name>-seed{N-1}`` (:func:`dkd.vocabulary.split_seed`).
 :func:`summarise_seeds` folds those rows into one row of ``<name>``: the mean over the seeds, its
-standard error (sample standard deviation / √n), n, the values per seed and every file. A claim
-is decided from the difference of such means and the standard error of that difference
-(:func:`decide`, :func:`difference_se`); :func:`seed_table` shows every seed's number.
+standard error (sample standard deviation / √n, :func:`mean_se`), n, the values per seed and every
+file. A claim is decided from its differences paired by seed (seed K of every model shares the prompt
+order, the training noise and the evaluation noise) by Student's t (:func:`decide`, stated by
+:func:`decision_rule`); :func:`seed_table` shows every seed's number.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..vocabulary import split_seed
+from ..vocabulary import split_seed, with_seed
 from .formats import format_value, metric_format
-from .results import RESULT_COLUMNS, as_number
+from .results import RESULT_COLUMNS
 
 KEY = ["backbone", "model", "evalset", "metric"]
 SUMMARY_COLUMNS = (*KEY, "value", "se", "n", "seed_ids", "seed_values", "source")
 SOURCE_SEPARATOR = "; "  # between the files of one summarised value
 VERDICTS = ("holds", "does not hold", "not resolved", "no data")
+DECISION_LEVEL = 0.95  # the default of report.decision.level (workflow/schemas/config.schema.yaml)
 
 
 def _split(model: str) -> tuple[str, int]:
@@ -41,11 +44,54 @@ def _check_seeds(seeds) -> int:
     return seeds
 
 
-def check_z(z) -> float:
-    """``z`` (the standard errors a difference must exceed) as a float; one clear error unless finite and > 0."""
-    if isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z) or z <= 0:
-        raise ValueError(f"z must be a finite number > 0; got {z!r}.")
-    return float(z)
+def has_seeds(model: str) -> bool:
+    """Whether ``model`` (a name without a seed suffix) is trained over seeds: a run, merge or swapped run
+    or merge (:func:`dkd.vocabulary.with_seed`); a teacher, a published model or a name outside the
+    vocabulary has none."""
+    try:
+        with_seed(model, 1)
+    except ValueError:
+        return False
+    return True
+
+
+def check_level(level) -> float:
+    """``level`` (the two-sided confidence of :func:`decide`) as a float; one clear error unless 0 < level < 1."""
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"level must be a number between 0 and 1 (e.g. 0.95); got {level!r}.")
+    return float(level)
+
+
+def critical_t(n: int, level: float = DECISION_LEVEL) -> float:
+    """The two-sided ``level`` critical value of Student's t with n − 1 degrees of freedom (n >= 2),
+    ``scipy.stats.t.ppf(1 − (1 − level) / 2, n − 1)``: 2.776 for n = 5 at 0.95."""
+    from scipy import stats
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"critical_t: n must be a whole number >= 2; got {n!r}.")
+    return float(stats.t.ppf(1 - (1 - check_level(level)) / 2, n - 1))
+
+
+def bonferroni(level: float, m: int) -> float:
+    """The level of each of ``m`` comparisons that keeps ``level`` for all of them: 1 − (1 − level) / m."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"bonferroni: m must be a whole number >= 1; got {m!r}.")
+    return 1 - (1 - check_level(level)) / m
+
+
+def _number(value) -> float | None:
+    """``value`` as a float, non-finite ones included (a diverged seed's NaN or inf FID, also written as
+    text "nan"); None for real text, None and bools."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def summarise_seeds(results: pd.DataFrame, seeds: int) -> pd.DataFrame:
@@ -53,10 +99,12 @@ def summarise_seeds(results: pd.DataFrame, seeds: int) -> pd.DataFrame:
     :func:`~dkd.report.results.read_results`): the rows of ``<base>`` and ``<base>-seed{K}`` with
     K < ``seeds`` (rows of K >= ``seeds`` are dropped), as columns backbone, model (the base), evalset,
     metric, value (the mean over the seeds; a single seed's value as written), se (the sample standard
-    deviation, ddof 1, / √n; NaN for n = 1), n, seed_ids (the K, ascending), seed_values (in that order)
-    and source (the files, joined by ``"; "``). Text values are kept for one seed only; text over
-    several seeds, or one seed given twice, is one ``ValueError``. Rows keep the order of ``results``
-    (by their first seed), so ``seeds = 1`` gives the rows of ``results`` without the seeded ones."""
+    deviation, ddof 1, / √n: :func:`mean_se`; NaN for n = 1), n, seed_ids (the K, ascending), seed_values
+    (in that order) and source (the files, joined by ``"; "``). A non-finite number (a diverged seed's
+    NaN or inf, also as the text "nan") makes the mean NaN or inf and the SE NaN. Text values are kept
+    for one seed only; text over several seeds, or one seed given twice, is one ``ValueError``. Rows keep
+    the order of ``results`` (by their first seed), so ``seeds = 1`` gives the rows of ``results``
+    without the seeded ones."""
     seeds = _check_seeds(seeds)
     missing = sorted(set(RESULT_COLUMNS) - set(results.columns))
     if missing:
@@ -65,9 +113,10 @@ def summarise_seeds(results: pd.DataFrame, seeds: int) -> pd.DataFrame:
     frame = results[list(RESULT_COLUMNS)].assign(
         model=pd.Series([base for base, _ in split], index=results.index, dtype=object),
         seed=[k for _, k in split],
-        number=results["value"].map(as_number),
+        number=results["value"].map(_number),
     )
     frame = frame[frame["seed"] < seeds].sort_values("seed", kind="stable")
+    frame["text"] = frame["value"].map(lambda value: _number(value) is None)  # real text, not a NaN number
     frame["number"] = frame["number"].astype(float)  # None (text) -> NaN
     twice = frame[frame.duplicated([*KEY, "seed"])]
     if not twice.empty:
@@ -82,11 +131,12 @@ def summarise_seeds(results: pd.DataFrame, seeds: int) -> pd.DataFrame:
         seed_ids=("seed", tuple),
         seed_values=("value", tuple),
         source=("source", SOURCE_SEPARATOR.join),
-        numbers=("number", "count"),
-        mean=("number", "mean"),
-        std=("number", "std"),  # ddof = 1
+        texts=("text", "sum"),
     )
-    text = stats[(stats["n"] > 1) & (stats["numbers"] < stats["n"])]
+    spread = {group: mean_se(numbers) for group, numbers in frame.groupby("group")["number"]}
+    stats["mean"] = [spread[group][0] for group in stats.index]
+    stats["se"] = [spread[group][1] for group in stats.index]
+    text = stats[(stats["n"] > 1) & (stats["texts"] > 0)]
     if not text.empty:
         row = frame[frame["group"] == text.index[0]].iloc[0]
         raise ValueError(
@@ -95,7 +145,7 @@ def summarise_seeds(results: pd.DataFrame, seeds: int) -> pd.DataFrame:
         )
     out = frame.drop_duplicates("group").set_index("group")[[*KEY, "value"]].join(stats)
     out["value"] = out["value"].where(out["n"] == 1, out["mean"]).astype(object)
-    out["se"] = (out["std"] / np.sqrt(out["n"])).astype(float)
+    out["se"] = out["se"].astype(float)
     out["source"] = out["source"].astype(object)
     return out[list(SUMMARY_COLUMNS)].reset_index(drop=True)
 
@@ -105,46 +155,81 @@ def mean_se(values: Iterable[float]) -> tuple[float, float]:
     array = np.asarray(list(values), dtype=float)
     if array.size == 0:
         raise ValueError("mean_se: no values.")
-    with np.errstate(invalid="ignore"):  # an infinite value (a ratio over 0) has no spread
+    with np.errstate(invalid="ignore"):  # a non-finite value (a diverged seed, a ratio over 0): NaN or inf
         se = float(np.std(array, ddof=1) / math.sqrt(array.size)) if array.size > 1 else math.nan
-    return float(np.mean(array)), se
+        return float(np.mean(array)), se
 
 
-def difference_se(*ses: float) -> float:
-    """The standard error of a difference of independent means, √(Σ se²); a NaN se (one seed) counts as 0."""
-    return math.sqrt(sum(0.0 if se is None or math.isnan(se) else se * se for se in ses))
+@dataclass(frozen=True)
+class Decision:
+    """The verdict of :func:`decide` with its numbers: the ``mean`` of the ``n`` per-seed differences,
+    its standard error ``se`` and the critical value ``t`` (both NaN for n = 1: a plain comparison)."""
+
+    verdict: str
+    mean: float
+    se: float
+    n: int
+    t: float
+
+    @property
+    def margin(self) -> float:
+        """t·SE, the distance from 0 the mean must exceed (0 for one value)."""
+        return 0.0 if self.n == 1 else self.t * self.se
 
 
-def decide(difference: float, se: float, *, z: float) -> str:
-    """The verdict on a claim from a ``difference`` of means oriented so that a positive one favours the
-    claim, and the standard error ``se`` of that difference: the claim "holds" when the difference
-    favours it by more than ``z`` standard errors (difference > z·se), "does not hold" when it goes
-    against it by as much (difference < −z·se), and is "not resolved" otherwise. With se 0 or NaN (one
-    seed) that is a plain comparison: > 0 holds, < 0 does not hold, 0 is not resolved."""
-    z = check_z(z)
-    if se is not None and not math.isnan(se) and se < 0:
-        raise ValueError(f"a standard error is >= 0; got {se!r}.")
-    margin = 0.0 if se is None or math.isnan(se) else z * se
-    if difference > margin:
-        return "holds"
-    if difference < -margin:
-        return "does not hold"
-    return "not resolved"
+def decide(differences: Iterable[float], *, level: float = DECISION_LEVEL, tie: str = "holds") -> Decision:
+    """The verdict on a claim from its ``differences`` per seed, paired by seed and oriented so that a
+    positive one favours the claim: with their mean d̄, its standard error SE (sample standard deviation /
+    √n) and t the two-sided ``level`` critical value of Student's t with n − 1 degrees of freedom
+    (:func:`critical_t`), the claim "holds" when d̄ > t·SE, "does not hold" when d̄ < −t·SE and is "not
+    resolved" otherwise. One difference is the plain comparison: > 0 holds, < 0 does not hold, and an
+    exact 0 gives ``tie`` ("holds" or "does not hold": how the comparison counts equality), and ±inf its
+    sign. A NaN difference, or a non-finite one among several, is "not resolved"."""
+    array = np.asarray(list(differences), dtype=float)
+    level = check_level(level)
+    if array.size == 0:
+        raise ValueError("decide: no differences.")
+    if tie not in ("holds", "does not hold"):
+        raise ValueError(f"decide: tie must be 'holds' or 'does not hold'; got {tie!r}.")
+    mean, se = mean_se(array)
+    t = critical_t(int(array.size), level) if array.size > 1 else math.nan
+    margin = t * se if array.size > 1 else 0.0
+    if np.isnan(array).any() or (array.size > 1 and not np.isfinite(array).all()):
+        verdict = "not resolved"
+    elif mean > margin:
+        verdict = "holds"
+    elif mean < -margin:
+        verdict = "does not hold"
+    else:
+        verdict = tie if array.size == 1 else "not resolved"  # one value: exactly 0
+    return Decision(verdict, mean, se, int(array.size), t)
 
 
-def decision_rule(seeds: int, z: float) -> str:
-    """The rule of :func:`decide` in one sentence, as the report states it above the claims."""
+def decision_rule(seeds: int, level: float = DECISION_LEVEL) -> str:
+    """The rule of :func:`decide` in one sentence, as the report states it above the claims (seeds > 1)."""
+    seeds, level = _check_seeds(seeds), check_level(level)
+    if seeds == 1:
+        return "With one seed a claim is the plain comparison of the numbers."
     return (
-        f"A claim holds when the difference of the means over {_check_seeds(seeds)} seeds favours it by more "
-        f"than {check_z(z):g} standard errors of that difference, does not hold when it goes against it by as "
-        "much, and is not resolved otherwise."
+        f"A claim holds when the mean of its per-seed differences over {seeds} seeds (models paired by seed) "
+        f"favours it by more than t = {critical_t(seeds, level):.2f} standard errors (Student's t, "
+        f"{level * 100:.4g}% two-sided, {seeds - 1} degree{'s' if seeds > 2 else ''} of freedom; Bonferroni over "
+        "the interior models of an interior-best claim), does not hold when it goes against it by as much, and "
+        "is not resolved otherwise."
     )
+
+
+def shows_mean(n: int, se: float) -> bool:
+    """Whether a cell of ``n`` seeds with standard error ``se`` is shown as a mean: n > 1 and the seeds
+    differ (SE 0: every seed gives the same value, shown alone)."""
+    return n > 1 and not se == 0
 
 
 def format_mean(value, se: float, decimals: int | None) -> str:
     """``value`` as :func:`~dkd.report.formats.format_value` prints it, followed by "± se" (same decimals)
-    when ``se`` is a number (a mean over seeds; NaN: one seed)."""
-    if se is None or math.isnan(se):
+    when ``se`` is a number other than 0 (a mean over seeds; NaN: one seed or a non-finite seed; 0: the
+    same value at every seed, printed alone)."""
+    if se is None or math.isnan(se) or se == 0:
         return format_value(value, decimals)
     return f"{format_value(value, decimals)} ± {format_value(se, decimals)}"
 
@@ -197,7 +282,8 @@ def seed_table(results: pd.DataFrame, seeds: int, *, metric: str = "fid", low: s
     notes = (
         f"{fmt.header} of seed K, the model trained with its settings' seed + K; in brackets its bootstrap "
         f"interval over the generated images ({low}, {high}) where its result file has one",
-        "mean ± standard error (sample standard deviation / √n) over the n seeds shown",
+        f"mean ± standard error (sample standard deviation / √n) over the n seeds shown (seeds 0–{seeds - 1}; "
+        f"a result of seed {seeds} or later is not used); a number alone: every seed gives it",
     )
     frame = pd.DataFrame(records, dtype=object)
     return Table(

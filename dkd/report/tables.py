@@ -8,8 +8,8 @@ backbone, and our results by (backbone, model, evalset) — evalset None for mod
 (only "ours" without a paper table). A cell that cannot be filled is "—" with a footnote saying why;
 identical reasons share one footnote. Over several seeds (results of
 :func:`dkd.report.seeds.summarise_seeds`) our cell is "mean ± SE", footnoted with the number of
-seeds. Nothing is filled in by hand: every number of ours comes from a result file (listed in
-``Table.sources``) or, marked as such, from a setting in the spec.
+seeds (the value alone when every seed gives it). Nothing is filled in by hand: every number of ours
+comes from a result file (listed in ``Table.sources``) or, marked as such, from a setting in the spec.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 
 from .formats import format_delta, metric_format
 from .results import as_number
-from .seeds import format_mean, seed_note, split_sources
+from .seeds import format_mean, seed_note, shows_mean, split_sources
 
 MISSING = "—"
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -292,7 +292,7 @@ def _ours(spec, row, metric, fmt, ours_index, files_index, notes, sources):
         return None, notes.mark(f"the result file(s) {names} for {_lookup_text(*key)} have no {metric!r}"), math.nan
     value, source, se, n = found
     sources.update(split_sources(source))
-    return value, notes.mark(seed_note(n)) if n > 1 else "", se
+    return value, notes.mark(seed_note(n)) if shows_mean(n, se) else "", se  # SE 0: every seed's value
 
 
 def _paper(spec, row, metric, paper_rows, paper_metrics, notes):

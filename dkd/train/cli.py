@@ -37,8 +37,7 @@ def read_settings(path: str | None, backbone: str, run: str) -> tuple[dict, dict
     ``distill.objectives.<the run's objective>`` and ``distill.run_settings.<run>`` merged in, and
     ``backbones.<backbone>``) or a plain mapping of settings; ``({}, {})`` without a file."""
     from ..runs import parse_run_name
-    from ..vocabulary import run_ratio, split_seed
-    from .run import merge_settings
+    from ..vocabulary import merge_settings, run_settings_for
 
     if path is None:
         return {}, {}
@@ -54,17 +53,16 @@ def read_settings(path: str | None, backbone: str, run: str) -> tuple[dict, dict
         return data, {}
     distill = data["distill"] or {}
     settings, objective = distill.get("settings") or {}, parse_run_name(backbone, run).objective
-    plain, ratio = run_ratio(run)  # run_settings: the plain run's, then its -g{N} run's (every seed shares them)
-    names = [plain] if ratio == 1 else [plain, split_seed(run)[0]]
-    per_run = [(distill.get("run_settings") or {}).get(name) or {} for name in names]
     per_objective = (distill.get("objectives") or {}).get(objective) or {}
     entry = (data.get("backbones") or {}).get(backbone) or {}
-    if not all(isinstance(part, dict) for part in (settings, per_objective, *per_run, entry)):
+    run_settings = distill.get("run_settings") or {}
+    if not all(isinstance(part, dict) for part in (settings, per_objective, run_settings, entry)):
         raise ValueError(
-            f"--config {path}: distill.settings, distill.objectives.{objective}, distill.run_settings."
-            f"{' / '.join(names)} and backbones.{backbone} must be mappings"
+            f"--config {path}: distill.settings, distill.objectives.{objective}, distill.run_settings and "
+            f"backbones.{backbone} must be mappings"
         )
-    return merge_settings(settings, per_objective, *per_run), dict(entry)
+    per_run = run_settings_for(run, run_settings)  # its plain run's, then its -g{N} run's
+    return merge_settings(settings, per_objective, per_run), dict(entry)
 
 
 def apply_overrides(settings: dict, items: list[str]) -> dict:

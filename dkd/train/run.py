@@ -23,18 +23,6 @@ log = logging.getLogger(__name__)
 NAMED_BY_RUN = ("backbone", "student", "fake")  # settings the run name and backbone fix
 
 
-def merge_settings(settings: Mapping, *overrides: Mapping) -> dict:
-    """``settings`` with each of ``overrides`` merged in turn, nested mappings key by key (a workflow
-    config's ``distill.settings``, then ``distill.objectives.<objective>``, then the run's
-    ``distill.run_settings.<run>``); no input changes."""
-    merged = dict(settings)
-    for override in overrides:
-        for key, value in override.items():
-            both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
-            merged[key] = merge_settings(merged[key], value) if both else value
-    return merged
-
-
 SCALED_BY_RATIO = ("checkpoint_every", "log_every", "eval_every")  # periods kept per generator update by -g{N}
 
 
@@ -42,8 +30,10 @@ def variant_settings(spec: RunSpec, settings: Mapping) -> dict:
     """``settings`` of the plain run turned into those of its variant ``spec`` (``dkd.runs``): ``-g{N}``
     sets ``generator_every`` N and multiplies ``max_steps`` (or, without it, ``epochs``) and the periods
     :data:`SCALED_BY_RATIO` by N, so that the generator gets as many updates, checkpoints, log lines and
-    evaluations as in the plain run; ``-seed{K}`` adds K to ``seed``. A ``generator_every`` in the
-    settings of a ``-g{N}`` run is one error (the name says it)."""
+    evaluations as in the plain run (``max_steps`` in ``settings``, e.g. ``--set max_steps=``, is the plain
+    run's; the optimisers' warm-ups count each model's own updates, so the student's covers as many
+    generator updates at any ratio and the fake's N times fewer); ``-seed{K}`` adds K to ``seed``. A
+    ``generator_every`` in the settings of a ``-g{N}`` run is one error (the name says it)."""
     settings = dict(settings)
     defaults = {f.name: f.default for f in fields(DistillConfig)}
     if spec.generator_every > 1:

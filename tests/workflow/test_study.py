@@ -72,6 +72,23 @@ def test_the_study_dry_run_plans_every_run_at_every_seed(tmp_path):
     assert f"-seed{seeds}/" not in planned
 
 
+def test_the_validation_set_shares_no_noise_with_the_evaluation_set():
+    """Image i of a set is sampled with noise seed `seed + i` (dkd.sampling.shards): the learning rates are
+    selected on images whose noise no evaluation image uses, and on another draw of prompts."""
+    from snakemake.utils import validate
+
+    from dkd.toy.data import prompt_list
+
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    validate(config, schema=str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))  # the defaults
+    sets, toy = config["evaluation"]["sets"], config["toy"]
+    val, test = (range(sets[s]["seed"], sets[s]["seed"] + sets[s]["count"]) for s in ("toy-val", "toy-eval"))
+    assert not set(val) & set(test)
+    assert sets["toy-val"]["prompts"] == "toy:val" and sets["toy-val"]["models"] == {}
+    val_prompts = prompt_list(toy["val_prompts"], seed=toy["seed"] + 2)  # as the rule toy_data writes them
+    assert val_prompts != prompt_list(toy["eval_prompts"], seed=toy["seed"] + 1)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The shortened study, run once: (results folder, its config)."""
@@ -136,7 +153,8 @@ def test_the_fid_interval_is_in_every_fid_file(study):
 def test_the_report_gives_means_intervals_and_a_verdict_per_claim(study):
     results, config = study
     report = (results / "report.md").read_text()
-    assert "A claim holds when the difference of the means over 2 seeds favours it by more than 2 standard" in report
+    rule = "A claim holds when the mean of its per-seed differences over 2 seeds (models paired by seed) favours it"
+    assert f"{rule} by more than t = 12.71 standard errors (Student's t, 95% two-sided, 1 degrees of freedom" in report
     claims = re.findall(r"^\| (.+?) \| (holds|does not hold|not resolved|no data) \| (.*) \|$", report, flags=re.M)
     assert [claim for claim, _, _ in claims] == [spec["claim"] for spec in config["report"]["claims"]]
     assert all(verdict in VERDICTS and verdict != "no data" for _, verdict, _ in claims)

@@ -74,9 +74,11 @@ def test_the_schema_fills_in_the_defaults():
         "objectives": {},
         "merges": {},
         "run_settings": {},
+        "seeds": 1,
         "runs": {},
     }
     evaluation = config["evaluation"]
+    assert evaluation["bootstrap"] == {"samples": 0, "level": 0.95, "seed": 0}
     assert (evaluation["batch_size"], evaluation["dtype"], evaluation["evaluator"]) == (16, "float32", "paper")
     assert evaluation["sets"]["s"] == {"prompts": "p", "count": 4, "shards": 1, "seed": 0, "metrics": []}
     assert evaluation["published"] == {"catalog": "config/published.yaml", "models": {}}
@@ -84,8 +86,10 @@ def test_the_schema_fills_in_the_defaults():
     released = {"catalog": "config/released.yaml", "pairs": [], "min_ratio": 5}
     assert config["analysis"] == {"weights": {}, "include_conv": False, "released": released, "swaps": {}}
     assert config["toy"]["teacher_weights"] == "config/toy/teacher.safetensors"
-    assert (config["toy"]["train_prompts"], config["toy"]["eval_prompts"], config["toy"]["min_accuracy"]) == (
+    toy = config["toy"]
+    assert (toy["train_prompts"], toy["eval_prompts"], toy["val_prompts"], toy["min_accuracy"]) == (
         4000,
+        500,
         500,
         0.95,
     )

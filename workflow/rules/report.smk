@@ -42,7 +42,7 @@ rule report:
         report=report_settings(),
         images=[str(Path(images).with_name("images")) for images, _ in report_grids()],
         seeds=config["distill"]["seeds"],  # the mean and standard error over seeds
-        z=config.get("report", {}).get("decision", {}).get("z", 2.0),  # claims: report.decision.z
+        level=config.get("report", {}).get("decision", {}).get("level", 0.95),  # claims: report.decision.level
     script:
         "../../scripts/report.py"
 

@@ -76,17 +76,15 @@ def student_init_group(source):
 
 
 def run_settings(run):
-    """The run_settings entries of a run, merged in this order: its plain run's (without -g{N} and
-    -seed{K}), then its -g{N} run's; every seed of a run shares them."""
-    plain, ratio = vocabulary.run_ratio(run)
-    names = [plain] if ratio == 1 else [plain, vocabulary.split_seed(run)[0]]
-    return [config["distill"]["run_settings"].get(name, {}) for name in names]
+    """distill.run_settings of a run: its plain run's (without -g{N} and -seed{K}), then its -g{N} run's
+    merged over it (dkd.vocabulary.run_settings_for); every seed of a run shares them."""
+    return vocabulary.run_settings_for(run, config["distill"]["run_settings"])
 
 
 def student_init(run):
     """The run's student_init setting (a run's over its objective's over the shared one), or None."""
     distill = config["distill"]
-    for settings in (*reversed(run_settings(run)), distill["objectives"].get(run_objective(run), {})):
+    for settings in (run_settings(run), distill["objectives"].get(run_objective(run), {})):
         if "student_init" in settings:
             return settings["student_init"]
     return distill["settings"].get("student_init")
