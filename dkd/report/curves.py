@@ -143,7 +143,7 @@ def plot_curves(
             axis.fill_between(
                 summary["step"], summary[f"{metric}_min"], summary[f"{metric}_max"], color=line.get_color(), alpha=0.2
             )
-        axis.set_xlabel("training step")
+        axis.set_xlabel("generator updates")
         axis.set_ylabel(metric_format(metric).header)
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

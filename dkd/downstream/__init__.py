@@ -1,0 +1,2 @@
+"""The one-step student dropped into existing methods (paper 4.3, F.2): ScaleCrafter's re-dilation for
+high resolutions (:mod:`dkd.downstream.scalecrafter`) and ControlNet (:mod:`dkd.downstream.controlnet`)."""
