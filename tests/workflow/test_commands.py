@@ -62,10 +62,12 @@ def documented_commands(documents=DOCUMENTS) -> list[Command]:
     return commands
 
 
-def _makefile_demo_command() -> Command:
-    lines = [line for line in (ROOT / "Makefile").read_text().splitlines() if " snakemake " in line]
-    assert len(lines) == 1, lines
-    return Command(tuple(shlex.split(lines[0][lines[0].index("snakemake ") :])), where="Makefile")
+def _makefile_commands() -> list[Command]:
+    """The snakemake command of each Makefile recipe (make demo, make study), continuation lines joined."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    lines = [line for line in text.splitlines() if " snakemake " in line]
+    assert len(lines) == 2, lines
+    return [Command(tuple(shlex.split(line[line.index("snakemake ") :])), where="Makefile") for line in lines]
 
 
 # Snakemake options that take a value: what is left are the targets. Commands that differ only in their
@@ -122,7 +124,7 @@ def report_files(commands: list[Command]) -> list[tuple[str, Command]]:
 REPORT_KINDS = (".html", ".zip")  # what Snakemake's html reporter writes: one self-contained file or a zip
 
 COMMANDS = documented_commands()
-PLANS = plan_groups([c for c in [*COMMANDS, _makefile_demo_command()] if c.words[0] == "snakemake"])
+PLANS = plan_groups([c for c in [*COMMANDS, *_makefile_commands()] if c.words[0] == "snakemake"])
 OTHERS = [c for c in COMMANDS if c.words[0] != "snakemake"]
 REPORTS = report_files([c for c in COMMANDS if c.words[0] == "snakemake"])
 

@@ -154,7 +154,7 @@ def test_the_report_gives_means_intervals_and_a_verdict_per_claim(study):
     results, config = study
     report = (results / "report.md").read_text()
     rule = "A claim holds when the mean of its per-seed differences over 2 seeds (models paired by seed) favours it"
-    assert f"{rule} by more than t = 12.71 standard errors (Student's t, 95% two-sided, 1 degrees of freedom" in report
+    assert f"{rule} by more than t = 12.71 standard errors (Student's t, 95% two-sided, 1 degree of freedom" in report
     claims = re.findall(r"^\| (.+?) \| (holds|does not hold|not resolved|no data) \| (.*) \|$", report, flags=re.M)
     assert [claim for claim, _, _ in claims] == [spec["claim"] for spec in config["report"]["claims"]]
     assert all(verdict in VERDICTS and verdict != "no data" for _, verdict, _ in claims)
