@@ -30,6 +30,11 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/downstream.smk"
+include: "workflow/rules/controlnet.smk"
+include: "workflow/rules/dreambooth.smk"
+include: "workflow/rules/scalecrafter.smk"
+include: "workflow/rules/reversion.smk"
 
 
 rule all:

@@ -1,0 +1,1 @@
+# The dreambooth target (config downstream.dreambooth; docs/downstream.md). Helpers in downstream.smk.

@@ -1,0 +1,1 @@
+# The reversion target (config downstream.reversion; docs/downstream.md). Helpers in downstream.smk.

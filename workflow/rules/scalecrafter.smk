@@ -1,0 +1,1 @@
+# The scalecrafter target (config downstream.scalecrafter; docs/downstream.md). Helpers in downstream.smk.
