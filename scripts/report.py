@@ -1,5 +1,6 @@
 """Rule `report`: report.md with every configured table (ours beside the paper's; each table's own
-file is written by its rule, scripts/table.py), the claims, sample grids and the weight-analysis plots."""
+file is written by its rule, scripts/table.py), the claims, sample grids, the weight-analysis plots and the
+Downstream section (each downstream target's summary.json)."""
 
 import logging
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 from dkd.io import image_path, rule_log
 from dkd.report import build_table, read_paper, read_results, table_specs, write_report
 from dkd.report.claims import check_claims
+from dkd.report.downstream import render_section
 from dkd.report.grid import save_grid
 from dkd.report.seeds import seed_table, summarise_seeds
 from dkd.sampling import unavailable_reasons
@@ -47,5 +49,6 @@ with rule_log(sm.log[0], sm.threads):
         seeds=sm.params.seeds,
         level=sm.params.level,
         seed_table=seed_table(raw, sm.params.seeds),
+        downstream=render_section(list(sm.input.downstream), folder),
     )
     logging.info("wrote %s", [str(path) for path in written])

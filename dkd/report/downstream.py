@@ -55,9 +55,7 @@ class Table:
             _text(f"table {self.title!r}: column", column)
         for i, row in enumerate(self.rows):
             if len(row) != len(self.columns):
-                raise ValueError(
-                    f"table {self.title!r}: row {i} has {len(row)} cells for {len(self.columns)} columns."
-                )
+                raise ValueError(f"table {self.title!r}: row {i} has {len(row)} cells for {len(self.columns)} columns.")
             for cell in row:
                 _cell(f"table {self.title!r}, row {i}", cell)
         if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 8:

@@ -121,12 +121,14 @@ def render_report(
     seeds: int = 1,
     level: float = DECISION_LEVEL,
     seed_table: Table | None = None,
+    downstream: str = "",
 ) -> str:
     """``report.md``: ``title``, ``intro``, every table (with footnotes and sources), the ``seed_table``
     (:func:`dkd.report.seeds.seed_table`: "Every run over seeds"), the ``figures`` (``[{caption, path}]``,
     paths relative to the report) and the ``claims`` (``[{claim, holds: bool | None, verdict, evidence}]``,
     :func:`dkd.report.claims.check_claims`). With ``seeds`` > 1 the claims table shows each verdict
-    under the decision rule, stated above it with its ``level`` (:func:`dkd.report.seeds.decision_rule`)."""
+    under the decision rule, stated above it with its ``level`` (:func:`dkd.report.seeds.decision_rule`).
+    ``downstream`` is the Downstream section's markdown (:func:`dkd.report.downstream.render_section`), last."""
     for key, value in (("title", title), ("intro", intro)):
         if not isinstance(value, str) or (key == "title" and not value.strip()):
             raise ValueError(f"render_report: {key!r} must be a{' non-empty' if key == 'title' else ''} string.")
@@ -142,6 +144,7 @@ def render_report(
         figures=_figures(figures),
         claims=_claims(claims, verdicts=seeds > 1),
         rule=decision_rule(seeds, level) if seeds > 1 else "",
+        downstream=downstream.strip(),
     )
     return _tidy(text)
 
@@ -158,6 +161,7 @@ def write_report(
     seeds: int = 1,
     level: float = DECISION_LEVEL,
     seed_table: Table | None = None,
+    downstream: str = "",
 ) -> list[Path]:
     """Write ``<folder>/tables/<name>.md`` per table (unless ``table_files`` is False: the workflow
     renders each table in its own rule) and ``<folder>/report.md`` (:func:`render_report`), atomically;
@@ -171,6 +175,7 @@ def write_report(
         seeds=seeds,
         level=level,
         seed_table=seed_table,
+        downstream=downstream,
     )
     folder = Path(folder)
     written = [

@@ -12,6 +12,7 @@ rule report:
         tables=[results("tables", f"{name}.md") for name in config.get("report", {}).get("tables", {})],
         images=[images for images, _ in report_grids()],
         plots=weight_plots() + ([results("fig16.png")] if curve_files() else []),
+        downstream=downstream_summaries(),  # the Downstream section (downstream.smk)
     output:
         report=report(
             results("report.md"),
