@@ -16,6 +16,12 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# A backbone is one folder name under the results, never the downstream targets' folder (whose files,
+# e.g. downstream/<target>/teacher/timing.json, would otherwise match the per-model rules).
+wildcard_constraints:
+    backbone=r"(?!downstream/)[^/]+",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/released.smk"
@@ -45,3 +51,10 @@ rule all:
         image_targets(),
         metric_targets(),
         rules.report.output if config.get("report") else [],
+
+
+# The one-step student inside ControlNet, DreamBooth, ScaleCrafter and ReVersion (config downstream).
+rule downstream:
+    input:
+        downstream_summaries(),
+    localrule: True

@@ -2,7 +2,7 @@
 # DreamBooth, ScaleCrafter and ReVersion. Each section of config `downstream` makes one target named after
 # it (workflow/rules/<name>.smk), whose results lie under <results>/downstream/<name>/ and whose last file,
 # summary.json (dkd.report.downstream), is its part of the report's Downstream section. `snakemake downstream`
-# makes every configured one; `all` makes them through the report.
+# (Snakefile) makes every configured one; `all` makes them through the report.
 
 
 def downstream_path(target, *parts):
@@ -18,9 +18,3 @@ def downstream_log(target, *parts):
 def downstream_summaries():
     """summary.json of every configured downstream target."""
     return [downstream_path(name, "summary.json") for name in config["downstream"]]
-
-
-rule downstream:
-    input:
-        downstream_summaries(),
-    localrule: True
