@@ -84,9 +84,26 @@ NEAR = {
 # ... and at DMD2's 10:1 (--grid near --generator-every 10): around each method's 1:1 rates, the fake's too
 # (FT at 10:1 was best at a 10x higher fake rate than at 1:1 in GRID's sweep on the evaluation set).
 NEAR_10 = {
-    "lorad-s8-f4-linear-zero": [(2e-3, 1e-2), (1e-3, 1e-2), (2e-3, 3e-3), (4e-3, 1e-2), (8e-3, 1e-2), (1.6e-2, 1e-2), (3.2e-2, 1e-2)],
+    "lorad-s8-f4-linear-zero": [
+        (2e-3, 1e-2),
+        (1e-3, 1e-2),
+        (2e-3, 3e-3),
+        (4e-3, 1e-2),
+        (8e-3, 1e-2),
+        (1.6e-2, 1e-2),
+        (3.2e-2, 1e-2),
+    ],
     "lora-s8-f4-linear-zero": [(2e-3, 1e-2), (1e-3, 1e-2), (2e-3, 3e-3), (4e-3, 1e-2)],
-    "dora-s8-f4-linear-zero": [(5e-5, 1e-2), (1e-4, 1e-2), (5e-5, 3e-3), (2e-4, 1e-2), (5e-4, 1e-2), (1e-3, 1e-2), (2e-3, 1e-2), (4e-3, 1e-2)],
+    "dora-s8-f4-linear-zero": [
+        (5e-5, 1e-2),
+        (1e-4, 1e-2),
+        (5e-5, 3e-3),
+        (2e-4, 1e-2),
+        (5e-4, 1e-2),
+        (1e-3, 1e-2),
+        (2e-3, 1e-2),
+        (4e-3, 1e-2),
+    ],
     "ft-sfull-fft-linear-zero": [(3e-4, 3e-4), (3e-4, 1e-4), (3e-4, 1e-3), (1e-3, 3e-4)],
 }
 SHARED = ["backbones", "data", "evaluator", "reference-stats"]  # made once by the toy workflow, copied

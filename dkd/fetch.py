@@ -22,6 +22,10 @@ files it loads are fetched:
   root) at ``revision``, :func:`dkd.analysis.io.model_files` (the weight analysis of released models);
 * ``open_clip``: open_clip weights ``source`` (model name) with ``tag`` (pretrained tag),
   ``open_clip.pretrained.download_pretrained``;
+* ``transformers``: a transformers model repo at ``revision``, fetched by loading it
+  (``AutoModel`` and ``AutoProcessor``: DreamBooth's DINO and CLIP models, ``dkd.metrics.subject``);
+* ``hub_dataset``: one folder (``subfolder``) of a hub dataset at ``revision``,
+  ``huggingface_hub.snapshot_download(repo_type="dataset")`` (a DreamBooth subject's photos);
 * ``inception``: clean-fid's Inception-v3 torchscript file into the folder ``source``
   (resumable and atomic, its checksum recorded on first download and verified after:
   :mod:`dkd.data.download`; offline, its ``DataUnavailableError`` names the URL and folder).
@@ -41,7 +45,7 @@ from pathlib import Path
 from .data.download import RemoteFile, ensure_files, is_offline
 from .io import atomic_write_text
 
-KINDS = ("pipeline", "hub_file", "hub_folder", "model_folder", "open_clip", "inception")
+KINDS = ("pipeline", "hub_file", "hub_folder", "model_folder", "open_clip", "inception", "transformers", "hub_dataset")
 OPTIONS = {
     "pipeline": ("custom_pipeline", "without"),
     "hub_file": ("filename", "revision"),
@@ -49,6 +53,8 @@ OPTIONS = {
     "model_folder": ("subfolder", "revision"),
     "open_clip": ("tag",),
     "inception": (),
+    "transformers": ("revision",),
+    "hub_dataset": ("subfolder", "revision"),
 }  # the fields each kind takes
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_FILE = "inception-2015-12-05.pt"  # the name clean-fid's InceptionV3W loads from its folder
@@ -80,7 +86,9 @@ class ModelFiles:
             raise ValueError(f"model files kind must be one of {KINDS}; got {self.kind!r}.")
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"{self.kind}: source must be a non-empty string; got {self.source!r}.")
-        needs = {"hub_file": "filename", "hub_folder": "subfolder", "open_clip": "tag"}.get(self.kind)
+        needs = {"hub_file": "filename", "hub_folder": "subfolder", "open_clip": "tag", "hub_dataset": "subfolder"}.get(
+            self.kind
+        )
         if needs and not getattr(self, needs):
             raise ValueError(f"{self.kind} {self.source!r} needs {needs}.")
         extra = [
@@ -153,6 +161,20 @@ def _download(files: ModelFiles) -> str:
         from .analysis.io import model_files
 
         return str(model_files(files.source, files.subfolder, files.revision)[0][0].parent)
+    if files.kind == "transformers":  # fetched by loading it: the files transformers reads, no others
+        from huggingface_hub import snapshot_download
+        from transformers import AutoModel, AutoProcessor
+
+        AutoModel.from_pretrained(files.source, revision=files.revision)
+        AutoProcessor.from_pretrained(files.source, revision=files.revision)
+        return str(snapshot_download(files.source, revision=files.revision, local_files_only=True))
+    if files.kind == "hub_dataset":
+        from huggingface_hub import snapshot_download
+
+        root = snapshot_download(
+            files.source, repo_type="dataset", revision=files.revision, allow_patterns=[f"{files.subfolder}/*"]
+        )
+        return str(Path(root, files.subfolder))
     if files.kind == "hub_folder":
         from huggingface_hub import snapshot_download
 
@@ -198,7 +220,11 @@ def files_for(what: str, **options) -> list[ModelFiles]:
     * ``clip``: the CLIP-score model (open_clip ViT-g-14 ``laion2b_s12b_b42k``);
     * ``scorer``: the clamped CLIP loss's decoder and model (TAESD; open_clip ViT-B-32, ``dkd.train.scorers``);
     * ``hps``, ``version=<v2.0|v2.1>``: the HPS checkpoint (its ViT-H-14 needs no other weights);
-    * ``inception``, ``folder=<dir>``: clean-fid's Inception file, into ``folder``.
+    * ``inception``, ``folder=<dir>``: clean-fid's Inception file, into ``folder``;
+    * ``controlnet``, ``source=<hub id or folder>``, ``revision``, ``image``: a ControlNet's model folder
+      and its ``hf://`` source image (``dkd.downstream.controlnet_run.controlnet_files``);
+    * ``dreambooth``, ``subjects=[...]`` and ``dataset={source, revision}`` (the subjects' photos) and/or
+      ``metric_models={name: {source, revision}}`` (DINO, CLIP): ``dkd.downstream.dreambooth_data.dreambooth_files``.
     """
     if what == "teacher":
         from .backbones import backbone_spec, components_source
@@ -250,9 +276,17 @@ def files_for(what: str, **options) -> list[ModelFiles]:
         return [ModelFiles("hub_file", HUB_REPO, filename=CHECKPOINTS[version])]
     if what == "inception":
         return [ModelFiles("inception", str(options["folder"]))]
+    if what == "controlnet":  # the controlnet target's ControlNet and hf:// source image
+        from .downstream.controlnet_run import controlnet_files
+
+        return controlnet_files(options["source"], options.get("revision"), options.get("image"))
+    if what == "dreambooth":  # the dreambooth target's subject photos and subject-metric models
+        from .downstream.dreambooth_data import dreambooth_files
+
+        return dreambooth_files(**options)
     raise ValueError(
         f"unknown pretrained files {what!r}: one of teacher, denoiser, published, released, clip, scorer, hps, "
-        "inception"
+        "inception, controlnet, dreambooth"
     )
 
 

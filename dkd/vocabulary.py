@@ -201,3 +201,6 @@ def run_settings_for(run: str, run_settings: Mapping) -> dict:
             f"the steps of its plain run; set them in distill.run_settings.{plain}."
         )
     return merge_settings(run_settings.get(plain) or {}, own)
+
+
+SYNTHETIC_SUBJECTS = tuple(_NAMES["downstream"]["synthetic_subjects"])  # DreamBooth subjects drawn, not fetched

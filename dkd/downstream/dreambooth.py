@@ -8,11 +8,14 @@ does with LoRA is kept for both adapters: ``unet.requires_grad_(False)``, then `
 (LoRaD goes through it because ``dkd.lorad`` registers its PEFT type), the batch holding the instance
 examples then as many class examples, the two MSEs taken in float32.
 
-* :class:`DreamBoothConfig`: the run's settings, :meth:`DreamBoothConfig.paper` the paper's per method.
+* :class:`DreamBoothConfig`: the run's settings, :meth:`DreamBoothConfig.paper` the paper's per method
+  (:func:`arm_config`: with settings over them).
 * :func:`prior_preservation_loss`: ``MSE(instance) + prior_weight * MSE(prior)`` as ``(loss, logs)``.
 * :func:`adapter_config`, :func:`apply_adapter`, :func:`trainable_parameters`: the adapter of a method;
   :func:`save_adapter` / :func:`load_adapter` its weights (PEFT's key layout, safetensors).
-* :func:`instance_images`: a subject's photos as the training tensor (diffusers' DreamBooth transforms).
+* :func:`instance_images`: a subject's photos as the training tensor (diffusers' DreamBooth transforms);
+  :func:`resized_photo` and :func:`cropped_tensor`, its two halves for one photo (the trainer,
+  ``dreambooth_train``, resizes each photo once and crops it per step).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ class DreamBoothConfig:
             LoRaD targets in this experiment; the default is diffusers' DreamBooth-LoRA list, used for LoRA
             and LoRaD alike (the distillation's "all linear" set, ``dkd.adapters``, is the obvious variant).
         center_crop: center crop (True) or seeded random crop (False, diffusers' default) of the photos.
+        grad_clip: the gradient-norm clip of each step (diffusers' DreamBooth scripts: ``max_grad_norm``
+            1.0; the paper says nothing), None for none.
     """
 
     method: str
@@ -79,6 +84,7 @@ class DreamBoothConfig:
     seed: int = 0
     targets: tuple[str, ...] = DREAMBOOTH_TARGETS
     center_crop: bool = False
+    grad_clip: float | None = 1.0
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -90,6 +96,7 @@ class DreamBoothConfig:
             (("resolution",), lambda v: _is_int(v) and v >= 8 and v % 8 == 0, "a positive multiple of 8"),
             (("seed",), _is_int, "an int"),
             (("center_crop",), lambda v: isinstance(v, bool), "a bool"),
+            (("grad_clip",), lambda v: v is None or (_is_number(v) and v > 0), "None or a finite number > 0"),
         ]
         for names, ok, what in checks:
             for name in names:
@@ -108,6 +115,20 @@ class DreamBoothConfig:
             raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
         lr, steps = PAPER_SCHEDULE[method]
         return cls(**{"method": method, "lr": lr, "steps": steps, "rank": PAPER_RANK, **overrides})
+
+
+def arm_config(method: str, *settings: dict | None) -> DreamBoothConfig:
+    """:meth:`DreamBoothConfig.paper` of ``method`` with each of ``settings`` (mappings of its fields, later
+    ones winning: e.g. the settings of every method, then this method's) over it; an unknown field or
+    ``method`` among them is one ValueError."""
+    merged = {}
+    for part in settings:
+        merged.update(part or {})
+    fields = set(DreamBoothConfig.__dataclass_fields__) - {"method"}
+    unknown = sorted(set(merged) - fields)
+    if unknown:
+        raise ValueError(f"unknown DreamBooth setting(s) {unknown}; known: {sorted(fields)}.")
+    return DreamBoothConfig.paper(method, **merged)
 
 
 def _check_words(name: str, value) -> None:
@@ -244,16 +265,39 @@ def _read_rgb(path: Path) -> Image.Image:
         raise ValueError(f"cannot read the image {str(path)!r}: {err}") from None
 
 
+def resized_photo(path: str | os.PathLike, resolution: int) -> Image.Image:
+    """The image at ``path`` with its EXIF orientation applied, as RGB, its shorter side resized to
+    ``resolution`` (bilinear, on the PIL image): the first half of diffusers' DreamBooth transforms."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    return TF.resize(_read_rgb(Path(path)), resolution, interpolation=InterpolationMode.BILINEAR)
+
+
+def cropped_tensor(
+    image: Image.Image, resolution: int, *, center_crop: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The second half: a center crop, or a random crop (top then left offset drawn from ``generator``),
+    of ``resolution`` pixels, as a float32 ``(3, resolution, resolution)`` tensor in [-1, 1]."""
+    from torchvision.transforms import functional as TF
+
+    if center_crop:
+        image = TF.center_crop(image, resolution)
+    else:
+        width, height = image.size
+        top = int(torch.randint(0, height - resolution + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - resolution + 1, (1,), generator=generator))
+        image = TF.crop(image, top, left, resolution, resolution)
+    return TF.normalize(TF.to_tensor(image), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+
+
 def instance_images(folder: str | os.PathLike, *, resolution: int, center_crop: bool, seed: int = 0) -> torch.Tensor:
     """The images of ``folder`` (sorted by name; ``dkd.metrics.images.list_images``) as a float32 tensor
     ``(N, 3, resolution, resolution)`` in [-1, 1], with the transforms of diffusers' DreamBooth scripts:
     EXIF orientation applied, RGB, the shorter side resized to ``resolution`` (bilinear, on the PIL image),
     a center crop or a random crop (its offsets drawn from a ``torch.Generator`` seeded with ``seed``,
-    one crop per image per call), then ``(x - 0.5) / 0.5``.
+    one crop per image per call), then ``(x - 0.5) / 0.5`` (:func:`resized_photo`, :func:`cropped_tensor`).
     """
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
     if not _is_int(resolution) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer; got {resolution!r}.")
     if not isinstance(center_crop, bool) or not _is_int(seed):
@@ -262,15 +306,7 @@ def instance_images(folder: str | os.PathLike, *, resolution: int, center_crop: 
     if not files:
         raise ValueError(f"no images (.png, .jpg, .jpeg, .webp) in {str(folder)!r}.")
     generator = torch.Generator().manual_seed(seed)
-    tensors = []
-    for path in files:
-        image = TF.resize(_read_rgb(path), resolution, interpolation=InterpolationMode.BILINEAR)
-        if center_crop:
-            image = TF.center_crop(image, resolution)
-        else:
-            width, height = image.size
-            top = int(torch.randint(0, height - resolution + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - resolution + 1, (1,), generator=generator))
-            image = TF.crop(image, top, left, resolution, resolution)
-        tensors.append(TF.normalize(TF.to_tensor(image), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]))
-    return torch.stack(tensors)
+    return torch.stack(
+        [cropped_tensor(resized_photo(p, resolution), resolution, center_crop=center_crop, generator=generator)
+         for p in files]
+    )  # fmt: skip

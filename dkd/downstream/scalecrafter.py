@@ -32,7 +32,9 @@ At 2x (1024² from 512²) every selected layer gets ``scale``; at 4x (2048²) SD
 and no layer's dilation exceeds the scale. Scales above 4 are refused (beyond the paper's 2048²).
 ScaleCrafter re-dilates only the early (high-noise) steps of a multi-step sampler; the one-step student
 has one call at t = 999, so re-dilation is on for that call. Its noise-damped classifier-free guidance
-does not apply (the student has no CFG), and the dispersed convolution is not implemented.
+does not apply (the student has no CFG), and the dispersed convolution is not implemented. The multi-step
+teacher as ScaleCrafter samples it (early steps re-dilated, noise-damped CFG) is
+:mod:`dkd.downstream.scalecrafter_teacher`.
 
 FreeU (:func:`freeu`) goes through diffusers' ``UNet2DConditionModel.enable_freeu(s1, s2, b1, b2)`` /
 ``disable_freeu()`` (the factors are attributes of the ``up_blocks``), with ScaleCrafter's SD1.5 values.
@@ -197,14 +199,20 @@ def _unet_levels(unet: nn.Module) -> int:
     return len(down)
 
 
-def scalecrafter_factors(unet: nn.Module, scale: float, *, family: str = "sd15") -> dict[str, float]:
+def scalecrafter_factors(
+    unet: nn.Module, scale: float, *, family: str = "sd15", min_depth: int = 1
+) -> dict[str, float]:
     """ScaleCrafter's SD1.5 re-dilation of ``unet`` for an upscaling ``scale`` (1 <= scale <= 4; 2 for
     1024² from 512², 4 for 2048²): module name -> ``min(1 + depth, scale)`` for the resnet convs and
-    resampler convs of every level but the outermost, from a walk over ``unet.named_modules()``."""
+    resampler convs of every level at ``depth >= min_depth`` (1: all but the outermost), from a walk over
+    ``unet.named_modules()``. ``min_depth=2`` also leaves the shallowest re-dilated level as it is: the
+    pass of ScaleCrafter's noise-damped guidance at 2048² (:mod:`dkd.downstream.scalecrafter_teacher`)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {family!r}.")
     if not _is_real(scale) or not 1 <= scale <= MAX_SCALE:
         raise ValueError(f"scale must be a number in [1, {MAX_SCALE:g}]; got {scale!r}.")
+    if isinstance(min_depth, bool) or not isinstance(min_depth, int) or min_depth < 1:
+        raise ValueError(f"min_depth must be an int >= 1 (the outermost level is never re-dilated); got {min_depth!r}.")
     levels = _unet_levels(unet)
     factors = {}
     for name, module in unet.named_modules():
@@ -213,7 +221,7 @@ def scalecrafter_factors(unet: nn.Module, scale: float, *, family: str = "sd15")
             continue
         kind, index = match.group(1), match.group(2)
         depth = levels - 1 if kind is None else int(index) if kind == "down_blocks" else levels - 1 - int(index)
-        if depth > 0:
+        if depth >= min_depth:
             factors[name] = level_factor(depth, scale)
     return factors
 
@@ -257,12 +265,15 @@ def freeu(
 
 @dataclass(frozen=True)
 class HighResSpec:
-    """An output resolution of the one-step student and the training-free tricks it is generated with."""
+    """An output resolution of the one-step student and the training-free tricks it is generated with;
+    ``freeu_factors``: FreeU's ``s1, s2, b1, b2`` (any of them) when ``freeu`` is on, None for the defaults
+    of :func:`freeu` (ScaleCrafter's SD1.5 values)."""
 
     height: int
     width: int
     redilate: bool = True
     freeu: bool = False
+    freeu_factors: Mapping[str, float] | None = None
 
     def __post_init__(self):
         for name in ("height", "width"):
@@ -272,6 +283,13 @@ class HighResSpec:
         for name in ("redilate", "freeu"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool; got {getattr(self, name)!r}.")
+        factors = self.freeu_factors
+        if factors is not None:
+            if not self.freeu or not isinstance(factors, Mapping) or not set(factors) <= set(FREEU_KEYS):
+                raise ValueError(f"freeu_factors: a mapping of some of {FREEU_KEYS}, with freeu on; got {factors!r}.")
+            if not all(_is_real(v) and v > 0 for v in factors.values()):
+                raise ValueError(f"FreeU factors must be finite numbers > 0; got {dict(factors)}.")
+            object.__setattr__(self, "freeu_factors", MappingProxyType({k: float(v) for k, v in factors.items()}))
 
 
 def vae_factor(teacher) -> int:
@@ -302,7 +320,7 @@ def high_res_geometry(teacher, spec: HighResSpec) -> tuple[tuple[int, int, int],
 def high_res_latents(pipe, prompts: Sequence[str], seeds: Sequence[int], spec: HighResSpec) -> torch.Tensor:
     """``OneStepPipeline.latents`` at ``spec``'s resolution: the student (``pipe.teacher.denoiser``) called once
     at ``pipe.t_init`` on per-seed noise of the larger latent, re-dilated (:func:`scalecrafter_factors` at the
-    upscaling) if ``spec.redilate``, with FreeU on or off as ``spec.freeu`` says."""
+    upscaling) if ``spec.redilate``, with FreeU on (``spec.freeu_factors``) or off as ``spec.freeu`` says."""
     from ..sampling.pipeline import seeded_noise
     from ..train.step import generate
 
@@ -313,7 +331,7 @@ def high_res_latents(pipe, prompts: Sequence[str], seeds: Sequence[int], spec: H
     factors = scalecrafter_factors(unet, scale) if spec.redilate else {}
     noise = seeded_noise(seeds, shape, device=next(unet.parameters()).device, dtype=unet.dtype)
     embeds = teacher.encode(list(prompts))
-    with redilated(unet, factors), freeu(unet, spec.freeu):
+    with redilated(unet, factors), freeu(unet, spec.freeu, **(spec.freeu_factors or {})):
         return generate(teacher, unet, noise, embeds, pipe.t_init, pipe.scaled_input)
 
 

@@ -10,6 +10,9 @@ FID (``dkd.metrics.images.center_crop_resize``; DMD2's ``compute_clip_score`` do
 goes through the model's own open_clip ``preprocess`` (resize + center crop to its input size);
 ``crop=None`` skips the first step. Pure apart from I/O: the model, transform and tokenizer are
 arguments, :func:`load_clip` builds the real ones.
+
+:func:`batched_image_features` is the batched, no-grad image loop of this score and of the subject
+metrics (``dkd.metrics.subject``: DINO, CLIP-I).
 """
 
 from __future__ import annotations
@@ -47,6 +50,32 @@ def load_clip(name: str = MODEL, pretrained: str | None = PRETRAINED, *, device=
     return model.eval(), preprocess, open_clip.get_tokenizer(name)
 
 
+def batched_image_features(
+    images: Sequence[ImageLike],
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    pixels: Callable[[list[Image.Image]], torch.Tensor],
+    *,
+    model: torch.nn.Module,
+    batch_size: int = 32,
+    device=None,
+) -> torch.Tensor:
+    """``encode(pixels(rgb))`` of the images, ``batch_size`` at a time (``rgb``: a batch's images as RGB PIL
+    images; ``pixels`` turns them into the model's input), with no grad and ``model`` in eval mode; the
+    pixels go to ``device`` (default: the model's) in the model's dtype. Returns float32 features on the
+    CPU, one row per image."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    parameter = next(model.parameters())
+    device = parameter.device if device is None else device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            rgb = [to_rgb(image) for image in images[start : start + batch_size]]
+            out.append(encode(pixels(rgb).to(device, parameter.dtype)).float().cpu())
+    return torch.cat(out)
+
+
 def image_text_cosines(
     images: Sequence[ImageLike],
     captions: Sequence[str],
@@ -72,21 +101,21 @@ def image_text_cosines(
         raise ValueError("clip score of an empty image set")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    parameter = next(model.parameters())
-    device = parameter.device if device is None else device
-    model.eval()
-    cosines = []
+
+    def pixels(rgb: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([preprocess(center_crop_resize(image, crop) if crop else image) for image in rgb])
+
+    image_emb = batched_image_features(
+        images, model.encode_image, pixels, model=model, batch_size=batch_size, device=device
+    )
+    device = next(model.parameters()).device if device is None else device
+    text_emb = []
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            rgb = [to_rgb(image) for image in batch]
-            rgb = [center_crop_resize(image, crop) for image in rgb] if crop else rgb
-            pixels = torch.stack([preprocess(image) for image in rgb]).to(device, parameter.dtype)
+        for start in range(0, len(captions), batch_size):
             tokens = tokenizer([prefix + caption for caption in captions[start : start + batch_size]]).to(device)
-            image_emb = F.normalize(model.encode_image(pixels).float(), dim=-1)
-            text_emb = F.normalize(model.encode_text(tokens).float(), dim=-1)
-            cosines.append((image_emb * text_emb).sum(dim=-1).double().cpu())
-    return torch.cat(cosines).numpy()
+            text_emb.append(model.encode_text(tokens).float().cpu())
+    image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(torch.cat(text_emb), dim=-1)
+    return (image_emb * text_emb).sum(dim=-1).double().numpy()
 
 
 def clip_score(

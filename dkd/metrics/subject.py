@@ -13,19 +13,21 @@ The models are transformers' ``ViTModel`` and ``CLIPModel``; each image goes thr
 image processor (as shipped with it: resize, crop if the processor crops, rescale, normalise with its
 mean and std). The DKD paper reports none of these numbers; the CLIP checkpoint is our choice
 (:data:`CLIP_MODEL`: the DreamBooth paper's text as we read it does not pin one). Everything but
-:func:`load_dino` / :func:`load_subject_clip` is pure apart from running the models given as arguments.
+:func:`load_dino` / :func:`load_subject_clip` is pure apart from running the models given as arguments; the
+batched image loop is :func:`dkd.metrics.clip.batched_image_features`, shared with the COCO CLIP score.
+:func:`save_tiny_subject_models` writes tiny random stand-ins of both (tests, the tiny configuration).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip import ImageLike, image_text_cosines
-from .images import to_rgb
+from .clip import ImageLike, batched_image_features, image_text_cosines
 
 # Hub models; revision: the commit to pin, None for the main branch (none recorded here: pin one once it
 # has been read off the hub, never a guessed hash).
@@ -84,17 +86,13 @@ def _check(images: Images, batch_size: int, what: str) -> None:
 
 
 def _features(images, encode, processor, model: nn.Module, batch_size: int, device) -> torch.Tensor:
-    """``encode(pixel_values)`` of the images in batches, as float32 on the CPU (no grad, eval mode)."""
-    parameter = next(model.parameters())
-    device = parameter.device if device is None else device
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            rgb = [to_rgb(image) for image in images[start : start + batch_size]]
-            pixels = processor(images=rgb, return_tensors="pt")["pixel_values"].to(device, parameter.dtype)
-            out.append(encode(pixels).float().cpu())
-    return torch.cat(out)
+    """``encode(pixel_values)`` of the images through ``processor``, in batches, as float32 on the CPU
+    (:func:`dkd.metrics.clip.batched_image_features`: no grad, eval mode)."""
+
+    def pixels(rgb):
+        return processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+    return batched_image_features(images, encode, pixels, model=model, batch_size=batch_size, device=device)
 
 
 def dino_features(images: Images, *, model: nn.Module, processor, batch_size: int = 32, device=None) -> torch.Tensor:
@@ -176,3 +174,43 @@ def clip_text_similarity(
     """CLIP-T: the mean over images of :func:`clip_text_cosines`."""
     cosines = clip_text_cosines(images, prompts, model=model, processor=processor, batch_size=batch_size, device=device)
     return float(cosines.mean())
+
+
+def save_tiny_subject_models(folder, *, seed: int = 0) -> dict[str, str]:
+    """Tiny random stand-ins of the two models (tests, the tiny configuration: no download), saved as
+    transformers folders that :func:`load_dino` / :func:`load_subject_clip` read: ``<folder>/dino`` (a ViT,
+    32-pixel images, 16-pixel patches) and ``<folder>/clip`` (a CLIP with the real CLIP tokenizer).
+    Returns ``{"dino": path, "clip": path}``."""
+    import tempfile
+
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        ViTConfig,
+        ViTImageProcessor,
+        ViTModel,
+    )
+
+    from ..backbones.tiny import CLIP_VOCAB_SIZE, write_clip_tokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    vit = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                    patch_size=16)  # fmt: skip
+    ViTModel(vit, add_pooling_layer=False).save_pretrained(folder / "dino")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder / "dino")
+    config = CLIPConfig(
+        text_config={"vocab_size": CLIP_VOCAB_SIZE, "hidden_size": 16, "intermediate_size": 32,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+        projection_dim=8,
+    )  # fmt: skip
+    CLIPModel(config).save_pretrained(folder / "clip")
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = write_clip_tokenizer(scratch)
+        images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder / "clip")
+    return {"dino": str(folder / "dino"), "clip": str(folder / "clip")}

@@ -1,9 +1,12 @@
 """A run's checkpoints: saving, resuming, and the training-cost record they carry.
 
-:class:`CheckpointedRun` is the checkpoint side of ``loop.Distiller`` (a mixin): ``save`` writes the
-trained models, optimisers, schedulers, every process's random state and the cost record under
+:class:`CheckpointedRun` is the checkpoint side of a trainer (a mixin of ``loop.Distiller`` and of
+``dkd.downstream.dreambooth_train.DreamBoothTrainer``): ``save`` writes the trained models (one
+``<name>.safetensors`` per entry of the host's ``models``: the distiller's "student" and "fake"),
+optimisers, schedulers, every process's random state and the cost record under
 ``<output_dir>/checkpoints`` (layout in ``checkpoint.py``); ``resume`` loads the latest one, if it
-belongs to the same run (:func:`models.run_fingerprint`) and was written by as many processes.
+belongs to the same run (the host's ``fingerprint``, e.g. :func:`models.run_fingerprint`) and was
+written by as many processes.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ from .checkpoint import (
     set_rng_state,
     trainable_state,
 )
-from .models import ROLES
 
 _log = logging.getLogger(__name__)
 
 
 class CheckpointedRun:
-    """Checkpoints of a ``Distiller``. Its host provides the run's state (``config``, ``acc``,
-    ``output_dir``, ``models``, ``optims``, ``scheds``, ``generator``, ``step``, ``total_steps``,
+    """Checkpoints of a trainer. Its host provides the run's state (``config`` with ``keep_checkpoints``,
+    ``acc``, ``output_dir``, ``models``, ``optims`` and ``scheds``: dicts keyed by the same model names,
+    ``generator``, ``step``, ``total_steps``,
     ``fingerprint``, and the cost record's ``attempts``, ``_attempt``, ``_timer``) and two methods:
     ``_now()``, the clock of the training-cost record, and ``_write_checkpoint(...)``, which writes
     one (``checkpoint.save_checkpoint``); ``loop.Distiller``'s look up ``loop._clock`` and
@@ -47,10 +50,10 @@ class CheckpointedRun:
             path = self._write_checkpoint(
                 self.checkpoint_root,
                 self.step,
-                weights={role: trainable_state(self.acc.unwrap_model(m)) for role, m in self.models.items()},
+                weights={name: trainable_state(self.acc.unwrap_model(m)) for name, m in self.models.items()},
                 training_state={
-                    "optimizers": {r: o.state_dict() for r, o in self.optims.items()},
-                    "schedulers": {r: s.state_dict() for r, s in self.scheds.items()},
+                    "optimizers": {name: o.state_dict() for name, o in self.optims.items()},
+                    "schedulers": {name: s.state_dict() for name, s in self.scheds.items()},
                     "rng": rng,
                     "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
                 },
@@ -106,17 +109,18 @@ class CheckpointedRun:
             if self.acc.is_main_process:
                 _log.info("no checkpoint in %s: training starts at step 0", self.checkpoint_root)
             return False
-        weights, training_state, state = load_checkpoint(path, list(ROLES))
+        names = list(self.models)
+        weights, training_state, state = load_checkpoint(path, names)
         self.check_fingerprint(path, state)
         if state["processes"] != self.acc.num_processes:
             raise ValueError(
                 f"{path} was written by {state['processes']} processes; resume with as many "
                 f"(this run has {self.acc.num_processes})."
             )
-        for role in ROLES:
-            load_trainable_state(self.acc.unwrap_model(self.models[role]), weights[role])
-            self.optims[role].load_state_dict(training_state["optimizers"][role])
-            self.scheds[role].load_state_dict(training_state["schedulers"][role])
+        for name in names:
+            load_trainable_state(self.acc.unwrap_model(self.models[name]), weights[name])
+            self.optims[name].load_state_dict(training_state["optimizers"][name])
+            self.scheds[name].load_state_dict(training_state["schedulers"][name])
         set_rng_state(self.generator, training_state["rng"][self.acc.process_index])
         if self.acc.scaler is not None and training_state.get("scaler"):
             self.acc.scaler.load_state_dict(training_state["scaler"])

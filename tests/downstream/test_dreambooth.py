@@ -95,7 +95,7 @@ def test_paper_settings_per_method():
     for config in (ft, lora, lorad):
         assert (config.prior_weight, config.class_images, config.batch_size, config.resolution) == (1.0, 200, 1, 512)
         assert config.targets == ("to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
-        assert config.center_crop is False
+        assert config.center_crop is False and config.grad_clip == 1.0  # diffusers' max_grad_norm
     assert DreamBoothConfig.paper("lorad", rank=4, steps=3).rank == 4
     with pytest.raises(dataclasses.FrozenInstanceError):
         lorad.rank = 8
@@ -116,6 +116,7 @@ def test_paper_settings_per_method():
         ({"resolution": 500}, "resolution must be a positive multiple of 8"),
         ({"seed": "0"}, "seed must be"),
         ({"center_crop": 1}, "center_crop must be a bool"),
+        ({"grad_clip": 0}, "grad_clip must be None or a finite number > 0"),
         ({"targets": ()}, "targets must be"),
         ({"targets": "to_q"}, "targets must be"),
         ({"targets": ("to_q", "")}, "targets must be"),

@@ -306,3 +306,46 @@ def test_one_step_generation_at_twice_the_resolution(pipe):
     assert alone.tobytes() == images[2].tobytes()
     with pytest.raises(ValueError):
         one_step_high_res(pipe, PROMPTS, SEEDS[:2], HighResSpec(32, 32))
+
+
+def test_min_depth_gives_the_noise_damped_pass_on_the_sd15_layout():
+    """min_depth=2 at 4x: ScaleCrafter's noise-damped CFG pass for 2048² (its 27-line setting) leaves
+    down_blocks.1/up_blocks.2 plain and keeps 3 in down_blocks.2/up_blocks.1, 4 in the deepest level."""
+    sd15 = build_denoiser("sd15", device="meta")
+    at4, damped = scalecrafter_factors(sd15, 4.0), scalecrafter_factors(sd15, 4.0, min_depth=2)
+    table = {"down_blocks.2": 3, "up_blocks.1": 3, "down_blocks.3": 4, "up_blocks.0": 4, "mid_block": 4}
+    assert len(damped) == 27
+    for name, factor in damped.items():
+        level = name.split(".")[0] if name.startswith("mid_block") else ".".join(name.split(".")[:2])
+        assert factor == table[level], name
+    assert damped == {n: f for n, f in at4.items() if not n.startswith(("down_blocks.1.", "up_blocks.2."))}
+    assert scalecrafter_factors(sd15, 4.0, min_depth=4) == {}
+    for bad in (0, 1.0, True):
+        with pytest.raises(ValueError, match="min_depth"):
+            scalecrafter_factors(sd15, 4.0, min_depth=bad)
+
+
+def test_freeu_factors_reach_the_unet(pipe):
+    """HighResSpec.freeu_factors against diffusers' enable_freeu called by hand around the same one-step call."""
+    from dkd.sampling import seeded_noise
+    from dkd.train.step import generate
+
+    teacher = pipe.teacher
+    unet = teacher.denoiser
+    default = high_res_latents(pipe, PROMPTS, SEEDS, HighResSpec(32, 32, redilate=False, freeu=True))
+    stated = {"b1": 1.2, "b2": 1.4, "s1": 0.9, "s2": 0.2}
+    spec = HighResSpec(32, 32, redilate=False, freeu=True, freeu_factors=stated)
+    torch.testing.assert_close(high_res_latents(pipe, PROMPTS, SEEDS, spec), default, rtol=0, atol=0)
+    other = high_res_latents(pipe, PROMPTS, SEEDS, HighResSpec(32, 32, False, True, {"b1": 1.5, "s2": 0.5}))
+    unet.enable_freeu(s1=0.9, s2=0.5, b1=1.5, b2=1.4)
+    try:
+        noise, embeds = seeded_noise(SEEDS, (4, 16, 16)), teacher.encode(PROMPTS)
+        expected = generate(teacher, unet, noise, embeds, pipe.t_init, pipe.scaled_input)
+    finally:
+        unet.disable_freeu()
+    torch.testing.assert_close(other, expected, rtol=0, atol=0)
+    assert not torch.allclose(other, default)
+    for bad in ({"freeu": False, "freeu_factors": stated}, {"freeu": True, "freeu_factors": {"b3": 1.0}},
+                {"freeu": True, "freeu_factors": {"b1": 0.0}}, {"freeu": True, "freeu_factors": [1.2]}):  # fmt: skip
+        with pytest.raises(ValueError, match="freeu|FreeU"):
+            HighResSpec(32, 32, **bad)

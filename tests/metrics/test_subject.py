@@ -1,6 +1,7 @@
 """DreamBooth's subject-fidelity metrics (DINO, CLIP-I, CLIP-T) on tiny random transformers models built in
 code: 1 for identical images, below 1 for different ones, and equal to float64 hand computations of the
-cosines from the models' own towers (ViT CLS token; CLIP vision/text towers and projections)."""
+cosines from the models' own towers (ViT CLS token; CLIP vision/text towers and projections); the batched
+image loop they share with the COCO CLIP score; the tiny stand-ins the tiny configuration builds."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from transformers import (
 )
 
 from dkd.backbones.tiny import CLIP_VOCAB_SIZE, write_clip_tokenizer
+from dkd.metrics.clip import batched_image_features
 from dkd.metrics.subject import (
     clip_image_similarity,
     clip_text_cosines,
@@ -29,6 +31,7 @@ from dkd.metrics.subject import (
     load_dino,
     load_subject_clip,
     mean_pairwise_cosine,
+    save_tiny_subject_models,
 )
 
 
@@ -166,3 +169,53 @@ def test_loaders_read_local_folders_offline(dino, clip, tmp_path, monkeypatch):
         assert not loaded.training and type(loaded) is type(model)
         expected = metric(*images, model=model, processor=processor)
         assert metric(*images, model=loaded, processor=loaded_processor) == pytest.approx(expected, abs=1e-6)
+
+
+class _Mean(torch.nn.Module):
+    """An encoder whose feature of an image is its per-channel mean times a weight; records its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(2.0))
+        self.batches = []
+
+    def forward(self, pixels):
+        self.batches.append(len(pixels))
+        return pixels.mean(dim=(2, 3)) * self.weight
+
+
+def test_batched_image_features_is_the_shared_no_grad_loop(tmp_path):
+    """The loop of DINO / CLIP-I and of the COCO CLIP score (dkd.metrics.clip): every image once, in batches,
+    files and PIL images alike, float32 on the CPU, no graph, the model put in eval mode."""
+    model = _Mean().train()
+    images = [_image(s, size=(4, 4)) for s in range(5)]
+    images[2].save(tmp_path / "two.png")
+    mixed = images[:2] + [tmp_path / "two.png"] + images[3:]
+
+    def pixels(rgb):
+        return torch.stack([torch.from_numpy(np.asarray(image, dtype=np.float64)).permute(2, 0, 1) for image in rgb])
+
+    features = batched_image_features(mixed, model, pixels, model=model, batch_size=2)
+    expected = np.stack([np.asarray(image, dtype=np.float64).mean(axis=(0, 1)) * 2 for image in images])
+    assert model.batches == [2, 2, 1] and not model.training
+    assert features.dtype == torch.float32 and features.device.type == "cpu" and not features.requires_grad
+    np.testing.assert_allclose(features.numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="batch_size"):
+        batched_image_features(images, model, pixels, model=model, batch_size=0)
+
+
+def test_tiny_subject_models_load_through_the_loaders(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folders = save_tiny_subject_models(tmp_path, seed=3)
+    dino, dino_processor = load_dino(folders["dino"], device="cpu")
+    clip, clip_processor = load_subject_clip(folders["clip"], device="cpu")
+    images = [_image(s) for s in (1, 2)]
+    assert dino_similarity(images[:1], images[:1], model=dino, processor=dino_processor) == pytest.approx(1.0)
+    assert clip_image_similarity(images[:1], images[1:], model=clip, processor=clip_processor) < 1 - 1e-4
+    cosine = clip_text_similarity(images, ["a toy", "a red toy"], model=clip, processor=clip_processor)
+    assert -1 <= cosine <= 1
+    again = save_tiny_subject_models(tmp_path / "again", seed=3)  # seeded: the same weights
+    assert (tmp_path / "dino" / "model.safetensors").read_bytes() == (
+        tmp_path / "again" / "dino" / "model.safetensors"
+    ).read_bytes()
+    assert again.keys() == {"dino", "clip"}

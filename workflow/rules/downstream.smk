@@ -15,6 +15,11 @@ def downstream_log(target, *parts):
     return log_path("downstream", target, *parts)
 
 
+def downstream_label(target, path):
+    """A downstream figure's label in the HTML report: its path under the target's folder."""
+    return str(Path(path).relative_to(downstream_path(target)))
+
+
 def downstream_summaries():
     """summary.json of every configured downstream target."""
     return [downstream_path(name, "summary.json") for name in config["downstream"]]

@@ -63,6 +63,22 @@ def model_groups():
             if released_fetched(name)
         }
     )
+    if "controlnet" in config["downstream"]:  # the controlnet target: each hub ControlNet and hf:// source image
+        for kind, control in config["downstream"]["controlnet"]["controls"].items():
+            if _is_hub_id(control["controlnet"]) or control["image"].startswith("hf://"):
+                groups[f"controlnet-{kind}"] = {
+                    "what": "controlnet",
+                    "source": control["controlnet"],
+                    "revision": control.get("revision"),
+                    "image": control["image"],
+                }
+    if "dreambooth" in config["downstream"]:  # the dreambooth target: its subjects' photos, DINO and CLIP
+        dreambooth = config["downstream"]["dreambooth"]
+        photos = [name for name in dreambooth["subjects"] if name not in vocabulary.SYNTHETIC_SUBJECTS]
+        if photos:
+            groups["dreambooth-photos"] = {"what": "dreambooth", "subjects": photos, "dataset": dreambooth["dataset"]}
+        if dreambooth["metric_models"] != "tiny":
+            groups["dreambooth-metrics"] = {"what": "dreambooth", "metric_models": dreambooth["metric_models"]}
     return groups
 
 
