@@ -222,9 +222,9 @@ def files_for(what: str, **options) -> list[ModelFiles]:
     * ``hps``, ``version=<v2.0|v2.1>``: the HPS checkpoint (its ViT-H-14 needs no other weights);
     * ``inception``, ``folder=<dir>``: clean-fid's Inception file, into ``folder``;
     * ``controlnet``, ``source=<hub id or folder>``, ``revision``, ``image``: a ControlNet's model folder
-      and its ``hf://`` source image (``dkd.downstream.controlnet_run.controlnet_files``);
+      and its ``hf://`` source image (``dkd.downstream.controlnet.run.controlnet_files``);
     * ``dreambooth``, ``subjects=[...]`` and ``dataset={source, revision}`` (the subjects' photos) and/or
-      ``metric_models={name: {source, revision}}`` (DINO, CLIP): ``dkd.downstream.dreambooth_data.dreambooth_files``.
+      ``metric_models={name: {source, revision}}`` (DINO, CLIP): ``dkd.downstream.dreambooth.data.dreambooth_files``.
     """
     if what == "teacher":
         from .backbones import backbone_spec, components_source
@@ -277,11 +277,11 @@ def files_for(what: str, **options) -> list[ModelFiles]:
     if what == "inception":
         return [ModelFiles("inception", str(options["folder"]))]
     if what == "controlnet":  # the controlnet target's ControlNet and hf:// source image
-        from .downstream.controlnet_run import controlnet_files
+        from .downstream.controlnet.run import controlnet_files
 
         return controlnet_files(options["source"], options.get("revision"), options.get("image"))
     if what == "dreambooth":  # the dreambooth target's subject photos and subject-metric models
-        from .downstream.dreambooth_data import dreambooth_files
+        from .downstream.dreambooth.data import dreambooth_files
 
         return dreambooth_files(**options)
     raise ValueError(

@@ -3,7 +3,7 @@ its annotator: canny, or none)."""
 
 import logging
 
-from dkd.downstream.controlnet_run import TargetControl, TargetSettings, load_source_image, make_condition
+from dkd.downstream.controlnet.run import TargetControl, TargetSettings, load_source_image, make_condition
 from dkd.io import atomic_open, rule_log
 
 sm = snakemake  # noqa: F821

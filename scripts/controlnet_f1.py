@@ -3,7 +3,7 @@
 import json
 import logging
 
-from dkd.downstream.controlnet_run import TargetControl, TargetSettings, canny_f1_scores, read_images
+from dkd.downstream.controlnet.run import TargetControl, TargetSettings, canny_f1_scores, read_images
 from dkd.io import atomic_write_text, rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
 """Rule `controlnet_images`: one model (teacher: DDIM with CFG; student: one step) with a control's
 ControlNet on its condition: every prompt with every seed, then seconds per image at batch 1 split into
-text encoder, U-Net + ControlNet and VAE (dkd.downstream.controlnet.timed_parts; first prompt and seed)."""
+text encoder, U-Net + ControlNet and VAE (dkd.downstream.controlnet.pipeline.timed_parts; first prompt and seed)."""
 
 import json
 import logging
@@ -9,8 +9,8 @@ import diffusers
 import torch
 from PIL import Image
 
-from dkd.downstream.controlnet import timed_parts
-from dkd.downstream.controlnet_run import TargetControl, TargetSettings, controlnet_pipeline, generate_images
+from dkd.downstream.controlnet.pipeline import timed_parts
+from dkd.downstream.controlnet.run import TargetControl, TargetSettings, controlnet_pipeline, generate_images
 from dkd.io import atomic_folder, atomic_write_text, rule_log
 
 sm = snakemake  # noqa: F821

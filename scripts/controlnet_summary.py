@@ -2,7 +2,7 @@
 
 import logging
 
-from dkd.downstream.controlnet_summary import write_controlnet_summary
+from dkd.downstream.controlnet.summary import write_controlnet_summary
 from dkd.io import rule_log
 
 sm = snakemake  # noqa: F821

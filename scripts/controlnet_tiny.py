@@ -4,7 +4,7 @@ and a synthetic source picture (the tiny config's controlnet target; nothing is 
 import logging
 from pathlib import Path
 
-from dkd.downstream.controlnet_run import draw_source, tiny_controlnet
+from dkd.downstream.controlnet.run import draw_source, tiny_controlnet
 from dkd.io import atomic_folder, atomic_open, rule_log
 
 sm = snakemake  # noqa: F821

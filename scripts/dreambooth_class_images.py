@@ -7,8 +7,8 @@ import logging
 import torch
 
 from dkd.backbones import load_teacher
-from dkd.downstream.dreambooth import arm_config, class_prompt
-from dkd.downstream.dreambooth_eval import generate_class_images
+from dkd.downstream.dreambooth.evaluate import generate_class_images
+from dkd.downstream.dreambooth.method import arm_config, class_prompt
 from dkd.io import atomic_folder, atomic_write_text, rule_log
 
 sm = snakemake  # noqa: F821

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from dkd.downstream.dreambooth_eval import read_json, score_arm
+from dkd.downstream.dreambooth.evaluate import read_json, score_arm
 from dkd.io import atomic_write_text, rule_log
 from dkd.metrics.subject import load_dino, load_subject_clip
 

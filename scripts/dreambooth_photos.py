@@ -3,7 +3,7 @@
 import json
 import logging
 
-from dkd.downstream.dreambooth_data import prepare_photos
+from dkd.downstream.dreambooth.data import prepare_photos
 from dkd.io import atomic_folder, atomic_write_text, rule_log
 
 sm = snakemake  # noqa: F821

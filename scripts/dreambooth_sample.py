@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from dkd.downstream.dreambooth_data import evaluation_prompts, subject
-from dkd.downstream.dreambooth_eval import load_arm_sampler, sample_arm
+from dkd.downstream.dreambooth.data import evaluation_prompts, subject
+from dkd.downstream.dreambooth.evaluate import load_arm_sampler, sample_arm
 from dkd.io import atomic_folder, atomic_write_text, rule_log
 
 sm = snakemake  # noqa: F821

@@ -3,7 +3,7 @@ arm files) and a grid per subject."""
 
 import logging
 
-from dkd.downstream.dreambooth_eval import write_dreambooth_summary
+from dkd.downstream.dreambooth.evaluate import write_dreambooth_summary
 from dkd.io import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,5 +1,5 @@
 """Rule `dreambooth_train`: one subject fine-tuned with one arm's method on the teacher or the DKD student
-(dkd.downstream.dreambooth_train: resuming from the checkpoints in `train_dir`), then exported."""
+(dkd.downstream.dreambooth.train: resuming from the checkpoints in `train_dir`), then exported."""
 
 import json
 import logging
@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from dkd.backbones import load_teacher
-from dkd.downstream.dreambooth import arm_config
-from dkd.downstream.dreambooth_data import subject
-from dkd.downstream.dreambooth_train import TrainSettings, export_arm, train_arm
+from dkd.downstream.dreambooth.data import subject
+from dkd.downstream.dreambooth.method import arm_config
+from dkd.downstream.dreambooth.train import TrainSettings, export_arm, train_arm
 from dkd.io import atomic_folder, rule_log
 
 sm = snakemake  # noqa: F821

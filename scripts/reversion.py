@@ -1,12 +1,12 @@
 """Rule `reversion`: the target's grids (per relation, the teacher's images above the one-step student's)
 and summary.json, its tables read from the files the other reversion rules wrote
-(dkd.downstream.relation_summary)."""
+(dkd.downstream.reversion.summary)."""
 
 import json
 import logging
 from pathlib import Path
 
-from dkd.downstream.relation_summary import relation_grid, reversion_summary
+from dkd.downstream.reversion.summary import relation_grid, reversion_summary
 from dkd.io import rule_log
 from dkd.report.downstream import write_summary
 

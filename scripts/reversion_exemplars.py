@@ -1,10 +1,10 @@
 """Rule `reversion_tiny_exemplars`: a relation's exemplar folder drawn in code (shapes, ReVersion's layout:
-images and text.json), for the tiny configuration (dkd.downstream.relations.draw_exemplars)."""
+images and text.json), for the tiny configuration (dkd.downstream.reversion.relations.draw_exemplars)."""
 
 import logging
 from pathlib import Path
 
-from dkd.downstream.relations import draw_exemplars
+from dkd.downstream.reversion.relations import draw_exemplars
 from dkd.io import atomic_folder, rule_log
 
 sm = snakemake  # noqa: F821

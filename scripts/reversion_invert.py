@@ -1,5 +1,5 @@
 """Rule `reversion_invert`: the relation token of one relation, inverted against the frozen teacher from the
-relation's exemplars (dkd.downstream.reversion.invert_relation; one uninterrupted run: it keeps no
+relation's exemplars (dkd.downstream.reversion.inversion.invert_relation; one uninterrupted run: it keeps no
 checkpoint to resume from). Writes the token's embedding and inversion.json (settings, exemplars, time)."""
 
 import dataclasses
@@ -10,8 +10,8 @@ import time
 import torch
 
 from dkd.backbones import load_teacher
-from dkd.downstream.relations import exemplar_pairs, read_exemplars, teacher_resolution, word_cosine
-from dkd.downstream.reversion import ReVersionConfig, invert_relation
+from dkd.downstream.reversion.inversion import ReVersionConfig, invert_relation
+from dkd.downstream.reversion.relations import exemplar_pairs, read_exemplars, teacher_resolution, word_cosine
 from dkd.io import atomic_write_text, rule_log
 from dkd.metrics.timing import device_name
 from dkd.provenance import file_sha256

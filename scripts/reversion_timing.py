@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from dkd.downstream.relations import embedding_token, image_prompts, load_relation_into, load_templates
+from dkd.downstream.reversion.relations import embedding_token, image_prompts, load_relation_into, load_templates
 from dkd.io import atomic_write_text, rule_log
 from dkd.metrics.timing import time_pipeline
 from dkd.sampling import make_sampler

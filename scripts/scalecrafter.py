@@ -1,7 +1,7 @@
 """Rule `scalecrafter`: the target's grids (one per resolution, rows = arms), table.csv and summary.json,
-every number read back from the arms' images.json (dkd.downstream.scalecrafter_compare.write_comparison)."""
+every number read back from the arms' images.json (dkd.downstream.scalecrafter.compare.write_comparison)."""
 
-from dkd.downstream.scalecrafter_compare import write_comparison
+from dkd.downstream.scalecrafter.compare import write_comparison
 from dkd.io import rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,13 +1,13 @@
 """Rule `scalecrafter_images`: one arm of the ScaleCrafter comparison at one resolution: the image of every
 prompt x seed, the U-Net evaluations per image and the seconds per image at batch 1
-(dkd.downstream.scalecrafter_compare)."""
+(dkd.downstream.scalecrafter.compare)."""
 
 import json
 import logging
 
 import torch
 
-from dkd.downstream.scalecrafter_compare import arm_sampler, generate_arm
+from dkd.downstream.scalecrafter.compare import arm_sampler, generate_arm
 from dkd.io import atomic_folder, atomic_write_text, rule_log
 
 sm = snakemake  # noqa: F821

@@ -1,7 +1,7 @@
 """A run's checkpoints: saving, resuming, and the training-cost record they carry.
 
 :class:`CheckpointedRun` is the checkpoint side of a trainer (a mixin of ``loop.Distiller`` and of
-``dkd.downstream.dreambooth_train.DreamBoothTrainer``): ``save`` writes the trained models (one
+``dkd.downstream.dreambooth.train.DreamBoothTrainer``): ``save`` writes the trained models (one
 ``<name>.safetensors`` per entry of the host's ``models``: the distiller's "student" and "fake"),
 optimisers, schedulers, every process's random state and the cost record under
 ``<output_dir>/checkpoints`` (layout in ``checkpoint.py``); ``resume`` loads the latest one, if it

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.downstream.controlnet import (
+from dkd.downstream.controlnet.pipeline import (
     PARTS,
     STOCK_CONTROLNETS,
     ControlSpec,

@@ -1,4 +1,4 @@
-"""The controlnet target's library (dkd.downstream.controlnet_run, controlnet_summary), offline on a tiny
+"""The controlnet target's library (dkd.downstream.controlnet.run and .summary), offline on a tiny
 SD: settings validated, hub files named, conditions against OpenCV, the tiny ControlNet against the
 teacher it copies, the image sets against direct pipeline calls, F1 against a per-pixel count, the
 summary against hand-written timing files."""
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.downstream.controlnet import STOCK_CONTROLNETS, canny_condition, one_step_controlnet_pipeline
-from dkd.downstream.controlnet_run import (
+from dkd.downstream.controlnet.pipeline import STOCK_CONTROLNETS, canny_condition, one_step_controlnet_pipeline
+from dkd.downstream.controlnet.run import (
     TargetControl,
     TargetSettings,
     canny_f1_scores,
@@ -29,7 +29,7 @@ from dkd.downstream.controlnet_run import (
     split_hub_file,
     tiny_controlnet,
 )
-from dkd.downstream.controlnet_summary import PAPER_SAVING, grid_paths, summary_rows, write_controlnet_summary
+from dkd.downstream.controlnet.summary import PAPER_SAVING, grid_paths, summary_rows, write_controlnet_summary
 from dkd.fetch import files_for
 from dkd.report.downstream import read_summary
 from dkd.sampling.pipeline import STUDENT_INFO

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from dkd.backbones.tiny import tiny_unet
-from dkd.downstream.dreambooth import (
+from dkd.downstream.dreambooth.method import (
     DREAMBOOTH_TARGETS,
     DreamBoothConfig,
     adapter_config,

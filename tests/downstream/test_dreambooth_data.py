@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from dkd.data.download import DataUnavailableError
-from dkd.downstream.dreambooth import DreamBoothConfig, arm_config
-from dkd.downstream.dreambooth_data import (
+from dkd.downstream.dreambooth.data import (
     LIVE_PROMPTS,
     OBJECT_PROMPTS,
     SUBJECT_CLASSES,
@@ -23,7 +22,8 @@ from dkd.downstream.dreambooth_data import (
     prepare_photos,
     subject,
 )
-from dkd.downstream.dreambooth_eval import arm_grid, arm_table, parse_arm, sample_arm
+from dkd.downstream.dreambooth.evaluate import arm_grid, arm_table, parse_arm, sample_arm
+from dkd.downstream.dreambooth.method import DreamBoothConfig, arm_config
 from dkd.fetch import files_for
 
 

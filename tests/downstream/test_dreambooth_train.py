@@ -1,4 +1,4 @@
-"""DreamBooth on the project's trainer (dkd.downstream.dreambooth_train) with the tiny SD teacher: a killed run
+"""DreamBooth on the project's trainer (dkd.downstream.dreambooth.train) with the tiny SD teacher: a killed run
 resumed from its checkpoint and a run stopped by SIGTERM end bit-identical to an uninterrupted one (weights
 and log), only the adapter trains (every base weight unchanged), a checkpoint of other settings is refused,
 the batches are a function of the step, and an exported arm loads back to the trained U-Net's output."""
@@ -14,10 +14,10 @@ import torch
 
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.downstream.dreambooth import DreamBoothConfig
-from dkd.downstream.dreambooth_data import draw_subject
-from dkd.downstream.dreambooth_eval import generate_class_images
-from dkd.downstream.dreambooth_train import (
+from dkd.downstream.dreambooth.data import draw_subject
+from dkd.downstream.dreambooth.evaluate import generate_class_images
+from dkd.downstream.dreambooth.method import DreamBoothConfig
+from dkd.downstream.dreambooth.train import (
     DreamBoothTrainer,
     SubjectBatches,
     TrainSettings,

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, CLIPTextModel
 
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.downstream.reversion import (
+from dkd.downstream.reversion.inversion import (
     PREPOSITIONS,
     ReVersionConfig,
     add_relation_token,

@@ -1,4 +1,4 @@
-"""The data of relation inversion (dkd.downstream.relations): exemplar folders in ReVersion's benchmark layout
+"""The data of relation inversion (dkd.downstream.reversion.relations): exemplar folders in ReVersion's benchmark layout
 and their checks, images as tensors, prompt templates from every source (ReVersion's scenarios file parsed,
 not run), the drawn exemplars' geometry from their pixels, and the learned token loaded into both samplers
 (a token whose row is "and"'s gives the images of the prompt with "and")."""
@@ -15,7 +15,8 @@ from PIL import Image
 
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.downstream.relations import (
+from dkd.downstream.reversion.inversion import save_relation_embedding
+from dkd.downstream.reversion.relations import (
     COLOURS,
     DEFAULT_TEMPLATES,
     BenchmarkMissingError,
@@ -31,7 +32,6 @@ from dkd.downstream.relations import (
     teacher_resolution,
     word_cosine,
 )
-from dkd.downstream.reversion import save_relation_embedding
 from dkd.sampling import DiffusersSampler, MultiStepSpec, OneStepPipeline
 
 

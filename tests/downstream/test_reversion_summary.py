@@ -1,4 +1,4 @@
-"""The reversion target's summary (dkd.downstream.relation_summary): the time saving against a hand
+"""The reversion target's summary (dkd.downstream.reversion.summary): the time saving against a hand
 computation (the paper's 88.89% is 1 - 1/9), the grid's layout from its pixels, and tables whose cells are
 the numbers of the files they are given."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from dkd.downstream.relation_summary import (
+from dkd.downstream.reversion.summary import (
     PAPER_TIME_SAVING,
     relation_grid,
     relations_table,

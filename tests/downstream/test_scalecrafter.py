@@ -14,7 +14,7 @@ from torch import nn
 from dkd.backbones import load_teacher
 from dkd.backbones.specs import build_denoiser
 from dkd.backbones.tiny import save_tiny_backbone, tiny_unet
-from dkd.downstream.scalecrafter import (
+from dkd.downstream.scalecrafter.redilation import (
     HighResSpec,
     ReDilation,
     freeu,

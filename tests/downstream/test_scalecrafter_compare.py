@@ -10,8 +10,7 @@ from PIL import Image
 
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import save_tiny_backbone
-from dkd.downstream.scalecrafter import HighResSpec, one_step_high_res
-from dkd.downstream.scalecrafter_compare import (
+from dkd.downstream.scalecrafter.compare import (
     GRID_CELL,
     LABEL_WIDTH,
     SAVING,
@@ -22,7 +21,8 @@ from dkd.downstream.scalecrafter_compare import (
     generate_arm,
     parse_resolution,
 )
-from dkd.downstream.scalecrafter_teacher import ScaleCrafterTeacher
+from dkd.downstream.scalecrafter.redilation import HighResSpec, one_step_high_res
+from dkd.downstream.scalecrafter.teacher import ScaleCrafterTeacher
 from dkd.sampling import OneStepPipeline
 
 

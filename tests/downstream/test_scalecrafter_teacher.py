@@ -10,8 +10,8 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionMod
 
 from dkd.backbones import load_teacher
 from dkd.backbones.tiny import TINY_UNET_CONFIG, save_tiny_backbone
-from dkd.downstream.scalecrafter import HighResSpec, redilated, scalecrafter_factors
-from dkd.downstream.scalecrafter_teacher import ReDilationSchedule, ScaleCrafterTeacher, step_factors
+from dkd.downstream.scalecrafter.redilation import HighResSpec, redilated, scalecrafter_factors
+from dkd.downstream.scalecrafter.teacher import ReDilationSchedule, ScaleCrafterTeacher, step_factors
 from dkd.sampling import seeded_noise
 
 PROMPTS = ["a red square", "a cat"]

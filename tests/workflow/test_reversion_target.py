@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from transformers import AutoTokenizer, CLIPTextModel
 
-from dkd.downstream.reversion import load_relation_embedding
+from dkd.downstream.reversion.inversion import load_relation_embedding
 from dkd.report.downstream import read_summary
 
 from .test_workflow import ROOT, _job_counts, snakemake

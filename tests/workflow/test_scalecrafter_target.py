@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from dkd.downstream.scalecrafter_compare import GRID_CELL
+from dkd.downstream.scalecrafter.compare import GRID_CELL
 from dkd.report.downstream import read_summary
 
 from .test_workflow import ROOT, snakemake

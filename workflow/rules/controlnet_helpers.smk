@@ -26,7 +26,7 @@ def controlnet_log(*parts):
 
 
 def controlnet_settings(wildcards=None):
-    """The target's shared settings (dkd.downstream.controlnet_run.TargetSettings)."""
+    """The target's shared settings (dkd.downstream.controlnet.run.TargetSettings)."""
     return {k: v for k, v in controlnet_config().items() if k not in ("backbone", "student", "controls")}
 
 

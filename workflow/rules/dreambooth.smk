@@ -1,8 +1,8 @@
 # The dreambooth target (config downstream.dreambooth; docs/downstream.md). Helpers in downstream.smk and
 # dreambooth_helpers.smk.
 # Paper 4.3 and F.2 (Figs. 7 and 24): SD1.5 fine-tuned on DreamBooth subjects with LoRaD, LoRA and full
-# fine-tuning at the paper's settings (dkd.downstream.dreambooth.DreamBoothConfig.paper), on the project's
-# trainer (dkd.downstream.dreambooth_train: accelerate, checkpoints, bit-exact resume, CSV log, SIGTERM and
+# fine-tuning at the paper's settings (dkd.downstream.dreambooth.method.DreamBoothConfig.paper), on the project's
+# trainer (dkd.downstream.dreambooth.train: accelerate, checkpoints, bit-exact resume, CSV log, SIGTERM and
 # SIGUSR1), and the DKD student fine-tuned the same way (arm dkd-<method>), sampled in one step. Per subject:
 # its photos; per class: the teacher's class images (prior preservation), shared by every arm; per subject and
 # arm: the fine-tuned weights, the images of DreamBooth's evaluation prompts (the same seeds in every arm);

@@ -3,7 +3,7 @@
 import re
 from types import SimpleNamespace
 
-DREAMBOOTH_STUDENT_PREFIX = "dkd-"  # dkd.downstream.dreambooth_eval.STUDENT_PREFIX
+DREAMBOOTH_STUDENT_PREFIX = "dkd-"  # dkd.downstream.dreambooth.evaluate.STUDENT_PREFIX
 DREAMBOOTH_TINY = "tiny"  # metric_models: tiny random DINO and CLIP, built by rule dreambooth_tiny_metric_models
 
 
@@ -26,7 +26,7 @@ def dreambooth_subjects():
 
 
 def dreambooth_slug(class_name):
-    """A class as a path part (dkd.downstream.dreambooth_data.class_slug): "stuffed animal" -> stuffed_animal."""
+    """A class as a path part (dkd.downstream.dreambooth.data.class_slug): "stuffed animal" -> stuffed_animal."""
     return "_".join(class_name.split())
 
 
@@ -85,7 +85,8 @@ def dreambooth_dtype(wildcards=None):
 
 
 def dreambooth_settings(method):
-    """The DreamBoothConfig settings of a method (dkd.downstream.dreambooth.arm_config): every arm's, then its own."""
+    """The DreamBoothConfig settings of a method (dkd.downstream.dreambooth.method.arm_config): every arm's, then
+    its own."""
     settings = dreambooth_config()
     return [settings["settings"], settings["method_settings"].get(method, {})]
 

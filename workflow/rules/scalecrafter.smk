@@ -1,6 +1,6 @@
 # The scalecrafter target (config downstream.scalecrafter; docs/downstream.md; paper 4.3, Fig. 14/25):
-# ScaleCrafter's re-dilation (dkd.downstream.scalecrafter) with the one-step student above its native
-# resolution. Per resolution (<height>x<width>) and arm (dkd.downstream.scalecrafter_compare.ARMS: the
+# ScaleCrafter's re-dilation (dkd.downstream.scalecrafter.redilation) with the one-step student above its native
+# resolution. Per resolution (<height>x<width>) and arm (dkd.downstream.scalecrafter.compare.ARMS: the
 # student plain and re-dilated, with FreeU if `freeu` is given, and the re-dilated multi-step teacher if
 # `teacher` is given) the images of every prompt x seed, then `scalecrafter`: a grid per resolution (rows =
 # arms), the table and summary.json. Helpers in downstream.smk and scalecrafter_helpers.smk.

@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..backbones.specs import backbone_spec
-from ..metrics.timing import REPEATS, WARMUP, _synchronize, time_call, timing_summary
-from ..sampling.pipeline import STUDENT_INFO, student_info
-from ..train.schedule import alpha_sigma
+from ...backbones.specs import backbone_spec
+from ...metrics.timing import REPEATS, WARMUP, _synchronize, time_call, timing_summary
+from ...sampling.pipeline import STUDENT_INFO, student_info
+from ...train.schedule import alpha_sigma
 
 CONTROL_KINDS = ("canny", "depth", "openpose")
 TIMESTEP_SCALING = 1e6  # LCM's boundary condition: c_skip = 0.25 / ((t * scaling)^2 + 0.25)

@@ -14,9 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..io import image_path
-from ..report.downstream import Figure, Summary, Table
-from ..report.grid import save_grid
+from ...io import image_path
+from ...report.downstream import Figure, Summary, Table
+from ...report.grid import save_grid
 
 PAPER_TIME_SAVING = 88.89  # %, paper 4.3: ReVersion with the DKD student vs. DDIM 50 (A40, batch 1, diffusers 0.25)
 PAPER_FIGURES = "Fig. 6 and Fig. 23"

@@ -1,8 +1,8 @@
 """DreamBooth training on the project's trainer machinery (paper F.2): one subject, one method, one U-Net.
 
 :class:`DreamBoothTrainer` fine-tunes a copy of a backbone's U-Net (the teacher's, or the exported DKD
-student's) as :class:`~dkd.downstream.dreambooth.DreamBoothConfig` says: the adapter (or every weight) of
-:func:`~dkd.downstream.dreambooth.apply_adapter`, Adam at a constant learning rate, the prior-preservation
+student's) as :class:`~dkd.downstream.dreambooth.method.DreamBoothConfig` says: the adapter (or every weight) of
+:func:`~dkd.downstream.dreambooth.method.apply_adapter`, Adam at a constant learning rate, the prior-preservation
 loss on a batch of ``batch_size`` instance examples then as many class examples, each noised at a uniform
 timestep (the backbone's DDPM schedule, its prediction type's target), the photos through the VAE (a latent
 sampled from its posterior). Every random draw of a step comes from the run's generator, and the examples of
@@ -35,15 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones import PromptEmbeds, Teacher
-from ..io import atomic_write_text
-from ..metrics.images import list_images
-from ..train.checkpoint import latest_checkpoint, load_state, save_checkpoint, training_cost
-from ..train.logger import CsvLogger, closing_all
-from ..train.loop import NonFiniteLossError, TrainingInterrupted
-from ..train.resume import CheckpointedRun
-from ..train.signals import StopSignals
-from .dreambooth import (
+from ...backbones import PromptEmbeds, Teacher
+from ...io import atomic_write_text
+from ...metrics.images import list_images
+from ...train.checkpoint import latest_checkpoint, load_state, save_checkpoint, training_cost
+from ...train.logger import CsvLogger, closing_all
+from ...train.loop import NonFiniteLossError, TrainingInterrupted
+from ...train.resume import CheckpointedRun
+from ...train.signals import StopSignals
+from .method import (
     ADAPTER_FILE,
     DreamBoothConfig,
     apply_adapter,

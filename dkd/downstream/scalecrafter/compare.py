@@ -3,7 +3,7 @@ one-step student at resolutions above its own, without and with re-dilation (and
 re-dilated multi-step teacher; the same prompts and seeds in every arm.
 
 * :data:`ARMS`: ``student`` (plain: the U-Net as trained, on the larger latent), ``student-redilated``,
-  ``student-redilated-freeu`` and ``teacher-redilated`` (:class:`~dkd.downstream.scalecrafter_teacher.
+  ``student-redilated-freeu`` and ``teacher-redilated`` (:class:`~dkd.downstream.scalecrafter.teacher.
   ScaleCrafterTeacher`);
 * :func:`generate_arm`: one arm's images, its U-Net evaluations per image (counted by a forward hook on
   the U-Net while the images are made) and its seconds per image (:func:`dkd.metrics.timing.time_pipeline`:
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..io import atomic_open, image_path
-from .scalecrafter import HighResSpec, one_step_high_res
+from ...io import atomic_open, image_path
+from .redilation import HighResSpec, one_step_high_res
 
 GRID_CELL = 256  # grid row height in pixels
 LABEL_WIDTH = 200  # the arm's name left of its row
@@ -66,7 +66,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 class HighResStudent:
     """The one-step student at ``spec``: a ``(prompts, seeds) -> PIL images`` sampler
-    (:func:`~dkd.downstream.scalecrafter.one_step_high_res`) that the timing harness can call."""
+    (:func:`~dkd.downstream.scalecrafter.redilation.one_step_high_res`) that the timing harness can call."""
 
     def __init__(self, pipe, spec: HighResSpec):
         self.pipe, self.spec, self.teacher = pipe, spec, pipe.teacher
@@ -89,14 +89,14 @@ def arm_sampler(
 ):
     """``(sampler, spec, steps)`` of arm ``name`` at ``resolution`` (``"<height>x<width>"``): a student arm
     loads the exported student pipeline at ``source`` (:class:`HighResStudent`, 1 step); the teacher arm
-    the teacher ``backbone`` at ``source`` (:class:`~dkd.downstream.scalecrafter_teacher.ScaleCrafterTeacher`)
+    the teacher ``backbone`` at ``source`` (:class:`~dkd.downstream.scalecrafter.teacher.ScaleCrafterTeacher`)
     with ``teacher`` (``steps``, ``guidance_scale``, ``eta``, ``freeu``) and ``schedule`` (``dilate_tau``,
     ``ndcfg_tau``, ``progressive``). ``freeu``: FreeU's factors for the arms that use FreeU."""
     import torch
 
-    from ..backbones import load_teacher
-    from ..sampling import OneStepPipeline
-    from .scalecrafter_teacher import ReDilationSchedule, ScaleCrafterTeacher
+    from ...backbones import load_teacher
+    from ...sampling import OneStepPipeline
+    from .teacher import ReDilationSchedule, ScaleCrafterTeacher
 
     chosen, (height, width) = arm(name), parse_resolution(resolution)
     dtype = torch.float32 if dtype is None else dtype
@@ -147,7 +147,7 @@ def generate_arm(
     return ``{"images": [{file, prompt, seed}], "unet_evaluations_per_image", "seconds_per_image",
     "timing"}``, the U-Net evaluations counted while the images are made, the seconds timed afterwards
     (``timing``: ``warmup``, ``repeats``; prompt and seed of the first image)."""
-    from ..metrics.timing import time_pipeline
+    from ...metrics.timing import time_pipeline
 
     pairs = [(p, s) for p in prompts for s in seeds]
     if not pairs:
@@ -236,8 +236,8 @@ def write_comparison(
     import io
     import json
 
-    from ..io import atomic_write_text
-    from ..report.downstream import Figure, Summary, Table, write_summary
+    from ...io import atomic_write_text
+    from ...report.downstream import Figure, Summary, Table, write_summary
 
     records = [json.loads(Path(f).read_text()) | {"folder": Path(f).parent} for f in arm_files]
     resolutions = list(dict.fromkeys(r["resolution"] for r in records))

@@ -8,10 +8,10 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..report.downstream import Figure, Summary, Table, write_summary
-from ..report.grid import save_grid
-from .controlnet import PARTS, time_saving
-from .controlnet_run import read_images
+from ...report.downstream import Figure, Summary, Table, write_summary
+from ...report.grid import save_grid
+from .pipeline import PARTS, time_saving
+from .run import read_images
 
 PAPER_SAVING = 86.26  # % of the multi-step ControlNet's time (paper 4.3; A40, batch 1, text encoder and VAE included)
 PAPER_FIGURES = "Fig. 5 and Fig. 22"  # the paper's ControlNet figures (4.3; appendix G.5)

@@ -2,8 +2,8 @@
 against at 1024² and 2048² (paper 4.3, Fig. 14/25; SD1.5 with DDIM 50).
 
 ScaleCrafter samples the teacher with DDIM and classifier-free guidance (CFG) at the high resolution and
-re-dilates the U-Net (:func:`dkd.downstream.scalecrafter.redilated`, the layers and factors of
-:func:`~dkd.downstream.scalecrafter.scalecrafter_factors`) only in the early, high-noise steps. Its SD1.5
+re-dilates the U-Net (:func:`dkd.downstream.scalecrafter.redilation.redilated`, the layers and factors of
+:func:`~dkd.downstream.scalecrafter.redilation.scalecrafter_factors`) only in the early, high-noise steps. Its SD1.5
 settings (``configs/sd1.5_<H>x<W>.yaml`` of its repository, for 50 DDIM steps, CFG 7.5):
 
 * ``dilate_tau``: steps ``i < dilate_tau`` run re-dilated, the rest plain (30 at 1024², 35 at 2048²);
@@ -19,7 +19,7 @@ settings (``configs/sd1.5_<H>x<W>.yaml`` of its repository, for 50 DDIM steps, C
   The step noise of each image comes from its own CPU generator, seeded with its seed, that first drew
   its starting noise (the student's noise for that seed): an image does not depend on its batch.
 
-FreeU (:func:`~dkd.downstream.scalecrafter.freeu`) is on for the whole loop when the spec says so.
+FreeU (:func:`~dkd.downstream.scalecrafter.redilation.freeu`) is on for the whole loop when the spec says so.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..sampling.pipeline import MultiStepPipeline
-from .scalecrafter import HighResSpec, freeu, high_res_geometry, redilated, scalecrafter_factors
+from ...sampling.pipeline import MultiStepPipeline
+from .redilation import HighResSpec, freeu, high_res_geometry, redilated, scalecrafter_factors
 
 
 def _count(value) -> bool:

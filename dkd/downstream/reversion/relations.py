@@ -1,11 +1,11 @@
-"""The data of relation inversion (:mod:`dkd.downstream.reversion`): a relation's exemplars, the prompt
+"""The data of relation inversion (:mod:`dkd.downstream.reversion.inversion`): a relation's exemplars, the prompt
 templates it is generated with, and the learned token put into a sampler's text encoder.
 
 * **Exemplars** are laid out as in ReVersion's benchmark (Huang et al., "ReVersion: Diffusion-Based
   Relation Inversion from Images", 2023; github.com/ziqihuangg/ReVersion): one folder per relation
   holding the exemplar images and ``text.json``, ``{image file name: [captions]}``, each caption with one
   ``{}`` where the relation goes (e.g. ``"cat {} box"``). :func:`read_exemplars` checks a folder,
-  :func:`exemplar_pairs` turns it into the ``(image, caption)`` pairs :func:`~dkd.downstream.reversion.
+  :func:`exemplar_pairs` turns it into the ``(image, caption)`` pairs :func:`~dkd.downstream.reversion.inversion.
   invert_relation` takes: every caption of every image is one pair, the image resized to a square
   (bicubic, no crop: ReVersion's default). ReVersion draws an image, then one of its captions; the pairs
   are drawn uniformly, which is the same when every image has as many captions.
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .reversion import PLACEHOLDER, relation_prompts
+from .inversion import PLACEHOLDER, relation_prompts
 
 TEXT_FILE = "text.json"  # a relation folder's captions, {image file name: [captions with CAPTION_SLOT]}
 CAPTION_SLOT = "{}"  # the relation's place in a benchmark caption or scenario (Python's format field)
@@ -150,7 +150,7 @@ def _read_template_file(path: Path):
     if path.suffix == ".json":
         return json.loads(path.read_text(encoding="utf-8"))
     if path.suffix in (".yaml", ".yml"):
-        from ..io import read_yaml
+        from ...io import read_yaml
 
         return read_yaml(path)
     if path.suffix == ".txt":
@@ -191,7 +191,7 @@ def load_templates(source, relation: str) -> tuple[str, ...]:
 
 def image_prompts(templates: Sequence[str], token: str, *, samples: int = 1, count: int | None = None) -> list[str]:
     """The prompt of every image: ``count`` prompts (None: one per template; see
-    :func:`~dkd.downstream.reversion.relation_prompts`), each repeated ``samples`` times in a row
+    :func:`~dkd.downstream.reversion.inversion.relation_prompts`), each repeated ``samples`` times in a row
     (image ``k`` shows prompt ``k // samples``)."""
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1; got {samples!r}.")
@@ -295,7 +295,7 @@ def embedding_token(path: str | Path) -> str:
 def load_relation_into(sampler, path: str | Path) -> int:
     """Add the learned token of ``path`` (``save_relation_embedding``'s file) to the sampler's tokenizer
     and text encoder, its row set to the saved vector; return the token id."""
-    from .reversion import load_relation_embedding
+    from .inversion import load_relation_embedding
 
     return load_relation_embedding(path, *sampler_text_parts(sampler))
 
@@ -304,7 +304,7 @@ def word_cosine(tokenizer, text_encoder, vector, word: str) -> float:
     """Cosine between ``vector`` and the input-embedding row of ``word`` (one token)."""
     import torch.nn.functional as F
 
-    from .reversion import preposition_ids
+    from .inversion import preposition_ids
 
     (word_id,) = preposition_ids(tokenizer, [word])
     row = text_encoder.get_input_embeddings().weight.detach()[word_id].float()

@@ -15,7 +15,7 @@ examples then as many class examples, the two MSEs taken in float32.
   :func:`save_adapter` / :func:`load_adapter` its weights (PEFT's key layout, safetensors).
 * :func:`instance_images`: a subject's photos as the training tensor (diffusers' DreamBooth transforms);
   :func:`resized_photo` and :func:`cropped_tensor`, its two halves for one photo (the trainer,
-  ``dreambooth_train``, resizes each photo once and crops it per step).
+  ``dkd.downstream.dreambooth.train``, resizes each photo once and crops it per step).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from ..adapters import count_parameters
-from ..lorad import LoRaDConfig
-from ..metrics.images import list_images
+from ...adapters import count_parameters
+from ...lorad import LoRaDConfig
+from ...metrics.images import list_images
 
 METHODS = ("lorad", "lora", "ft")
 # diffusers' train_dreambooth_lora.py: the attention projections (add_k_proj/add_v_proj exist only in

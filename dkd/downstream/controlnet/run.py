@@ -4,7 +4,7 @@ the tiny ControlNet, the image sets and their canny F1.
 Each control of the target (config ``downstream.controlnet.controls``, keyed by kind: canny, depth,
 openpose) names its ControlNet (a hub id, a folder, or ``tiny``: :func:`tiny_controlnet`), its source
 image (a path, ``hf://<owner>/<repo>/<path in the repo>``, or ``tiny``: :func:`draw_source`), the
-annotator that turns it into the condition (``canny``: :func:`dkd.downstream.controlnet.canny_condition`;
+annotator that turns it into the condition (``canny``: :func:`dkd.downstream.controlnet.pipeline.canny_condition`;
 ``none``: the image already is the condition, e.g. a depth map or pose skeleton) and its prompts. Both
 models, the SD teacher (DDIM, CFG) and the one-step student (one call at its ``t_init``, no CFG), get
 the same condition, prompts and seeds (:func:`controlnet_pipeline`, :func:`generate_images`); a canny
@@ -25,9 +25,9 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from ..data.hub import HUB_SCHEME
-from ..io import atomic_open
-from .controlnet import (
+from ...data.hub import HUB_SCHEME
+from ...io import atomic_open
+from .pipeline import (
     ControlSpec,
     canny_condition,
     canny_edges,
@@ -145,7 +145,7 @@ def controlnet_files(source: str, revision: str | None = None, image: str | None
     """The hub files a control loads (``dkd.fetch``'s ``controlnet``): the ControlNet's model folder at
     ``revision`` (a hub id), and the source ``image`` when it is ``hf://`` (at ``revision`` when it lies
     in the ControlNet's own repo, else at main)."""
-    from ..fetch import ModelFiles
+    from ...fetch import ModelFiles
 
     files = [ModelFiles("model_folder", source, revision=revision)] if _on_hub(source) else []
     if image and image.startswith(HUB_SCHEME):
@@ -157,7 +157,7 @@ def controlnet_files(source: str, revision: str | None = None, image: str | None
 def load_source_image(image: str, revision: str | None = None, controlnet: str | None = None) -> Image.Image:
     """The source image (RGB) from a path or ``hf://`` (the cache only when HF_HUB_OFFLINE is set)."""
     if image.startswith(HUB_SCHEME):
-        from ..analysis.io import hub_file
+        from ...analysis.io import hub_file
 
         repo, path = split_hub_file(image)
         image = str(hub_file(repo, path, revision if repo == controlnet else None))

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..metrics.images import list_images
-from ..vocabulary import SYNTHETIC_SUBJECTS as SYNTHETIC_NAMES
-from .dreambooth import class_prompt, instance_prompt
+from ...metrics.images import list_images
+from ...vocabulary import SYNTHETIC_SUBJECTS as SYNTHETIC_NAMES
+from .method import class_prompt, instance_prompt
 
 DATASET_REPO = "google/dreambooth"
 DATASET_REVISION = None  # the commit to pin (None: main); none recorded here, never a guessed hash
@@ -126,7 +126,7 @@ def fetch_subject_photos(
     (the rule ``fetch_model`` fetched them). Returns the copies, sorted by name."""
     from huggingface_hub import snapshot_download
 
-    from ..data.download import DataUnavailableError, is_offline
+    from ...data.download import DataUnavailableError, is_offline
 
     subject(name)  # a known subject
     try:
@@ -200,7 +200,7 @@ def dreambooth_files(
     folder of ``dataset`` (``{source, revision}``; default the DreamBooth data set at
     :data:`DATASET_REVISION`) and each of ``metric_models`` (``{name: {source, revision}}``, transformers
     repos: DINO, CLIP)."""
-    from ..fetch import ModelFiles
+    from ...fetch import ModelFiles
 
     dataset = dataset or {}
     source, revision = dataset.get("source", DATASET_REPO), dataset.get("revision", DATASET_REVISION)

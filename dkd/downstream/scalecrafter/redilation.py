@@ -34,7 +34,7 @@ ScaleCrafter re-dilates only the early (high-noise) steps of a multi-step sample
 has one call at t = 999, so re-dilation is on for that call. Its noise-damped classifier-free guidance
 does not apply (the student has no CFG), and the dispersed convolution is not implemented. The multi-step
 teacher as ScaleCrafter samples it (early steps re-dilated, noise-damped CFG) is
-:mod:`dkd.downstream.scalecrafter_teacher`.
+:mod:`dkd.downstream.scalecrafter.teacher`.
 
 FreeU (:func:`freeu`) goes through diffusers' ``UNet2DConditionModel.enable_freeu(s1, s2, b1, b2)`` /
 ``disable_freeu()`` (the factors are attributes of the ``up_blocks``), with ScaleCrafter's SD1.5 values.
@@ -206,7 +206,7 @@ def scalecrafter_factors(
     1024² from 512², 4 for 2048²): module name -> ``min(1 + depth, scale)`` for the resnet convs and
     resampler convs of every level at ``depth >= min_depth`` (1: all but the outermost), from a walk over
     ``unet.named_modules()``. ``min_depth=2`` also leaves the shallowest re-dilated level as it is: the
-    pass of ScaleCrafter's noise-damped guidance at 2048² (:mod:`dkd.downstream.scalecrafter_teacher`)."""
+    pass of ScaleCrafter's noise-damped guidance at 2048² (:mod:`dkd.downstream.scalecrafter.teacher`)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {family!r}.")
     if not _is_real(scale) or not 1 <= scale <= MAX_SCALE:
@@ -321,8 +321,8 @@ def high_res_latents(pipe, prompts: Sequence[str], seeds: Sequence[int], spec: H
     """``OneStepPipeline.latents`` at ``spec``'s resolution: the student (``pipe.teacher.denoiser``) called once
     at ``pipe.t_init`` on per-seed noise of the larger latent, re-dilated (:func:`scalecrafter_factors` at the
     upscaling) if ``spec.redilate``, with FreeU on (``spec.freeu_factors``) or off as ``spec.freeu`` says."""
-    from ..sampling.pipeline import seeded_noise
-    from ..train.step import generate
+    from ...sampling.pipeline import seeded_noise
+    from ...train.step import generate
 
     pipe.check(prompts, seeds)
     teacher = pipe.teacher
@@ -338,7 +338,7 @@ def high_res_latents(pipe, prompts: Sequence[str], seeds: Sequence[int], spec: H
 def one_step_high_res(pipe, prompts: Sequence[str], seeds: Sequence[int], spec: HighResSpec, *, batch_size: int = 4):
     """One PIL image of ``spec.height x spec.width`` per (prompt, seed) from a ``OneStepPipeline``,
     ``batch_size`` at a time (an image does not depend on its batch)."""
-    from ..sampling.pipeline import to_pil
+    from ...sampling.pipeline import to_pil
 
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import Teacher
-from ..io import image_path
-from ..report.downstream import Table
-from ..report.grid import save_grid
-from ..sampling.pipeline import MultiStepPipeline, OneStepPipeline
-from .dreambooth import METHODS
+from ...backbones import Teacher
+from ...io import image_path
+from ...report.downstream import Table
+from ...report.grid import save_grid
+from ...sampling.pipeline import MultiStepPipeline, OneStepPipeline
+from .method import METHODS
 
 STUDENT_PREFIX = "dkd-"  # the arm of the DKD student fine-tuned with a method: dkd-lorad
 METRICS = ("dino", "clip_i", "clip_t")
@@ -100,7 +100,7 @@ def score_arm(
     """DINO and CLIP-I of the ``images`` against the subject's ``photos`` (mean pairwise cosine) and CLIP-T
     of image ``i`` against ``texts[i]``; ``dino`` and ``clip``: ``(model, processor)`` pairs
     (``dkd.metrics.subject.load_dino`` / ``load_subject_clip``)."""
-    from ..metrics.subject import clip_image_similarity, clip_text_similarity, dino_similarity
+    from ...metrics.subject import clip_image_similarity, clip_text_similarity, dino_similarity
 
     images, photos = list(images), list(photos)
     return {
@@ -156,13 +156,14 @@ def load_arm_sampler(
     backbone: str, source: str, arm_folder, *, one_step: bool, sampling: Mapping, dtype=None, device="cpu"
 ):
     """The sampler of an arm: its base (the teacher, or the student's exported pipeline ``source``) loaded on
-    the CPU, the arm's weights loaded into its U-Net (``dreambooth_train.load_arm``), moved to ``device``;
-    then the student's one-step sampler (its ``dkd_student.json``) or the multi-step one (``sampling``)."""
+    the CPU, the arm's weights loaded into its U-Net (``dkd.downstream.dreambooth.train.load_arm``), moved to
+    ``device``; then the student's one-step sampler (its ``dkd_student.json``) or the multi-step one
+    (``sampling``)."""
     import torch
 
-    from ..backbones import load_teacher
-    from ..sampling.pipeline import student_info
-    from .dreambooth_train import load_arm
+    from ...backbones import load_teacher
+    from ...sampling.pipeline import student_info
+    from .train import load_arm
 
     base = load_arm(load_teacher(backbone, source, dtype=dtype or torch.float32, device="cpu"), arm_folder)
     for module in (base.denoiser, base.text_encoder, base.vae):
@@ -192,8 +193,8 @@ def write_dreambooth_summary(
     """The target's ``summary.json`` and a grid per subject (``grid-<subject>.png`` beside it), from the files
     of every (subject, arm) in subject-major order: ``metrics.json``, the exported ``dreambooth.json``,
     ``images.json``; and each subject's ``photos.json``."""
-    from ..report.downstream import Figure, Summary, write_summary
-    from .dreambooth_train import read_arm
+    from ...report.downstream import Figure, Summary, write_summary
+    from .train import read_arm
 
     cells = [(subject, arm) for subject in subjects for arm in arms]
     metrics = {cell: read_json(path)["values"] for cell, path in zip(cells, metric_files)}
