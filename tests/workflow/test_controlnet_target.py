@@ -15,15 +15,12 @@ from PIL import Image
 
 from dkd.report.downstream import read_summary
 
-from .test_workflow import ROOT, _job_counts, snakemake
+from .test_workflow import ROOT, _job_counts, snakemake, tiny_target
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    run = snakemake("controlnet", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={results}")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return results
+    return tiny_target("controlnet", tmp_path_factory.mktemp("results"))
 
 
 def test_tiny_controlnet_target_end_to_end(tiny_run):

@@ -16,7 +16,8 @@ from torch import nn
 
 from dkd.backbones.tiny import tiny_unet
 from dkd.report.downstream import read_summary
-from tests.workflow.test_workflow import ROOT, snakemake
+
+from .test_workflow import ROOT, snakemake, tiny_target
 
 TARGETS = ("to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_v_proj")  # diffusers' DreamBooth-LoRA list
 
@@ -35,9 +36,7 @@ def _json(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dreambooth-tiny")
-    run = snakemake("dreambooth", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={out}")
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    out = tiny_target("dreambooth", tmp_path_factory.mktemp("dreambooth-tiny"))
     return out, out / "downstream" / "dreambooth", _settings("tiny.yaml")
 
 

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, CLIPTextModel
 from dkd.downstream.reversion.inversion import load_relation_embedding
 from dkd.report.downstream import read_summary
 
-from .test_workflow import ROOT, _job_counts, snakemake
+from .test_workflow import ROOT, _job_counts, snakemake, tiny_target
 
 TINY = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())["downstream"]["reversion"]
 PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["downstream"]["reversion"]
@@ -31,10 +31,7 @@ def _text_encoder(folder: Path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("reversion")
-    run = snakemake("reversion", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={results}")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return results
+    return tiny_target("reversion", tmp_path_factory.mktemp("reversion"))
 
 
 def test_tiny_run_writes_the_token_the_images_and_the_timing(tiny_run):

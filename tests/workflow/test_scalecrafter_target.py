@@ -16,7 +16,7 @@ from PIL import Image
 from dkd.downstream.scalecrafter.compare import GRID_CELL
 from dkd.report.downstream import read_summary
 
-from .test_workflow import ROOT, snakemake
+from .test_workflow import ROOT, snakemake, tiny_target
 
 ARMS = ["student", "student-redilated", "student-redilated-freeu", "teacher-redilated"]
 
@@ -33,12 +33,7 @@ def _settings(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    run = snakemake(
-        "scalecrafter", "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={results}"
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return results
+    return tiny_target("scalecrafter", tmp_path_factory.mktemp("results"))
 
 
 def _images(record, folder) -> list[np.ndarray]:

@@ -26,6 +26,13 @@ def snakemake(*args, cwd=ROOT, env=None):
     )
 
 
+def tiny_target(target: str, results: Path) -> Path:
+    """Make one target of config/tiny.yaml under ``results`` (2 cores); its failure shows the log's tail."""
+    run = snakemake(target, "--cores", "2", "--configfile", "config/tiny.yaml", "--config", f"results={results}")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return results
+
+
 @pytest.mark.parametrize("configfile", [[], ["--configfile", "config/toy.yaml"], ["--configfile", "config/tiny.yaml"]])
 def test_lint_reports_nothing(configfile):
     run = snakemake("--lint", *configfile)
