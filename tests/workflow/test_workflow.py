@@ -16,6 +16,8 @@ import yaml
 
 from dkd.runs import parse_run_name
 
+from .downstream_plan import downstream_jobs
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = str(ROOT / "workflow/schemas/config.schema.yaml")
 
@@ -106,35 +108,6 @@ def _job_counts(stdout: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", stdout, flags=re.M)}
 
 
-def _downstream_jobs(downstream: dict) -> dict[str, int]:
-    """The jobs of the four downstream targets, counted from their config sections (each target's own test
-    checks its jobs' inputs)."""
-    controls, dreambooth = downstream["controlnet"]["controls"], downstream["dreambooth"]
-    arms = len(dreambooth.get("methods", ["lorad", "lora", "ft"])) + (dreambooth.get("student_method", "") is not None)
-    subjects, scalecrafter = len(dreambooth["subjects"]), downstream["scalecrafter"]
-    relations = len(downstream["reversion"]["relations"])
-    return {
-        "controlnet_condition": len(controls),
-        "controlnet_images": 2 * len(controls),  # teacher and student
-        "controlnet_f1": 2 * ("canny" in controls),
-        "controlnet": 1,
-        "dreambooth_photos": subjects,
-        "dreambooth_class_images": len(set(dreambooth["subjects"].values())),
-        "dreambooth_train": subjects * arms,
-        "dreambooth_sample": subjects * arms,
-        "dreambooth_metrics": subjects,
-        "dreambooth": 1,
-        "scalecrafter_images": len(scalecrafter["resolutions"])
-        * (2 + bool(scalecrafter.get("freeu")) + bool(scalecrafter.get("teacher"))),
-        "scalecrafter": 1,
-        "reversion_invert": relations,
-        "reversion_generate": 2 * relations,
-        "reversion_timing": 2,
-        "reversion": 1,
-        "downstream_fetch": len(controls) + 2,  # each hub ControlNet; DreamBooth's photos and its DINO/CLIP
-    }
-
-
 def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
     """config/config.yaml: the data, 20 distillation runs (DKD and its ablations; the baselines SiD-LSG
     on SD1.5 and SD2.1, SwiftBrush on SD2.1 and PixArt-alpha, PG-SB on PixArt-alpha, SwiftBrush v2's two
@@ -194,7 +167,7 @@ def test_paper_dry_run_plans_every_run_model_and_table(tmp_path):
         # + Inception, CLIP, HPS, the scorer, SD-Turbo's U-Net, and each released pair's weights
         "fetch_model": len(config["backbones"]) + published + 5 + len(config["analysis"]["released"]["pairs"]),
         **{name: 1 for name in config["report"]["tables"]},  # each table's own rule
-        **_downstream_jobs(config["downstream"]),  # the report's Downstream section
+        **downstream_jobs(config["downstream"]),  # the report's Downstream section
     }
     expected["fetch_model"] += expected.pop("downstream_fetch")
     assert _job_counts(run.stdout) == {**expected, "total": sum(expected.values())}
