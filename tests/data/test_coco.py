@@ -1,19 +1,17 @@
 """COCO caption sets and the downloader, against fake archives laid out like the official ones.
 
-No network: the archives are served as ``file://`` URLs or by a tiny local HTTP server with
-``Range`` support; expected values come from the fake annotations and ``hashlib``.
+No network: the archives are served as ``file://`` URLs (HTTP resume: ``test_download.py``);
+expected values come from the fake annotations and ``hashlib``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import http.server
 import io
 import json
 import pickle
 import shutil
-import threading
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -303,45 +301,6 @@ def test_resume_of_a_truncated_part_file(fake, tmp_path, monkeypatch):
     remote = RemoteFile(f"{fake['base_url']}/{COCO2014.images_zip}", sha256=hashlib.sha256(content).hexdigest())
     path = download.download_file(remote, directory=directory, progress=False)
     assert offsets == [1000] and path.read_bytes() == content and not (directory / "val2014.zip.part").exists()
-
-
-class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    content = b""
-    honour_range = True
-    seen: list = []
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        header = self.headers.get("Range")
-        type(self).seen.append(header)
-        start = int(header.removeprefix("bytes=").rstrip("-")) if header and self.honour_range else 0
-        body = self.content[start:]
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(self.content) - 1}/{len(self.content)}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.mark.parametrize("honour_range", [True, False])
-def test_resume_over_http(tmp_path, honour_range):
-    content = bytes(range(256)) * 64
-    handler = type("H", (_RangeHandler,), {"content": content, "honour_range": honour_range, "seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        (tmp_path / "blob.bin.part").write_bytes(content[:5000])
-        url = f"http://127.0.0.1:{server.server_address[1]}/blob.bin"
-        path = download.download_file(RemoteFile(url, size=len(content)), directory=tmp_path, progress=False)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert handler.seen == ["bytes=5000-"]
-    assert path.read_bytes() == content
 
 
 def test_wrong_checksum_marks_nothing_complete(fake, tmp_path):
