@@ -279,12 +279,6 @@ def _pooled(frame: pd.DataFrame, prefix: str) -> tuple[float, float]:
     return mean, math.sqrt(max(second - mean**2, 0.0))
 
 
-NORM_ROUNDING = 10 * float(np.finfo(np.float32).eps)
-"""A relative norm change below this (about 1.2e-6) is float32 rounding, not a change: merging an
-adapter into float32 weights moves a row's norm by a few float32 epsilons (2^-23), a distilled
-model's norms move by 1e-3 or more (DMD2's 0.1%, section 1)."""
-
-
 def summarize(frame: pd.DataFrame) -> dict:
     """Over-layer summary of :func:`compare_models`, in PERCENT for the change statistics.
 
@@ -296,9 +290,8 @@ def summarize(frame: pd.DataFrame) -> dict:
     (STD across layers of the per-layer means) and ``pooled_*`` (over all output neurons of all
     layers, neuron-weighted). ``energy_at_30pct`` / ``rank_fraction_90pct``: means over layers
     (fractions; layers with a zero residual skipped). ``direction_to_norm_mean``/``_std``: the ratios of
-    the direction statistics to the norm ones (section 1: 22x and 10x for DMD2); NaN where the norm
-    statistic is float32 rounding (:data:`NORM_ROUNDING`: a LoRaD student keeps every norm, and a
-    ratio to its rounding error would read as millions). Layers with no usable row are skipped.
+    the direction statistics to the norm ones (section 1: 22x and 10x for DMD2). Layers with no usable
+    row are skipped.
     """
     valid = frame[frame["rows_used"] > 0]
     summary: dict = {"layers": int(len(frame)), "layers_used": int(len(valid))}
@@ -312,7 +305,7 @@ def summarize(frame: pd.DataFrame) -> dict:
         summary[f"pooled_{prefix}_std_pct"] = 100 * pooled_std
     for stat in ("mean", "std"):  # section 1's "ratios of 22x and 10x" (direction over norm)
         norm, direction = summary[f"norm_{stat}_pct"], summary[f"direction_{stat}_pct"]
-        summary[f"direction_to_norm_{stat}"] = direction / norm if norm > 100 * NORM_ROUNDING else math.nan
+        summary[f"direction_to_norm_{stat}"] = direction / norm if norm > 0 else math.nan
     summary["energy_at_30pct"] = float(frame["energy_at_30pct"].mean())
     summary["rank_fraction_90pct"] = float(frame["rank_fraction_90pct"].mean())
     summary["zero_rows"] = int(frame["zero_rows"].sum())
