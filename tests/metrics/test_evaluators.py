@@ -23,7 +23,8 @@ from dkd.metrics.fid import load_stats
 from dkd.toy.data import prompt
 from dkd.toy.evaluator import DigitClassifier, save_classifier
 
-from .test_metrics import TinyCNN, _scipy_fid, clip  # noqa: F401  (fixture)
+from .test_clip_score import clip  # noqa: F401  (fixture)
+from .test_metrics import TinyCNN, _scipy_fid
 
 # (width, height) -> (left, top) of the centred square, by hand; 303 - 200 = 103 = 3 mod 4: the
 # half-to-even rounding of 51.5 puts the extra pixel on the left
